@@ -1,0 +1,49 @@
+"""offload: durable background jobs for FastAPI."""
+
+from offload.app import Offload
+from offload.errors import (
+    Cancel,
+    ConfigError,
+    Fail,
+    InvalidTransition,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    OffloadError,
+    ResultTimeout,
+    Retry,
+    StoreUnavailable,
+    UnknownTask,
+)
+from offload.jobs import Job, JobContext, JobError, JobState, Progress
+from offload.retry import RetryPolicy
+from offload.tasks import AsyncTask, Prepared, SyncTask, Task, TaskCall
+from offload.worker import Worker
+
+__all__ = [
+    "AsyncTask",
+    "Cancel",
+    "ConfigError",
+    "Fail",
+    "InvalidTransition",
+    "Job",
+    "JobCancelled",
+    "JobContext",
+    "JobError",
+    "JobFailed",
+    "JobNotFound",
+    "JobState",
+    "Offload",
+    "OffloadError",
+    "Prepared",
+    "Progress",
+    "ResultTimeout",
+    "Retry",
+    "RetryPolicy",
+    "StoreUnavailable",
+    "SyncTask",
+    "Task",
+    "TaskCall",
+    "UnknownTask",
+    "Worker",
+]

@@ -1,0 +1,253 @@
+"""``Offload``: the task registry, the store, and the lifespan that ties them to an app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
+from datetime import timedelta
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+
+from offload.errors import ConfigError, UnknownTask
+from offload.jobs import Job, JobContext, JobRecord
+from offload.retry import RetryPolicy
+from offload.stores import Store, open_store
+from offload.tasks import AsyncTask, Prepared, SyncTask, Task, make_config
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+log = logging.getLogger("offload")
+
+DEFAULT_URL = "sqlite:///offload.db"
+DEFAULT_RETENTION = timedelta(days=7)
+
+MetaHook = Callable[[], dict[str, Any] | None]
+EnqueueHook = Callable[[list[Job[Any]]], Awaitable[None]]
+
+
+class TaskDecorator(Protocol):
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[Concatenate[JobContext, P], Coroutine[Any, Any, R]], /
+    ) -> AsyncTask[P, R]: ...
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> AsyncTask[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[Concatenate[JobContext, P], R], /) -> SyncTask[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> SyncTask[P, R]: ...
+
+
+def resolve_url(url: str | None) -> str:
+    return url or os.environ.get("OFFLOAD_URL") or DEFAULT_URL
+
+
+class Offload:
+    """Holds the registered tasks and the store; one per application.
+
+    ``url`` falls back to ``$OFFLOAD_URL``, then to ``sqlite:///offload.db``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        store: Store | None = None,
+        embedded_worker: bool = True,
+        concurrency: int = 64,
+        queues: Sequence[str] | None = None,
+        retention: float | timedelta = DEFAULT_RETENTION,
+    ) -> None:
+        self.url = store.url if store is not None else resolve_url(url)
+        self.store: Store = store if store is not None else open_store(self.url)
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.embedded_worker = embedded_worker
+        self.concurrency = concurrency
+        self.queues = list(queues) if queues is not None else None
+        self.retention = (
+            retention.total_seconds() if isinstance(retention, timedelta) else float(retention)
+        )
+        if self.retention < 86400:
+            log.warning(
+                "retention below 24 h shortens how long idempotency keys are remembered",
+                extra={"action": "config.retention_short", "retention": self.retention},
+            )
+        self.meta_hooks: list[MetaHook] = []
+        self.enqueue_hooks: list[EnqueueHook] = []
+        self._opened = False
+        self._open_lock: asyncio.Lock | None = None
+
+    def __repr__(self) -> str:
+        return f"<Offload {self.url} tasks={len(self.tasks)}>"
+
+    # --- registration ----------------------------------------------------------------
+
+    # An async function also matches the sync overloads (R = a coroutine); overloads are
+    # tried in order, so the async ones must come first and mypy's overlap note is expected.
+    @overload
+    def task(  # type: ignore[overload-overlap]
+        self, fn: Callable[Concatenate[JobContext, P], Coroutine[Any, Any, R]], /
+    ) -> AsyncTask[P, R]: ...
+    @overload
+    def task(  # type: ignore[overload-overlap]
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> AsyncTask[P, R]: ...
+    @overload
+    def task(self, fn: Callable[Concatenate[JobContext, P], R], /) -> SyncTask[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> SyncTask[P, R]: ...
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        retries: int = 3,
+        backoff: float | timedelta | RetryPolicy | None = None,
+        timeout: float | timedelta | None = None,
+        priority: int = 0,
+        retry_on: tuple[type[BaseException], ...] | None = None,
+        give_up_on: tuple[type[BaseException], ...] | None = None,
+        cpu_bound: bool = False,
+    ) -> TaskDecorator: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        retries: int = 3,
+        backoff: float | timedelta | RetryPolicy | None = None,
+        timeout: float | timedelta | None = None,
+        priority: int = 0,
+        retry_on: tuple[type[BaseException], ...] | None = None,
+        give_up_on: tuple[type[BaseException], ...] | None = None,
+        cpu_bound: bool = False,
+    ) -> Any:
+        """Register a function as a task; usable bare (``@jobs.task``) or with options."""
+
+        def decorate(func: Callable[..., Any]) -> Task[Any, Any]:
+            config = make_config(
+                func,
+                name=name,
+                queue=queue,
+                retries=retries,
+                backoff=backoff,
+                timeout=timeout,
+                priority=priority,
+                retry_on=retry_on,
+                give_up_on=give_up_on,
+                cpu_bound=cpu_bound,
+            )
+            existing = self.tasks.get(config.name)
+            if existing is not None and existing.fn is not func:
+                raise ConfigError(
+                    f"a task named {config.name!r} is already registered; pass name= to "
+                    "register another"
+                )
+            cls = AsyncTask if asyncio.iscoroutinefunction(func) else SyncTask
+            task: Task[Any, Any] = cls(self, func, config)
+            self.tasks[config.name] = task
+            return task
+
+        if fn is not None:
+            return decorate(fn)
+        return decorate
+
+    def get_task(self, name: str) -> Task[Any, Any]:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise UnknownTask(
+                f"no task named {name!r} is registered; registered: {sorted(self.tasks)}"
+            ) from None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect the store (idempotent; enqueue and get call it on first use)."""
+        if self._opened:
+            return
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if not self._opened:
+                await self.store.open()
+                self._opened = True
+
+    async def close(self) -> None:
+        if self._opened:
+            self._opened = False
+            await self.store.close()
+
+    async def __aenter__(self) -> Offload:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
+        """Use as ``FastAPI(lifespan=jobs.lifespan)``: opens the store, and runs an embedded
+        worker unless ``embedded_worker=False``; drains the worker on shutdown."""
+        # The worker sits one layer above the app (DESIGN §2); importing it here, at the
+        # point of use, keeps `offload.app` importable on its own.
+        from offload.worker import Worker
+
+        await self.open()
+        worker: Worker | None = None
+        runner: asyncio.Task[None] | None = None
+        try:
+            if self.embedded_worker:
+                worker = Worker(
+                    self, concurrency=self.concurrency, queues=self.queues, install_signals=False
+                )
+                runner = asyncio.create_task(worker.run(), name="offload-embedded-worker")
+                await worker.started.wait()
+            yield
+        finally:
+            if worker is not None and runner is not None:
+                worker.stop()
+                await runner
+            await self.close()
+
+    # --- jobs --------------------------------------------------------------------------
+
+    async def enqueue_many(self, prepared: Iterable[Prepared[Any]]) -> list[Job[Any]]:
+        """Store a batch of prepared calls in one round trip (see ``Task.prepare``)."""
+        items = list(prepared)
+        if not items:
+            return []
+        await self.open()
+        if self.meta_hooks:
+            extra: dict[str, Any] = {}
+            for meta_hook in self.meta_hooks:
+                extra.update(meta_hook() or {})
+            if extra:
+                for item in items:
+                    item.job.meta = {**extra, **item.job.meta}
+        records = await self.store.enqueue([item.job for item in items])
+        jobs = [
+            Job(record, self.store, item.task.codec.decode_result)
+            for record, item in zip(records, items, strict=True)
+        ]
+        for hook in self.enqueue_hooks:
+            await hook(jobs)
+        return jobs
+
+    def job(self, record: JobRecord) -> Job[Any]:
+        task = self.tasks.get(record.task)
+        return Job(record, self.store, None if task is None else task.codec.decode_result)
+
+    async def get(self, job_id: str) -> Job[Any] | None:
+        """The job with that id, or ``None`` when there is none (or it was purged)."""
+        await self.open()
+        record = await self.store.get(job_id)
+        return None if record is None else self.job(record)

@@ -1,0 +1,271 @@
+"""The job: its states, its stored row, and the typed handle users hold.
+
+Times are float seconds since the epoch inside offload (cheap to compare and store in every
+backend); the public handle exposes them as aware ``datetime`` objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from offload.errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout
+
+if TYPE_CHECKING:
+    from offload.stores.base import Store
+
+R = TypeVar("R")
+
+
+class JobState(enum.StrEnum):
+    """Where a job is in its life (DESIGN §3). Delayed jobs are ``queued`` with a future run_at."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    """Why an attempt failed, kept on the job so the failure can be read without the logs."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> JobError | None:
+        if not data:
+            return None
+        return cls(str(data["type"]), str(data["message"]), data.get("traceback"))
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What a running task last reported through ``ctx.progress``."""
+
+    fraction: float
+    message: str = ""
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """One job row as every store keeps it; ``args``/``kwargs``/``result`` are encoded JSON."""
+
+    id: str
+    task: str
+    queue: str
+    args: str
+    kwargs: str
+    state: JobState
+    priority: int
+    attempt: int
+    max_attempts: int
+    run_at: float
+    enqueued_at: float
+    timeout: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    lease_until: float | None = None
+    worker_id: str | None = None
+    key: str | None = None
+    result: str | None = None
+    error: JobError | None = None
+    progress: Progress | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    cancel_requested: bool = False
+
+    def copy(self) -> JobRecord:
+        return replace(self, meta=dict(self.meta))
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+class Job(Generic[R]):
+    """A handle on a stored job; ``R`` is the task's result type.
+
+    The handle caches the row it last saw: ``state`` and friends are as of the last
+    ``refresh()``, which keeps attribute access free of I/O.
+    """
+
+    __slots__ = ("_decode", "_record", "_store")
+
+    def __init__(
+        self, record: JobRecord, store: Store, decode: Callable[[str], R] | None = None
+    ) -> None:
+        self._record = record
+        self._store = store
+        self._decode = decode
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self._record.task} {self.state.value}>"
+
+    @property
+    def id(self) -> str:
+        return self._record.id
+
+    @property
+    def record(self) -> JobRecord:
+        return self._record
+
+    @property
+    def task(self) -> str:
+        return self._record.task
+
+    @property
+    def queue(self) -> str:
+        return self._record.queue
+
+    @property
+    def state(self) -> JobState:
+        return self._record.state
+
+    @property
+    def attempt(self) -> int:
+        return self._record.attempt
+
+    @property
+    def error(self) -> JobError | None:
+        return self._record.error
+
+    @property
+    def progress(self) -> Progress | None:
+        return self._record.progress
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self._record.meta
+
+    @property
+    def enqueued_at(self) -> datetime:
+        ts = _dt(self._record.enqueued_at)
+        assert ts is not None
+        return ts
+
+    @property
+    def run_at(self) -> datetime:
+        ts = _dt(self._record.run_at)
+        assert ts is not None
+        return ts
+
+    @property
+    def started_at(self) -> datetime | None:
+        return _dt(self._record.started_at)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        return _dt(self._record.finished_at)
+
+    async def refresh(self) -> Job[R]:
+        """Reload the row from the store; raises ``JobNotFound`` if it was purged."""
+        record = await self._store.get(self.id)
+        if record is None:
+            raise JobNotFound(f"job {self.id} no longer exists (purged?)")
+        self._record = record
+        return self
+
+    async def cancel(self) -> bool:
+        """Cancel a queued job now, or ask its worker to stop a running one.
+
+        Returns False when the job had already finished.
+        """
+        record = await self._store.cancel(self.id)
+        if record is None:
+            raise JobNotFound(f"job {self.id} no longer exists (purged?)")
+        self._record = record
+        return record.state is JobState.CANCELLED or record.cancel_requested
+
+    async def result(self, timeout: float | None = None, poll: float = 0.01) -> R:
+        """Wait for the job to finish and return its decoded result.
+
+        Polls with a growing interval (up to 0.5 s): results are rare reads compared with the
+        claim path, so a wake-up channel per waiting caller is not worth its cost.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        interval = poll
+        while True:
+            await self.refresh()
+            record = self._record
+            if record.state is JobState.SUCCEEDED:
+                raw = record.result
+                if self._decode is None or raw is None:
+                    return _load_json(raw)  # type: ignore[no-any-return]
+                return self._decode(raw)
+            if record.state is JobState.FAILED:
+                err = record.error or JobError("UnknownError", "no error was recorded")
+                raise JobFailed(self.id, err.type, err.message, err.traceback)
+            if record.state is JobState.CANCELLED:
+                raise JobCancelled(f"job {self.id} was cancelled")
+            if deadline is not None and loop.time() >= deadline:
+                raise ResultTimeout(
+                    f"job {self.id} is still {record.state.value} after {timeout} s"
+                )
+            sleep = interval if deadline is None else min(interval, deadline - loop.time())
+            await asyncio.sleep(max(sleep, 0))
+            interval = min(interval * 1.5, 0.5)
+
+
+def _load_json(raw: str | None) -> Any:
+    import json
+
+    return None if raw is None else json.loads(raw)
+
+
+class JobContext:
+    """Given to a task that declares a parameter annotated ``JobContext``.
+
+    ``attempt`` doubles as a fencing token for effectively-once side effects: a value above 1
+    means an earlier attempt may have run part of the task.
+    """
+
+    __slots__ = ("_progress", "attempt", "job_id", "logger", "meta", "queue", "task")
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        task: str,
+        queue: str,
+        attempt: int,
+        meta: dict[str, Any] | None = None,
+        progress: Callable[[float, str], Any] | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.task = task
+        self.queue = queue
+        self.attempt = attempt
+        self.meta = meta or {}
+        self._progress = progress
+        self.logger = logging.LoggerAdapter(
+            logging.getLogger(f"offload.task.{task}"),
+            {"job_id": job_id, "task": task, "attempt": attempt, "queue": queue},
+        )
+
+    async def progress(self, fraction: float, message: str = "") -> None:
+        """Record how far the task has got; visible through ``Job.progress`` and the API."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress fraction must be within [0, 1], got {fraction}")
+        if self._progress is not None:
+            result = self._progress(fraction, message)
+            if asyncio.iscoroutine(result):
+                await result

@@ -1,0 +1,158 @@
+"""JSON encoding of task arguments and results, typed by the task's own signature.
+
+Each task gets one pydantic ``TypeAdapter`` per parameter, built once at decoration: values are
+checked and encoded at enqueue time (so a bad argument raises before anything is stored) and
+decoded back to the annotated type in the worker. JSON only; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
+
+from offload.jobs import JobContext
+
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)
+EMPTY_ARGS = "[]"
+EMPTY_KWARGS = "{}"
+
+
+class PayloadError(ValueError):
+    """A stored payload does not fit the task's signature (a changed task, or bad data)."""
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn, include_extras=True)
+    except Exception:
+        # Forward references that cannot be resolved: treat those parameters as Any rather
+        # than refusing to register the task.
+        return {}
+
+
+class Codec:
+    """Encodes the arguments and result of one task function."""
+
+    def __init__(self, fn: Callable[..., Any], task_name: str) -> None:
+        self.task_name = task_name
+        hints = _hints(fn)
+        signature = inspect.signature(fn)
+        self.context_param: str | None = None
+        params = []
+        self.adapters: dict[str, TypeAdapter[Any]] = {}
+        self.var_positional: str | None = None
+        self.var_keyword: str | None = None
+        for param in signature.parameters.values():
+            hint = hints.get(param.name, Any)
+            if hint is JobContext:
+                self.context_param = param.name
+                continue
+            params.append(param)
+            adapter: TypeAdapter[Any] = _ANY if hint is Any else TypeAdapter(hint)
+            self.adapters[param.name] = adapter
+            if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                self.var_positional = param.name
+            elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                self.var_keyword = param.name
+        self.signature = signature.replace(parameters=params)
+        self.positional_only = [
+            p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_ONLY
+        ]
+        self.no_params = not params
+        ret = hints.get("return", Any)
+        self.result_adapter: TypeAdapter[Any] = (
+            _ANY if ret is Any or ret is type(None) else TypeAdapter(ret)
+        )
+
+    def _dump(self, name: str, adapter: TypeAdapter[Any], value: Any) -> Any:
+        try:
+            return adapter.dump_python(value, mode="json", warnings="error")
+        except (PydanticSerializationError, ValueError, TypeError) as exc:
+            raise TypeError(
+                f"argument {name!r} of task {self.task_name!r} cannot be stored as JSON "
+                f"({type(value).__name__}): {exc}. Pass JSON-compatible values, pydantic "
+                "models, dataclasses, datetimes, UUIDs, Decimals or enums, annotated on the "
+                "task's parameters."
+            ) from None
+
+    def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str]:
+        """Check the call against the signature and encode it; raises ``TypeError``."""
+        if not args and not kwargs and self.no_params:
+            return EMPTY_ARGS, EMPTY_KWARGS
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"task {self.task_name!r}: {exc}") from None
+        positional: list[Any] = []
+        named: dict[str, Any] = {}
+        adapters = self.adapters
+        for name, value in bound.arguments.items():
+            adapter = adapters[name]
+            if name == self.var_positional:
+                positional.extend(self._dump(name, adapter, value))
+            elif name == self.var_keyword:
+                named.update(self._dump(name, adapter, value))
+            elif name in self.positional_only:
+                positional.append(self._dump(name, adapter, value))
+            else:
+                named[name] = self._dump(name, adapter, value)
+        return (
+            json.dumps(positional) if positional else EMPTY_ARGS,
+            json.dumps(named) if named else EMPTY_KWARGS,
+        )
+
+    def decode_args(self, args: str, kwargs: str) -> tuple[list[Any], dict[str, Any]]:
+        """Rebuild the call from stored JSON; raises ``PayloadError`` if it does not fit."""
+        if args == EMPTY_ARGS and kwargs == EMPTY_KWARGS and self.no_params:
+            return [], {}
+        try:
+            raw_args = json.loads(args)
+            raw_kwargs = json.loads(kwargs)
+            if not isinstance(raw_args, list) or not isinstance(raw_kwargs, dict):
+                raise PayloadError("args must be a JSON array and kwargs a JSON object")
+            bound = self.signature.bind(*raw_args, **raw_kwargs)
+        except (TypeError, ValueError) as exc:
+            raise PayloadError(
+                f"stored arguments do not fit task {self.task_name!r}: {exc}"
+            ) from None
+        out_args: list[Any] = []
+        out_kwargs: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            adapter = self.adapters[name]
+            try:
+                decoded = adapter.validate_python(value)
+            except ValidationError as exc:
+                raise PayloadError(
+                    f"argument {name!r} of task {self.task_name!r} is invalid: {exc}"
+                ) from None
+            if name == self.var_positional:
+                out_args.extend(decoded)
+            elif name == self.var_keyword:
+                out_kwargs.update(decoded)
+            elif name in self.positional_only:
+                out_args.append(decoded)
+            else:
+                out_kwargs[name] = decoded
+        return out_args, out_kwargs
+
+    def encode_result(self, value: Any) -> str:
+        if value is None:
+            return "null"
+        try:
+            return json.dumps(self.result_adapter.dump_python(value, mode="json"))
+        except (PydanticSerializationError, ValueError, TypeError) as exc:
+            raise TypeError(
+                f"the result of task {self.task_name!r} cannot be stored as JSON "
+                f"({type(value).__name__}): {exc}"
+            ) from None
+
+    def decode_result(self, raw: str) -> Any:
+        if raw == "null":
+            return None
+        return self.result_adapter.validate_json(raw)

@@ -1,0 +1,113 @@
+"""Pieces of store logic that every backend shares, kept pure so each store stays a thin
+adapter around its own atomicity primitive."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from offload.jobs import JobError, JobRecord, JobState, Progress
+from offload.stores.base import JobFilter, Outcome, OutcomeKind
+
+LEASE_EXPIRED = "LeaseExpired"
+
+
+def lease_expired_error(worker_id: str | None) -> JobError:
+    return JobError(
+        LEASE_EXPIRED,
+        f"worker {worker_id} stopped renewing the lease (crashed or was killed) "
+        "and no attempts are left",
+    )
+
+
+def lease_requeued_error(worker_id: str | None) -> JobError:
+    return JobError(LEASE_EXPIRED, f"worker {worker_id} stopped renewing the lease")
+
+
+def apply_outcome(job: JobRecord, outcome: Outcome, now: float) -> None:
+    """Mutate ``job`` as the outcome says; the caller has already checked the fence."""
+    kind = outcome.kind
+    job.lease_until = None
+    job.cancel_requested = False
+    if kind is OutcomeKind.SUCCEEDED:
+        job.state = JobState.SUCCEEDED
+        job.result = outcome.result
+        job.error = None
+        job.finished_at = now
+    elif kind is OutcomeKind.FAILED:
+        job.state = JobState.FAILED
+        job.error = outcome.error
+        job.finished_at = now
+    elif kind is OutcomeKind.CANCELLED:
+        job.state = JobState.CANCELLED
+        job.error = outcome.error
+        job.finished_at = now
+    elif kind is OutcomeKind.RETRY:
+        job.state = JobState.QUEUED
+        job.error = outcome.error
+        job.run_at = now + outcome.delay
+    else:  # REQUEUE: shutdown must not cost the job its last attempt
+        job.state = JobState.QUEUED
+        job.run_at = now
+        job.max_attempts = max(job.max_attempts, job.attempt + 1)
+
+
+def fenced(job: JobRecord | None, worker_id: str, attempt: int) -> bool:
+    return (
+        job is not None
+        and job.state is JobState.RUNNING
+        and job.worker_id == worker_id
+        and job.attempt == attempt
+    )
+
+
+def matches(job: JobRecord, flt: JobFilter) -> bool:
+    return (
+        (not flt.states or job.state in flt.states)
+        and (not flt.tasks or job.task in flt.tasks)
+        and (not flt.queues or job.queue in flt.queues)
+    )
+
+
+def encode_cursor(job_id: str) -> str:
+    return base64.urlsafe_b64encode(job_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    padded = cursor + "=" * (-len(cursor) % 4)
+    try:
+        return base64.urlsafe_b64decode(padded.encode()).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"invalid page cursor {cursor!r}") from exc
+
+
+def dump_error(error: JobError | None) -> str | None:
+    return None if error is None else json.dumps(error.to_json())
+
+
+def load_error(raw: str | None) -> JobError | None:
+    return None if raw is None else JobError.from_json(json.loads(raw))
+
+
+def dump_progress(progress: Progress | None) -> str | None:
+    if progress is None:
+        return None
+    return json.dumps({"fraction": progress.fraction, "message": progress.message})
+
+
+def load_progress(raw: str | None) -> Progress | None:
+    if raw is None:
+        return None
+    data: dict[str, Any] = json.loads(raw)
+    return Progress(float(data["fraction"]), str(data.get("message", "")))
+
+
+def sort_key(job: JobRecord) -> tuple[int, float, str]:
+    """Claim order: higher priority first, then earliest due, then enqueue order."""
+    return (-job.priority, job.run_at, job.id)
+
+
+def queue_list(queues: Sequence[str] | None) -> list[str] | None:
+    return None if queues is None else list(dict.fromkeys(queues))

@@ -1,0 +1,147 @@
+"""The contract every job store fulfils (DESIGN §4).
+
+All operations are batch-first so that the worker pays one round trip per batch, not per job.
+Every change of state is a single compare-and-set inside the store; the ``worker_id`` and
+``attempt`` carried by completions and heartbeats fence out a worker whose lease lapsed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from offload.jobs import JobError, JobRecord, JobState
+
+
+@dataclass(slots=True)
+class NewJob:
+    """A job to insert; the store assigns nothing but may return an existing job for ``key``."""
+
+    id: str
+    task: str
+    queue: str
+    args: str
+    kwargs: str
+    priority: int
+    max_attempts: int
+    run_at: float | None = None
+    """Absolute time to run at; ``None`` means now by the store's clock."""
+    delay: float = 0.0
+    """Seconds after the store's ``now`` (used when ``run_at`` is ``None``)."""
+    timeout: float | None = None
+    key: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class OutcomeKind(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    RETRY = "retry"
+    """Back to queued after ``delay``; the attempt counted."""
+    REQUEUE = "requeue"
+    """Back to queued now because the worker is shutting down; the attempt is not lost."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one attempt ended, reported by the worker that holds the lease."""
+
+    id: str
+    worker_id: str
+    attempt: int
+    kind: OutcomeKind
+    result: str | None = None
+    error: JobError | None = None
+    delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    states: tuple[JobState, ...] = ()
+    tasks: tuple[str, ...] = ()
+    queues: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of jobs, newest first; pass ``next_cursor`` back to get the following page."""
+
+    jobs: list[JobRecord]
+    next_cursor: str | None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A durable home for jobs. Implementations: memory, sqlite, redis, postgres."""
+
+    url: str
+
+    async def open(self) -> None:
+        """Connect and create or migrate the schema; idempotent."""
+
+    async def close(self) -> None:
+        """Release connections; pending writes are completed first."""
+
+    async def now(self) -> float:
+        """The store's clock, so that worker clock skew cannot cause early reclaims."""
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
+        """Insert jobs atomically, in order; for a ``key`` already on record the existing job
+        is returned in that position instead of a new one."""
+
+    async def claim(
+        self, queues: Sequence[str] | None, limit: int, worker_id: str, ttl: float
+    ) -> list[JobRecord]:
+        """Move up to ``limit`` due jobs to running (priority desc, then FIFO) in one step,
+        incrementing ``attempt`` and setting the lease. ``queues=None`` claims from all."""
+
+    async def heartbeat(
+        self, leases: Sequence[tuple[str, int]], worker_id: str, ttl: float
+    ) -> tuple[set[str], set[str]]:
+        """Extend the leases of ``(id, attempt)`` still held by ``worker_id``.
+
+        Returns ``(lost, cancel_requested)``: ids whose lease is no longer ours, and ids whose
+        cancellation was requested while running."""
+
+    async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Apply finish/fail/retry outcomes; each only if the lease is still the reporter's.
+
+        Returns, per outcome, whether it was applied (False: fenced out)."""
+
+    async def set_progress(
+        self, job_id: str, worker_id: str, attempt: int, fraction: float, message: str
+    ) -> bool:
+        """Store progress if the lease is still the reporter's."""
+
+    async def requeue_expired(self) -> int:
+        """Requeue running jobs whose lease lapsed (or fail them when out of attempts)."""
+
+    async def get(self, job_id: str) -> JobRecord | None: ...
+
+    async def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page: ...
+
+    async def counts(self) -> dict[tuple[str, JobState], int]:
+        """Number of jobs per (queue, state)."""
+
+    async def cancel(self, job_id: str) -> JobRecord | None:
+        """queued -> cancelled now; running -> cancel requested (the worker stops it).
+
+        Returns the job as it stands afterwards, or ``None`` when it does not exist."""
+
+    async def retry(self, job_id: str) -> JobRecord | None:
+        """failed|cancelled -> queued with a fresh attempt budget; raises InvalidTransition
+        for other states; ``None`` when it does not exist."""
+
+    async def purge(self, older_than: float) -> int:
+        """Delete finished jobs whose ``finished_at`` is before ``older_than``."""
+
+    async def next_run_at(self, queues: Sequence[str] | None) -> float | None:
+        """When the earliest queued job becomes due, or ``None`` when nothing is queued."""
+
+    async def wait(self, queues: Sequence[str] | None, timeout: float) -> None:
+        """Block until new work may be available or ``timeout`` seconds pass.
+
+        Spurious wake-ups are allowed; missed ones are not (within ``timeout``)."""

@@ -1,0 +1,244 @@
+"""An in-process store (``memory://``) for users' unit tests and the eager mode.
+
+It implements the full contract, so the conformance suite runs against it too; nothing
+survives the process, which is the point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+
+from offload.errors import InvalidTransition
+from offload.jobs import JobRecord, JobState, Progress
+from offload.stores._common import (
+    apply_outcome,
+    decode_cursor,
+    encode_cursor,
+    fenced,
+    lease_expired_error,
+    lease_requeued_error,
+    matches,
+    sort_key,
+)
+from offload.stores.base import JobFilter, NewJob, Outcome, Page
+
+
+class MemoryStore:
+    def __init__(self, url: str = "memory://", clock: object | None = None) -> None:
+        self.url = url
+        self._jobs: dict[str, JobRecord] = {}
+        self._keys: dict[tuple[str, str], str] = {}
+        self._changed = asyncio.Event()
+        self._clock = clock
+
+    def _now(self) -> float:
+        clock = self._clock
+        return clock() if callable(clock) else time.time()
+
+    async def open(self) -> None:
+        self._changed = asyncio.Event()
+
+    async def close(self) -> None:
+        return None
+
+    async def now(self) -> float:
+        return self._now()
+
+    def _wake(self) -> None:
+        self._changed.set()
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
+        now = self._now()
+        out: list[JobRecord] = []
+        for new in jobs:
+            if new.key is not None:
+                existing_id = self._keys.get((new.task, new.key))
+                if existing_id is not None and existing_id in self._jobs:
+                    out.append(self._jobs[existing_id].copy())
+                    continue
+            record = JobRecord(
+                id=new.id,
+                task=new.task,
+                queue=new.queue,
+                args=new.args,
+                kwargs=new.kwargs,
+                state=JobState.QUEUED,
+                priority=new.priority,
+                attempt=0,
+                max_attempts=new.max_attempts,
+                run_at=new.run_at if new.run_at is not None else now + new.delay,
+                enqueued_at=now,
+                timeout=new.timeout,
+                key=new.key,
+                meta=dict(new.meta),
+            )
+            self._jobs[record.id] = record
+            if new.key is not None:
+                self._keys[(new.task, new.key)] = record.id
+            out.append(record.copy())
+        if out:
+            self._wake()
+        return out
+
+    async def claim(
+        self, queues: Sequence[str] | None, limit: int, worker_id: str, ttl: float
+    ) -> list[JobRecord]:
+        now = self._now()
+        wanted = None if queues is None else set(queues)
+        due = [
+            j
+            for j in self._jobs.values()
+            if j.state is JobState.QUEUED
+            and j.run_at <= now
+            and (wanted is None or j.queue in wanted)
+        ]
+        due.sort(key=sort_key)
+        claimed = []
+        for job in due[:limit]:
+            job.state = JobState.RUNNING
+            job.attempt += 1
+            job.lease_until = now + ttl
+            job.worker_id = worker_id
+            job.started_at = now
+            claimed.append(job.copy())
+        return claimed
+
+    async def heartbeat(
+        self, leases: Sequence[tuple[str, int]], worker_id: str, ttl: float
+    ) -> tuple[set[str], set[str]]:
+        now = self._now()
+        lost: set[str] = set()
+        cancel: set[str] = set()
+        for job_id, attempt in leases:
+            job = self._jobs.get(job_id)
+            if job is None or not fenced(job, worker_id, attempt):
+                lost.add(job_id)
+                continue
+            job.lease_until = now + ttl
+            if job.cancel_requested:
+                cancel.add(job_id)
+        return lost, cancel
+
+    async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        now = self._now()
+        applied = []
+        for outcome in outcomes:
+            job = self._jobs.get(outcome.id)
+            if job is None or not fenced(job, outcome.worker_id, outcome.attempt):
+                applied.append(False)
+                continue
+            apply_outcome(job, outcome, now)
+            applied.append(True)
+        self._wake()
+        return applied
+
+    async def set_progress(
+        self, job_id: str, worker_id: str, attempt: int, fraction: float, message: str
+    ) -> bool:
+        job = self._jobs.get(job_id)
+        if job is None or not fenced(job, worker_id, attempt):
+            return False
+        job.progress = Progress(fraction, message)
+        return True
+
+    async def requeue_expired(self) -> int:
+        now = self._now()
+        count = 0
+        for job in self._jobs.values():
+            expired = job.lease_until is not None and job.lease_until < now
+            if job.state is JobState.RUNNING and expired:
+                count += 1
+                job.lease_until = None
+                if job.attempt >= job.max_attempts:
+                    job.state = JobState.FAILED
+                    job.error = lease_expired_error(job.worker_id)
+                    job.finished_at = now
+                else:
+                    job.state = JobState.QUEUED
+                    job.run_at = now
+                    job.error = lease_requeued_error(job.worker_id)
+        if count:
+            self._wake()
+        return count
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        job = self._jobs.get(job_id)
+        return None if job is None else job.copy()
+
+    async def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
+        after = decode_cursor(cursor) if cursor else None
+        jobs = sorted(
+            (j for j in self._jobs.values() if matches(j, filter)),
+            key=lambda j: j.id,
+            reverse=True,
+        )
+        if after is not None:
+            jobs = [j for j in jobs if j.id < after]
+        page = [j.copy() for j in jobs[:limit]]
+        more = len(jobs) > limit
+        return Page(page, encode_cursor(page[-1].id) if more and page else None)
+
+    async def counts(self) -> dict[tuple[str, JobState], int]:
+        out: dict[tuple[str, JobState], int] = {}
+        for job in self._jobs.values():
+            k = (job.queue, job.state)
+            out[k] = out.get(k, 0) + 1
+        return out
+
+    async def cancel(self, job_id: str) -> JobRecord | None:
+        job = self._jobs.get(job_id)
+        if job is None:
+            return None
+        if job.state is JobState.QUEUED:
+            job.state = JobState.CANCELLED
+            job.finished_at = self._now()
+        elif job.state is JobState.RUNNING:
+            job.cancel_requested = True
+        return job.copy()
+
+    async def retry(self, job_id: str) -> JobRecord | None:
+        job = self._jobs.get(job_id)
+        if job is None:
+            return None
+        if job.state not in (JobState.FAILED, JobState.CANCELLED):
+            raise InvalidTransition(
+                f"job {job_id} is {job.state.value}; only failed or cancelled jobs can be retried"
+            )
+        now = self._now()
+        job.state = JobState.QUEUED
+        job.attempt = 0
+        job.run_at = now
+        job.finished_at = None
+        job.error = None
+        job.cancel_requested = False
+        self._wake()
+        return job.copy()
+
+    async def purge(self, older_than: float) -> int:
+        doomed = [
+            j.id
+            for j in self._jobs.values()
+            if j.state.finished and j.finished_at is not None and j.finished_at < older_than
+        ]
+        for job_id in doomed:
+            job = self._jobs.pop(job_id)
+            if job.key is not None:
+                self._keys.pop((job.task, job.key), None)
+        return len(doomed)
+
+    async def next_run_at(self, queues: Sequence[str] | None) -> float | None:
+        wanted = None if queues is None else set(queues)
+        times = [
+            j.run_at
+            for j in self._jobs.values()
+            if j.state is JobState.QUEUED and (wanted is None or j.queue in wanted)
+        ]
+        return min(times) if times else None
+
+    async def wait(self, queues: Sequence[str] | None, timeout: float) -> None:
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)

@@ -1,0 +1,719 @@
+"""The embedded default store: one SQLite file in WAL mode (``sqlite:///offload.db``).
+
+Every statement runs on one writer thread per process that owns the connection; each hop to it
+runs a whole batch of operations inside one ``BEGIN IMMEDIATE`` transaction (group commit), so
+a burst of enqueues, claims and completions pays one fsync. Several processes may share the
+file: SQLite's write lock serialises them and ``PRAGMA data_version`` tells a waiting worker
+that another process committed, which keeps cross-process wake-ups to a short poll of a
+shared-memory counter rather than of the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import queue
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from offload.errors import ConfigError, InvalidTransition, StoreUnavailable
+from offload.jobs import JobRecord, JobState, Progress
+from offload.stores._common import (
+    decode_cursor,
+    dump_error,
+    dump_progress,
+    encode_cursor,
+    lease_expired_error,
+    lease_requeued_error,
+    load_error,
+    load_progress,
+    sort_key,
+)
+from offload.stores.base import JobFilter, NewJob, Outcome, OutcomeKind, Page
+
+T = TypeVar("T")
+log = logging.getLogger("offload.store.sqlite")
+
+# How long a write waits for another process's transaction before giving up. Long enough to
+# ride out a checkpoint, short enough that a wedged file surfaces as StoreUnavailable.
+LOCK_WAIT_SECONDS = 30.0
+# SQLite's own busy handler sleeps whole milliseconds and grows to 100 ms; our own retry
+# starts at 50 µs, which matters when two workers and a producer take turns thousands of
+# times a second.
+LOCK_RETRY_FIRST = 0.00005
+LOCK_RETRY_MAX = 0.002
+# Operations grouped into one transaction at most; bounds the time the write lock is held.
+MAX_BATCH = 512
+# Cross-process wake-up poll: from 1 ms, doubling while idle, to at most this interval.
+MAX_POLL_SECONDS = 0.005
+
+COLUMNS = (
+    "id, task, queue, args, kwargs, state, priority, attempt, max_attempts, run_at, "
+    "enqueued_at, timeout, started_at, finished_at, lease_until, worker_id, key, result, "
+    "error, progress, meta, cancel_requested"
+)
+
+_STATES = {s.value: s for s in JobState}
+
+
+def _record(row: tuple[Any, ...]) -> JobRecord:
+    meta = row[20]
+    return JobRecord(
+        id=row[0],
+        task=row[1],
+        queue=row[2],
+        args=row[3],
+        kwargs=row[4],
+        state=_STATES[row[5]],
+        priority=row[6],
+        attempt=row[7],
+        max_attempts=row[8],
+        run_at=row[9],
+        enqueued_at=row[10],
+        timeout=row[11],
+        started_at=row[12],
+        finished_at=row[13],
+        lease_until=row[14],
+        worker_id=row[15],
+        key=row[16],
+        result=row[17],
+        error=load_error(row[18]),
+        progress=load_progress(row[19]),
+        meta={} if meta == "{}" else json.loads(meta),
+        cancel_requested=bool(row[21]),
+    )
+
+
+def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
+    """``sqlite:///relative.db``, ``sqlite:////absolute.db``; options as query parameters."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite" or parts.netloc:
+        raise ConfigError(
+            f"invalid SQLite URL {url!r}: use sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db"
+        )
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path or path == ":memory:":
+        raise ConfigError(
+            f"invalid SQLite URL {url!r}: a file path is required (workers share the file); "
+            "use memory:// for an in-process store"
+        )
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = set(options) - {"synchronous"}
+    if unknown:
+        raise ConfigError(f"unknown SQLite URL option(s) {sorted(unknown)}; known: synchronous")
+    sync = options.get("synchronous", "full").lower()
+    if sync not in {"full", "normal", "extra"}:
+        raise ConfigError(
+            f"synchronous={sync!r} in {url!r}: choose full (default, durable), extra or normal"
+        )
+    return path, options
+
+
+class _Op:
+    __slots__ = ("fn", "future", "loop", "write")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+        write: bool,
+    ) -> None:
+        self.fn = fn
+        self.future = future
+        self.loop = loop
+        self.write = write
+
+
+def _deliver(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, error in results:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+
+class _Writer(threading.Thread):
+    """Owns the connection; runs queued operations in grouped transactions."""
+
+    def __init__(self, path: str, synchronous: str) -> None:
+        super().__init__(name=f"offload-sqlite:{path}", daemon=True)
+        self.path = path
+        self.synchronous = synchronous
+        self.ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self.ready = threading.Event()
+        self.startup_error: BaseException | None = None
+
+    def connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=LOCK_WAIT_SECONDS
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        schema = resources.files("offload.stores").joinpath("sqlite.sql").read_text()
+        conn.executescript(schema)
+        # From here on, lock waits are ours (see LOCK_RETRY_FIRST).
+        conn.execute("PRAGMA busy_timeout=0")
+        return conn
+
+    def run(self) -> None:
+        try:
+            conn = self.connect()
+        except BaseException as exc:
+            self.startup_error = exc
+            self.ready.set()
+            return
+        self.ready.set()
+        try:
+            self.serve(conn)
+        finally:
+            conn.close()
+
+    def serve(self, conn: sqlite3.Connection) -> None:
+        ops = self.ops
+        while True:
+            first = ops.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    nxt = ops.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self.run_batch(conn, batch)
+            if stop:
+                return
+
+    def run_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+        write = any(op.write for op in batch)
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        pause = LOCK_RETRY_FIRST
+        while True:
+            try:
+                results = self.transaction(conn, batch, write)
+                break
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    error: BaseException = (
+                        StoreUnavailable(f"SQLite file {self.path} stayed locked: {exc}")
+                        if _is_busy(exc)
+                        else StoreUnavailable(f"SQLite error on {self.path}: {exc}")
+                    )
+                    results = [(op.future, None, error) for op in batch]
+                    break
+                time.sleep(pause * (0.5 + random.random()))
+                pause = min(pause * 2, LOCK_RETRY_MAX)
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for op, result in zip(batch, results, strict=True):
+            by_loop.setdefault(op.loop, []).append(result)
+        for loop, items in by_loop.items():
+            # RuntimeError: the caller's loop closed; nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_deliver, items)
+
+    @staticmethod
+    def transaction(
+        conn: sqlite3.Connection, batch: list[_Op], write: bool
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        single = len(batch) == 1
+        for op in batch:
+            if single:
+                try:
+                    results.append((op.future, op.fn(conn), None))
+                except sqlite3.OperationalError as exc:
+                    if _is_busy(exc):
+                        raise
+                    results.append((op.future, None, exc))
+                except Exception as exc:
+                    results.append((op.future, None, exc))
+                continue
+            conn.execute("SAVEPOINT op")
+            try:
+                value = op.fn(conn)
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    raise
+                conn.execute("ROLLBACK TO op")
+                results.append((op.future, None, exc))
+            except Exception as exc:
+                conn.execute("ROLLBACK TO op")
+                results.append((op.future, None, exc))
+            else:
+                results.append((op.future, value, None))
+            conn.execute("RELEASE op")
+        if single and results[0][2] is not None and write:
+            conn.execute("ROLLBACK")
+        else:
+            conn.execute("COMMIT")
+        return results
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+class SQLiteStore:
+    """See the module docstring. ``synchronous=full`` (default) makes every accepted job
+    durable across power loss; ``normal`` trades the last transactions for speed."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        path, options = parse_sqlite_url(url)
+        self.path = path
+        self.synchronous = options.get("synchronous", "full")
+        self._writer: _Writer | None = None
+        self._watch: sqlite3.Connection | None = None
+        self._seen_version = 0
+        self._local = asyncio.Event()
+
+    # --- plumbing --------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        parent = Path(self.path).expanduser().absolute().parent  # noqa: ASYNC240 - once, at open
+        if not parent.is_dir():
+            raise ConfigError(
+                f"cannot create {self.path}: directory {parent} does not exist; create it first"
+            )
+        writer = _Writer(self.path, self.synchronous)
+        writer.start()
+        await asyncio.get_running_loop().run_in_executor(None, writer.ready.wait)
+        if writer.startup_error is not None:
+            raise StoreUnavailable(
+                f"cannot open SQLite file {self.path}: {writer.startup_error}"
+            ) from writer.startup_error
+        self._writer = writer
+        self._watch = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._local = asyncio.Event()
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        writer.ops.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, writer.join)
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+
+    def _run(self, fn: Callable[[sqlite3.Connection], T], write: bool = True) -> asyncio.Future[T]:
+        writer = self._writer
+        if writer is None:
+            raise StoreUnavailable(
+                "the SQLite store is not open: use `async with jobs:` or jobs.lifespan"
+            )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        writer.ops.put(_Op(fn, future, loop, write))
+        return future
+
+    def _data_version(self) -> int:
+        watch = self._watch
+        if watch is None:
+            return 0
+        row = watch.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    async def now(self) -> float:
+        return time.time()
+
+    # --- writes ------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
+        jobs = list(jobs)
+        records = await self._run(lambda conn: _enqueue(conn, jobs))
+        self._local.set()
+        return records
+
+    async def claim(
+        self, queues: Sequence[str] | None, limit: int, worker_id: str, ttl: float
+    ) -> list[JobRecord]:
+        self._local.clear()
+        self._seen_version = self._data_version()
+        qs = None if queues is None else list(dict.fromkeys(queues))
+        return await self._run(lambda conn: _claim(conn, qs, limit, worker_id, ttl))
+
+    async def heartbeat(
+        self, leases: Sequence[tuple[str, int]], worker_id: str, ttl: float
+    ) -> tuple[set[str], set[str]]:
+        leases = list(leases)
+        return await self._run(lambda conn: _heartbeat(conn, leases, worker_id, ttl))
+
+    async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        outcomes = list(outcomes)
+        applied = await self._run(lambda conn: _complete(conn, outcomes))
+        if any(o.kind in (OutcomeKind.RETRY, OutcomeKind.REQUEUE) for o in outcomes):
+            self._local.set()
+        return applied
+
+    async def set_progress(
+        self, job_id: str, worker_id: str, attempt: int, fraction: float, message: str
+    ) -> bool:
+        progress = dump_progress(Progress(fraction, message))
+
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE offload_jobs SET progress=? WHERE id=? AND state='running' "
+                "AND worker_id=? AND attempt=?",
+                (progress, job_id, worker_id, attempt),
+            )
+            return cur.rowcount == 1
+
+        return await self._run(op)
+
+    async def requeue_expired(self) -> int:
+        count = await self._run(_requeue_expired)
+        if count:
+            self._local.set()
+        return count
+
+    async def cancel(self, job_id: str) -> JobRecord | None:
+        def op(conn: sqlite3.Connection) -> JobRecord | None:
+            now = time.time()
+            conn.execute(
+                "UPDATE offload_jobs SET state='cancelled', finished_at=? "
+                "WHERE id=? AND state='queued'",
+                (now, job_id),
+            )
+            conn.execute(
+                "UPDATE offload_jobs SET cancel_requested=1 WHERE id=? AND state='running'",
+                (job_id,),
+            )
+            return _get(conn, job_id)
+
+        return await self._run(op)
+
+    async def retry(self, job_id: str) -> JobRecord | None:
+        def op(conn: sqlite3.Connection) -> JobRecord | None:
+            job = _get(conn, job_id)
+            if job is None:
+                return None
+            if job.state not in (JobState.FAILED, JobState.CANCELLED):
+                raise InvalidTransition(
+                    f"job {job_id} is {job.state.value}; "
+                    "only failed or cancelled jobs can be retried"
+                )
+            conn.execute(
+                "UPDATE offload_jobs SET state='queued', attempt=0, run_at=?, finished_at=NULL, "
+                "error=NULL, cancel_requested=0, lease_until=NULL WHERE id=?",
+                (time.time(), job_id),
+            )
+            return _get(conn, job_id)
+
+        record = await self._run(op)
+        self._local.set()
+        return record
+
+    async def purge(self, older_than: float) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "DELETE FROM offload_jobs WHERE finished_at IS NOT NULL AND finished_at < ? "
+                "AND state IN ('succeeded', 'failed', 'cancelled')",
+                (older_than,),
+            )
+            return cur.rowcount
+
+        return await self._run(op)
+
+    # --- reads -------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        return await self._run(lambda conn: _get(conn, job_id), write=False)
+
+    async def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
+        after = decode_cursor(cursor) if cursor else None
+
+        def op(conn: sqlite3.Connection) -> Page:
+            where: list[str] = []
+            params: list[Any] = []
+            for column, values in (
+                ("state", [s.value for s in filter.states]),
+                ("task", list(filter.tasks)),
+                ("queue", list(filter.queues)),
+            ):
+                if values:
+                    where.append(f"{column} IN ({','.join('?' * len(values))})")
+                    params.extend(values)
+            if after is not None:
+                where.append("id < ?")
+                params.append(after)
+            sql = f"SELECT {COLUMNS} FROM offload_jobs"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY id DESC LIMIT ?"
+            params.append(limit + 1)
+            rows = conn.execute(sql, params).fetchall()
+            jobs = [_record(r) for r in rows[:limit]]
+            more = len(rows) > limit
+            return Page(jobs, encode_cursor(jobs[-1].id) if more and jobs else None)
+
+        return await self._run(op, write=False)
+
+    async def counts(self) -> dict[tuple[str, JobState], int]:
+        def op(conn: sqlite3.Connection) -> dict[tuple[str, JobState], int]:
+            rows = conn.execute(
+                "SELECT queue, state, count(*) FROM offload_jobs GROUP BY queue, state"
+            ).fetchall()
+            return {(q, _STATES[s]): n for q, s, n in rows}
+
+        return await self._run(op, write=False)
+
+    async def next_run_at(self, queues: Sequence[str] | None) -> float | None:
+        def op(conn: sqlite3.Connection) -> float | None:
+            if queues is None:
+                row = conn.execute(
+                    "SELECT min(run_at) FROM offload_jobs WHERE state='queued'"
+                ).fetchone()
+            else:
+                qs = list(queues)
+                row = conn.execute(
+                    "SELECT min(run_at) FROM offload_jobs WHERE state='queued' "
+                    f"AND queue IN ({','.join('?' * len(qs))})",
+                    qs,
+                ).fetchone()
+            return None if row[0] is None else float(row[0])
+
+        return await self._run(op, write=False)
+
+    async def wait(self, queues: Sequence[str] | None, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        interval = 0.001
+        while True:
+            if self._data_version() != self._seen_version:
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._local.wait(), min(interval, remaining))
+            except TimeoutError:
+                interval = min(interval * 2, MAX_POLL_SECONDS)
+            else:
+                return
+
+
+# --- operations, run on the writer thread ----------------------------------------------
+
+_INSERT = (
+    "INSERT INTO offload_jobs (id, task, queue, args, kwargs, state, priority, attempt, "
+    "max_attempts, run_at, enqueued_at, timeout, key, meta) "
+    "VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _enqueue(conn: sqlite3.Connection, jobs: list[NewJob]) -> list[JobRecord]:
+    now = time.time()
+    records: list[JobRecord] = []
+    plain: list[tuple[Any, ...]] = []
+    for new in jobs:
+        run_at = new.run_at if new.run_at is not None else now + new.delay
+        meta = json.dumps(new.meta) if new.meta else "{}"
+        row = (
+            new.id,
+            new.task,
+            new.queue,
+            new.args,
+            new.kwargs,
+            new.priority,
+            new.max_attempts,
+            run_at,
+            now,
+            new.timeout,
+            new.key,
+            meta,
+        )
+        if new.key is not None:
+            # Flush earlier keyless rows first so that the batch keeps its order.
+            if plain:
+                conn.executemany(_INSERT, plain)
+                plain = []
+            cur = conn.execute(
+                _INSERT + " ON CONFLICT (task, key) WHERE key IS NOT NULL DO NOTHING", row
+            )
+            if cur.rowcount == 0:
+                existing = conn.execute(
+                    f"SELECT {COLUMNS} FROM offload_jobs WHERE task=? AND key=?",
+                    (new.task, new.key),
+                ).fetchone()
+                records.append(_record(existing))
+                continue
+        else:
+            plain.append(row)
+        records.append(
+            JobRecord(
+                id=new.id,
+                task=new.task,
+                queue=new.queue,
+                args=new.args,
+                kwargs=new.kwargs,
+                state=JobState.QUEUED,
+                priority=new.priority,
+                attempt=0,
+                max_attempts=new.max_attempts,
+                run_at=run_at,
+                enqueued_at=now,
+                timeout=new.timeout,
+                key=new.key,
+                meta=dict(new.meta),
+            )
+        )
+    if plain:
+        conn.executemany(_INSERT, plain)
+    return records
+
+
+_CLAIM_SET = (
+    "UPDATE offload_jobs SET state='running', attempt=attempt+1, lease_until=?, worker_id=?, "
+    "started_at=?, cancel_requested=0 WHERE id IN ({select}) RETURNING " + COLUMNS
+)
+_CLAIM_PICK = (
+    "SELECT id FROM offload_jobs WHERE state='queued' {queue} AND run_at<=? "
+    "ORDER BY priority DESC, run_at, id LIMIT ?"
+)
+
+
+def _claim(
+    conn: sqlite3.Connection, queues: list[str] | None, limit: int, worker_id: str, ttl: float
+) -> list[JobRecord]:
+    now = time.time()
+    params: list[Any] = [now + ttl, worker_id, now]
+    if queues is None:
+        select = _CLAIM_PICK.format(queue="")
+        params += [now, limit]
+    elif len(queues) == 1:
+        select = _CLAIM_PICK.format(queue="AND queue=?")
+        params += [queues[0], now, limit]
+    else:
+        # One index range per queue, merged: an IN list would make SQLite sort every due row.
+        parts = []
+        for q in queues:
+            parts.append(
+                "SELECT * FROM (SELECT id, priority, run_at FROM offload_jobs "
+                "WHERE state='queued' AND queue=? AND run_at<=? "
+                "ORDER BY priority DESC, run_at, id LIMIT ?)"
+            )
+            params += [q, now, limit]
+        select = (
+            "SELECT id FROM (" + " UNION ALL ".join(parts) + ") "
+            "ORDER BY priority DESC, run_at, id LIMIT ?"
+        )
+        params.append(limit)
+    rows = conn.execute(_CLAIM_SET.format(select=select), params).fetchall()
+    records = [_record(r) for r in rows]
+    records.sort(key=sort_key)
+    return records
+
+
+def _heartbeat(
+    conn: sqlite3.Connection, leases: list[tuple[str, int]], worker_id: str, ttl: float
+) -> tuple[set[str], set[str]]:
+    lease_until = time.time() + ttl
+    lost: set[str] = set()
+    cancel: set[str] = set()
+    for job_id, attempt in leases:
+        row = conn.execute(
+            "UPDATE offload_jobs SET lease_until=? WHERE id=? AND state='running' "
+            "AND worker_id=? AND attempt=? RETURNING cancel_requested",
+            (lease_until, job_id, worker_id, attempt),
+        ).fetchone()
+        if row is None:
+            lost.add(job_id)
+        elif row[0]:
+            cancel.add(job_id)
+    return lost, cancel
+
+
+_FENCE = " WHERE id=? AND state='running' AND worker_id=? AND attempt=?"
+
+
+def _complete(conn: sqlite3.Connection, outcomes: list[Outcome]) -> list[bool]:
+    now = time.time()
+    applied: list[bool] = []
+    for o in outcomes:
+        fence = (o.id, o.worker_id, o.attempt)
+        kind = o.kind
+        if kind is OutcomeKind.SUCCEEDED:
+            cur = conn.execute(
+                "UPDATE offload_jobs SET state='succeeded', result=?, error=NULL, "
+                "finished_at=?, lease_until=NULL, cancel_requested=0" + _FENCE,
+                (o.result, now, *fence),
+            )
+        elif kind is OutcomeKind.FAILED or kind is OutcomeKind.CANCELLED:
+            cur = conn.execute(
+                "UPDATE offload_jobs SET state=?, error=?, finished_at=?, lease_until=NULL, "
+                "cancel_requested=0" + _FENCE,
+                (kind.value, dump_error(o.error), now, *fence),
+            )
+        elif kind is OutcomeKind.RETRY:
+            cur = conn.execute(
+                "UPDATE offload_jobs SET state='queued', error=?, run_at=?, lease_until=NULL, "
+                "cancel_requested=0" + _FENCE,
+                (dump_error(o.error), now + o.delay, *fence),
+            )
+        else:
+            cur = conn.execute(
+                "UPDATE offload_jobs SET state='queued', run_at=?, lease_until=NULL, "
+                "max_attempts=max(max_attempts, attempt+1)" + _FENCE,
+                (now, *fence),
+            )
+        applied.append(cur.rowcount == 1)
+    return applied
+
+
+def _requeue_expired(conn: sqlite3.Connection) -> int:
+    now = time.time()
+    rows = conn.execute(
+        "SELECT id, attempt, max_attempts, worker_id FROM offload_jobs "
+        "WHERE state='running' AND lease_until < ?",
+        (now,),
+    ).fetchall()
+    for job_id, attempt, max_attempts, worker_id in rows:
+        if attempt >= max_attempts:
+            conn.execute(
+                "UPDATE offload_jobs SET state='failed', error=?, finished_at=?, "
+                "lease_until=NULL WHERE id=? AND state='running' AND attempt=?",
+                (dump_error(lease_expired_error(worker_id)), now, job_id, attempt),
+            )
+        else:
+            conn.execute(
+                "UPDATE offload_jobs SET state='queued', run_at=?, lease_until=NULL, "
+                "error=? WHERE id=? AND state='running' AND attempt=?",
+                (
+                    now,
+                    dump_error(lease_requeued_error(worker_id)),
+                    job_id,
+                    attempt,
+                ),
+            )
+    return len(rows)
+
+
+def _get(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:
+    row = conn.execute(f"SELECT {COLUMNS} FROM offload_jobs WHERE id=?", (job_id,)).fetchone()
+    return None if row is None else _record(row)

@@ -1,0 +1,41 @@
+-- offload job table for SQLite. Times are REAL seconds since the epoch.
+CREATE TABLE IF NOT EXISTS offload_jobs (
+    id               TEXT PRIMARY KEY,
+    task             TEXT NOT NULL,
+    queue            TEXT NOT NULL,
+    args             TEXT NOT NULL,
+    kwargs           TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    priority         INTEGER NOT NULL,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    run_at           REAL NOT NULL,
+    enqueued_at      REAL NOT NULL,
+    timeout          REAL,
+    started_at       REAL,
+    finished_at      REAL,
+    lease_until      REAL,
+    worker_id        TEXT,
+    key              TEXT,
+    result           TEXT,
+    error            TEXT,
+    progress         TEXT,
+    meta             TEXT NOT NULL DEFAULT '{}',
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+-- Idempotency: a key is unique per task name while the job is on record.
+CREATE UNIQUE INDEX IF NOT EXISTS offload_jobs_key
+    ON offload_jobs (task, key) WHERE key IS NOT NULL;
+
+-- Claim order over all queues, and within one queue; partial so finished rows cost nothing.
+CREATE INDEX IF NOT EXISTS offload_jobs_claim_all
+    ON offload_jobs (priority DESC, run_at, id) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS offload_jobs_claim_queue
+    ON offload_jobs (queue, priority DESC, run_at, id) WHERE state = 'queued';
+
+-- The reaper looks only at running rows; the purge only at finished ones.
+CREATE INDEX IF NOT EXISTS offload_jobs_lease
+    ON offload_jobs (lease_until) WHERE state = 'running';
+CREATE INDEX IF NOT EXISTS offload_jobs_finished
+    ON offload_jobs (finished_at) WHERE finished_at IS NOT NULL;

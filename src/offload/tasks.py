@@ -1,0 +1,246 @@
+"""``@jobs.task``: a function becomes a ``Task[P, R]`` whose ``enqueue`` keeps its signature.
+
+The parameter spec ``P`` excludes a leading ``JobContext`` parameter, so mypy checks
+``await send_welcome.enqueue(user_id=1)`` against the function's own parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from offload.ids import new_id
+from offload.jobs import Job, JobContext
+from offload.retry import RetryPolicy
+from offload.serialization import Codec
+from offload.stores.base import NewJob
+
+if TYPE_CHECKING:
+    from offload.app import Offload
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_QUEUE = "default"
+
+
+def _seconds(value: float | timedelta | None, what: str) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 0:
+        raise ValueError(f"{what} must not be negative, got {seconds} s")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class TaskConfig:
+    name: str
+    queue: str
+    priority: int
+    timeout: float | None
+    policy: RetryPolicy
+    cpu_bound: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueOptions:
+    """Per-call overrides, from ``task.options(...)``."""
+
+    delay: float | None = None
+    run_at: float | None = None
+    priority: int | None = None
+    queue: str | None = None
+    key: str | None = None
+    retries: int | None = None
+    timeout: float | None = None
+
+
+@dataclass(slots=True)
+class Prepared(Generic[R]):
+    """A call that has been checked and encoded but not yet stored; see ``enqueue_many``."""
+
+    task: Task[Any, R]
+    job: NewJob
+
+
+class Task(Generic[P, R]):
+    """A registered task. ``await task.enqueue(...)`` stores a job; calling it runs inline."""
+
+    def __init__(self, app: Offload, fn: Callable[..., Any], config: TaskConfig) -> None:
+        self.app = app
+        self.fn = fn
+        self.config = config
+        self.name = config.name
+        self.codec = Codec(fn, config.name)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.__wrapped__ = fn
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", config.name)
+        self.__qualname__ = getattr(fn, "__qualname__", config.name)
+        self.__module__ = fn.__module__
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.config.queue}>"
+
+    def options(
+        self,
+        *,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        key: str | None = None,
+        retries: int | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> TaskCall[P, R]:
+        """Override scheduling for the jobs enqueued through the returned object."""
+        if delay is not None and run_at is not None:
+            raise ValueError("pass either delay= or run_at=, not both")
+        if run_at is not None and run_at.tzinfo is None:
+            raise ValueError("run_at must be timezone-aware (e.g. datetime.now(UTC))")
+        if retries is not None and retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        if queue is not None and not queue:
+            raise ValueError("queue must be a non-empty string")
+        if key is not None and not key:
+            raise ValueError("key must be a non-empty string")
+        secs = _seconds(timeout, "timeout")
+        if secs is not None and secs == 0:
+            raise ValueError("timeout must be positive")
+        return TaskCall(
+            self,
+            EnqueueOptions(
+                delay=_seconds(delay, "delay"),
+                run_at=None if run_at is None else run_at.timestamp(),
+                priority=priority,
+                queue=queue,
+                key=key,
+                retries=retries,
+                timeout=secs,
+            ),
+        )
+
+    def prepare(self, *args: P.args, **kwargs: P.kwargs) -> Prepared[R]:
+        """Check and encode a call for ``jobs.enqueue_many``; raises ``TypeError`` early."""
+        return self._prepare(args, kwargs, _NO_OPTIONS)
+
+    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """Store a job for this call; returns once the job is durable."""
+        jobs = await self.app.enqueue_many([self._prepare(args, kwargs, _NO_OPTIONS)])
+        return jobs[0]
+
+    def _prepare(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: EnqueueOptions
+    ) -> Prepared[R]:
+        enc_args, enc_kwargs = self.codec.encode_args(args, kwargs)
+        cfg = self.config
+        retries = opts.retries if opts.retries is not None else cfg.policy.retries
+        return Prepared(
+            self,
+            NewJob(
+                id=new_id(),
+                task=cfg.name,
+                queue=opts.queue or cfg.queue,
+                args=enc_args,
+                kwargs=enc_kwargs,
+                priority=cfg.priority if opts.priority is None else opts.priority,
+                max_attempts=retries + 1,
+                run_at=opts.run_at,
+                delay=opts.delay or 0.0,
+                timeout=opts.timeout if opts.timeout is not None else cfg.timeout,
+                key=opts.key,
+            ),
+        )
+
+    def _inline_context(self) -> JobContext:
+        return JobContext(job_id="inline", task=self.name, queue=self.config.queue, attempt=1)
+
+    def _inline_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self.codec.context_param is None or self.codec.context_param in kwargs:
+            return kwargs
+        return {**kwargs, self.codec.context_param: self._inline_context()}
+
+
+class AsyncTask(Task[P, R]):
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+        """Run the function inline, as if it were not a task."""
+        return self.fn(*args, **self._inline_kwargs(kwargs))  # type: ignore[no-any-return]
+
+
+class SyncTask(Task[P, R]):
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function inline, as if it were not a task."""
+        return self.fn(*args, **self._inline_kwargs(kwargs))  # type: ignore[no-any-return]
+
+
+class TaskCall(Generic[P, R]):
+    """A task with per-call options; ``enqueue`` has the task's signature."""
+
+    def __init__(self, task: Task[P, R], options: EnqueueOptions) -> None:
+        self.task = task
+        self.opts = options
+
+    def prepare(self, *args: P.args, **kwargs: P.kwargs) -> Prepared[R]:
+        return self.task._prepare(args, kwargs, self.opts)
+
+    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        prepared = self.task._prepare(args, kwargs, self.opts)
+        jobs = await self.task.app.enqueue_many([prepared])
+        return jobs[0]
+
+    def options(self, **changes: Any) -> TaskCall[P, R]:
+        merged = self.task.options(**changes)
+        # Later options win; unspecified ones keep this call's values.
+        base = self.opts
+        new = merged.opts
+        combined = replace(
+            base,
+            **{k: getattr(new, k) for k in new.__dataclass_fields__ if getattr(new, k) is not None},
+        )
+        return TaskCall(self.task, combined)
+
+
+_NO_OPTIONS = EnqueueOptions()
+
+
+def make_config(
+    fn: Callable[..., Any],
+    *,
+    name: str | None,
+    queue: str | None,
+    retries: int,
+    backoff: float | timedelta | RetryPolicy | None,
+    timeout: float | timedelta | None,
+    priority: int,
+    retry_on: tuple[type[BaseException], ...] | None,
+    give_up_on: tuple[type[BaseException], ...] | None,
+    cpu_bound: bool,
+) -> TaskConfig:
+    if not callable(fn):
+        raise TypeError(f"@jobs.task decorates a function, got {fn!r}")
+    if cpu_bound and inspect.iscoroutinefunction(fn):
+        raise TypeError(f"cpu_bound=True needs a plain (sync) function; {fn.__qualname__} is async")
+    if asyncio.iscoroutine(fn):
+        raise TypeError("@jobs.task got a coroutine object; decorate the function itself")
+    task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+    if "<locals>" in task_name and cpu_bound:
+        raise TypeError(
+            f"cpu_bound task {task_name} must be defined at module level so that the process "
+            "pool can import it"
+        )
+    secs = _seconds(timeout, "timeout")
+    if secs is not None and secs == 0:
+        raise ValueError("timeout must be positive")
+    return TaskConfig(
+        name=task_name,
+        queue=queue or DEFAULT_QUEUE,
+        priority=priority,
+        timeout=secs,
+        policy=RetryPolicy.of(retries, backoff, retry_on, give_up_on),
+        cpu_bound=cpu_bound,
+    )

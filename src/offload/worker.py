@@ -1,0 +1,532 @@
+"""The worker: claims jobs in batches, runs them, reports outcomes in batches.
+
+One asyncio loop per process (DESIGN §5). Up to ``concurrency`` jobs are in flight; a
+heartbeat renews their leases at a third of the lease; a reaper (every worker runs one)
+requeues jobs whose worker died. SIGTERM drains, a second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from offload.app import Offload
+from offload.errors import Cancel, Fail, Retry
+from offload.executors import Executors, RemoteTaskError
+from offload.jobs import JobContext, JobError, JobRecord
+from offload.serialization import PayloadError
+from offload.stores.base import Outcome, OutcomeKind
+from offload.tasks import Task
+
+log = logging.getLogger("offload.worker")
+
+# A lease long enough to ride out a GC pause or a slow store round trip; the heartbeat renews
+# it every third, so a live worker never loses a job, and a dead one holds it at most this long.
+DEFAULT_LEASE = 30.0
+# Kubernetes sends SIGKILL 30 s after SIGTERM by default; drain a little sooner than that.
+DEFAULT_GRACE = 25.0
+# An idle worker re-checks the store at least this often even without a wake-up.
+IDLE_RECHECK = 1.0
+# Purge of finished jobs past retention: rare, cheap, idempotent across workers.
+PURGE_INTERVAL = 600.0
+# Keep stored tracebacks readable and rows small.
+MAX_TRACEBACK = 16_000
+
+
+def _error_of(exc: BaseException, tb: bool = True) -> JobError:
+    if isinstance(exc, RemoteTaskError):
+        return JobError(exc.type_name, str(exc), exc.remote_traceback[-MAX_TRACEBACK:])
+    text = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK:] if tb else None
+    return JobError(type(exc).__name__, str(exc), text)
+
+
+class Worker:
+    """Runs the tasks registered on ``app`` from ``queues`` (all queues when ``None``)."""
+
+    def __init__(
+        self,
+        app: Offload,
+        *,
+        concurrency: int = 64,
+        queues: Sequence[str] | None = None,
+        lease: float = DEFAULT_LEASE,
+        grace: float = DEFAULT_GRACE,
+        reaper_interval: float | None = None,
+        install_signals: bool = True,
+        threads: int | None = None,
+        processes: int | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if lease <= 0:
+            raise ValueError(f"lease must be positive, got {lease}")
+        self.app = app
+        self.store = app.store
+        self.concurrency = concurrency
+        self.queues = list(queues) if queues else None
+        self.lease = lease
+        self.grace = grace
+        self.reaper_interval = reaper_interval if reaper_interval is not None else lease / 3
+        self.install_signals = install_signals
+        self.id = f"w-{os.getpid()}-{secrets.token_hex(4)}"
+        self.executors = Executors(threads or concurrency, processes)
+        self.started = asyncio.Event()
+        self.stats = {"succeeded": 0, "failed": 0, "retried": 0, "cancelled": 0}
+        self._stop = asyncio.Event()
+        self._force = False
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._records: dict[str, JobRecord] = {}
+        self._leases: dict[str, int] = {}
+        self._cancel_requested: set[str] = set()
+        self._pending: list[Outcome] = []
+        self._pending_event = asyncio.Event()
+        self._slot = asyncio.Event()
+        self._flushed = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+
+    # --- control -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming and drain: running jobs get ``grace`` seconds to finish."""
+        self._stop.set()
+        self._slot.set()
+
+    def kill(self) -> None:
+        """Stop now: cancel running jobs and requeue them."""
+        self._force = True
+        self.stop()
+        for task in list(self._running.values()):
+            task.cancel()
+
+    def _on_signal(self, signum: int) -> None:
+        if self._stop.is_set():
+            log.warning(
+                "second signal: stopping now",
+                extra={"action": "worker.kill", "signal": signum, "worker_id": self.id},
+            )
+            self.kill()
+        else:
+            log.info(
+                "signal received: draining",
+                extra={"action": "worker.drain", "signal": signum, "worker_id": self.id},
+            )
+            self.stop()
+
+    # --- main loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Work until ``stop()`` (or a signal), then drain and return."""
+        await self.app.open()
+        loop = asyncio.get_running_loop()
+        if self.install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        background = [
+            asyncio.create_task(self._heartbeat_loop(), name="offload-heartbeat"),
+            asyncio.create_task(self._reaper_loop(), name="offload-reaper"),
+        ]
+        self._flusher = asyncio.create_task(self._flush_loop(), name="offload-flush")
+        log.info(
+            "worker started",
+            extra={
+                "action": "worker.start",
+                "worker_id": self.id,
+                "queues": self.queues,
+                "concurrency": self.concurrency,
+                "tasks": sorted(self.app.tasks),
+            },
+        )
+        self.started.set()
+        try:
+            await self._claim_loop()
+            await self._drain()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self._flush_now()
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            if self.install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            self.executors.shutdown(wait=not self._force and not self._abandoned_threads())
+            log.info(
+                "worker stopped",
+                extra={"action": "worker.stop", "worker_id": self.id, **self.stats},
+            )
+
+    def _abandoned_threads(self) -> bool:
+        return any(not t.done() for t in self._running.values())
+
+    async def _claim_loop(self) -> None:
+        store = self.store
+        stop = self._stop
+        while not stop.is_set():
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                self._slot.clear()
+                await self._slot.wait()
+                continue
+            try:
+                records = await store.claim(self.queues, free, self.id, self.lease)
+            except Exception as exc:
+                log.error(
+                    "claim failed; retrying",
+                    extra={"action": "worker.claim_error", "worker_id": self.id, "error": str(exc)},
+                )
+                await self._sleep_or_stop(1.0)
+                continue
+            for record in records:
+                self._start(record)
+            if records:
+                continue
+            await self._idle()
+
+    async def _idle(self) -> None:
+        """Sleep until the store signals new work, the next delayed job is due, or stop."""
+        store = self.store
+        timeout = IDLE_RECHECK
+        try:
+            due = await store.next_run_at(self.queues)
+            if due is not None:
+                timeout = min(timeout, max(due - await store.now(), 0.0))
+        except Exception:  # the next claim attempt will report the store's state
+            timeout = IDLE_RECHECK
+        if timeout <= 0:
+            return
+        waiter = asyncio.ensure_future(store.wait(self.queues, timeout))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait((waiter, stopper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    def _start(self, record: JobRecord) -> None:
+        if record.id in self._running:  # a stale duplicate claim of our own; never run twice
+            return
+        self._records[record.id] = record
+        self._leases[record.id] = record.attempt
+        self._running[record.id] = asyncio.create_task(self._execute(record))
+
+    async def _drain(self) -> None:
+        if self._running and not self._force:
+            log.info(
+                "draining running jobs",
+                extra={
+                    "action": "worker.draining",
+                    "worker_id": self.id,
+                    "running": len(self._running),
+                    "grace": self.grace,
+                },
+            )
+            _, pending = await asyncio.wait(list(self._running.values()), timeout=self.grace)
+            for task in pending:
+                task.cancel()
+        else:
+            for task in self._running.values():
+                task.cancel()
+        if self._running:
+            await asyncio.wait(list(self._running.values()), timeout=5.0)
+
+    # --- one job -----------------------------------------------------------------------
+
+    async def _execute(self, record: JobRecord) -> None:
+        outcome: Outcome
+        try:
+            outcome = await self._outcome(record)
+        finally:
+            del self._running[record.id]
+            self._slot.set()
+        self._pending.append(outcome)
+        self._pending_event.set()
+
+    async def _outcome(self, record: JobRecord) -> Outcome:
+        task = self.app.tasks.get(record.task)
+        if task is None:
+            return self._failed(
+                record,
+                JobError(
+                    "UnknownTask",
+                    f"task {record.task!r} is not registered in this worker; register it "
+                    "(or deploy the code that does) and retry the job",
+                ),
+            )
+        try:
+            result = await self._invoke(task, record)
+        except asyncio.CancelledError:
+            if record.id in self._cancel_requested:
+                self._cancel_requested.discard(record.id)
+                self.stats["cancelled"] += 1
+                return Outcome(
+                    record.id,
+                    self.id,
+                    record.attempt,
+                    OutcomeKind.CANCELLED,
+                    error=JobError("Cancelled", "cancelled while running"),
+                )
+            if self._stop.is_set():
+                log.warning(
+                    "job interrupted by shutdown; requeued",
+                    extra={"action": "job.requeued", **self._job_extra(record)},
+                )
+                return Outcome(record.id, self.id, record.attempt, OutcomeKind.REQUEUE)
+            raise
+        except PayloadError as exc:
+            return self._failed(record, JobError("PayloadError", str(exc)))
+        except Retry as exc:
+            return self._retry_or_fail(record, exc, task, explicit=exc.after)
+        except Fail as exc:
+            return self._failed(record, JobError("Fail", exc.reason))
+        except Cancel as exc:
+            self.stats["cancelled"] += 1
+            return Outcome(
+                record.id,
+                self.id,
+                record.attempt,
+                OutcomeKind.CANCELLED,
+                error=JobError("Cancel", str(exc) or "cancelled by the task"),
+            )
+        except Exception as exc:
+            return self._retry_or_fail(record, exc, task)
+        try:
+            encoded = task.codec.encode_result(result)
+        except TypeError as exc:
+            return self._failed(record, _error_of(exc))
+        self.stats["succeeded"] += 1
+        if log.isEnabledFor(logging.INFO):
+            log.info("job succeeded", extra={"action": "job.succeeded", **self._job_extra(record)})
+        return Outcome(record.id, self.id, record.attempt, OutcomeKind.SUCCEEDED, result=encoded)
+
+    async def _invoke(self, task: Task[Any, Any], record: JobRecord) -> Any:
+        timeout = record.timeout
+        if task.config.cpu_bound:
+            call = self.executors.run_process(
+                task, record.args, record.kwargs, (record.id, record.queue, record.attempt)
+            )
+            raw = await self._with_timeout(call, timeout, record, thread=True)
+            return task.codec.decode_result(raw)
+        args, kwargs = task.codec.decode_args(record.args, record.kwargs)
+        if task.codec.context_param is not None:
+            kwargs[task.codec.context_param] = self._context(record)
+        if task.is_async:
+            return await self._with_timeout(task.fn(*args, **kwargs), timeout, record, False)
+        return await self._with_timeout(
+            self.executors.run_sync(task, args, kwargs), timeout, record, thread=True
+        )
+
+    async def _with_timeout(
+        self, call: Any, timeout: float | None, record: JobRecord, thread: bool
+    ) -> Any:
+        if timeout is None:
+            return await call
+        try:
+            async with asyncio.timeout(timeout):
+                return await call
+        except TimeoutError:
+            if thread:
+                log.warning(
+                    "sync task timed out; its thread is abandoned and may still be running",
+                    extra={"action": "job.thread_abandoned", **self._job_extra(record)},
+                )
+            raise TimeoutError(f"task exceeded its timeout of {timeout:g} s") from None
+
+    def _context(self, record: JobRecord) -> JobContext:
+        store = self.store
+        worker_id = self.id
+
+        async def progress(fraction: float, message: str) -> None:
+            await store.set_progress(record.id, worker_id, record.attempt, fraction, message)
+
+        return JobContext(
+            job_id=record.id,
+            task=record.task,
+            queue=record.queue,
+            attempt=record.attempt,
+            meta=record.meta,
+            progress=progress,
+        )
+
+    def _retry_or_fail(
+        self,
+        record: JobRecord,
+        exc: BaseException,
+        task: Task[Any, Any],
+        explicit: float | None = None,
+    ) -> Outcome:
+        policy = task.config.policy
+        error = _error_of(exc)
+        if isinstance(exc, Retry):
+            if record.attempt >= record.max_attempts:
+                return self._failed(
+                    record,
+                    JobError(
+                        "Retry",
+                        f"the task asked to retry but all {record.max_attempts} attempts are used"
+                        + (f": {exc.reason}" if exc.reason else ""),
+                    ),
+                )
+            delay = explicit if explicit is not None else policy.delay(record.attempt)
+        else:
+            decision = policy.decide(record.attempt, exc, record.max_attempts)
+            if decision is None:
+                return self._failed(record, error)
+            delay = decision.delay
+        self.stats["retried"] += 1
+        log.info(
+            "job will be retried",
+            extra={
+                "action": "job.retry",
+                "delay": delay,
+                "error": f"{error.type}: {error.message}",
+                **self._job_extra(record),
+            },
+        )
+        return Outcome(
+            record.id, self.id, record.attempt, OutcomeKind.RETRY, error=error, delay=delay
+        )
+
+    def _failed(self, record: JobRecord, error: JobError) -> Outcome:
+        self.stats["failed"] += 1
+        log.error(
+            "job failed",
+            extra={
+                "action": "job.failed",
+                "error": f"{error.type}: {error.message}",
+                **self._job_extra(record),
+            },
+        )
+        return Outcome(record.id, self.id, record.attempt, OutcomeKind.FAILED, error=error)
+
+    @staticmethod
+    def _job_extra(record: JobRecord) -> dict[str, Any]:
+        return {
+            "job_id": record.id,
+            "task": record.task,
+            "attempt": record.attempt,
+            "queue": record.queue,
+        }
+
+    # --- completions, leases, reaping ---------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._pending_event.wait()
+            await self._flush_now()
+
+    async def _flush_now(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            self._pending_event.clear()
+            try:
+                applied = await self.store.complete(batch)
+            except Exception as exc:
+                log.error(
+                    "could not store job outcomes; retrying",
+                    extra={
+                        "action": "worker.complete_error",
+                        "error": str(exc),
+                        "count": len(batch),
+                    },
+                )
+                self._pending = batch + self._pending
+                await asyncio.sleep(0.5)
+                continue
+            for outcome, ok in zip(batch, applied, strict=True):
+                self._leases.pop(outcome.id, None)
+                self._records.pop(outcome.id, None)
+                if not ok:
+                    log.warning(
+                        "outcome discarded: the lease was lost (another worker owns the job now)",
+                        extra={
+                            "action": "job.fenced",
+                            "job_id": outcome.id,
+                            "attempt": outcome.attempt,
+                            "worker_id": self.id,
+                        },
+                    )
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.lease / 3
+        while True:
+            await asyncio.sleep(interval)
+            if not self._leases:
+                continue
+            try:
+                lost, cancel = await self.store.heartbeat(
+                    list(self._leases.items()), self.id, self.lease
+                )
+            except Exception as exc:
+                log.error(
+                    "heartbeat failed",
+                    extra={"action": "worker.heartbeat_error", "error": str(exc)},
+                )
+                continue
+            for job_id in cancel:
+                running = self._running.get(job_id)
+                if running is not None and job_id not in self._cancel_requested:
+                    self._cancel_requested.add(job_id)
+                    running.cancel()
+            for job_id in lost:
+                if job_id in self._running:
+                    log.warning(
+                        "lease lost for a running job; its outcome will be discarded",
+                        extra={"action": "job.lease_lost", "job_id": job_id, "worker_id": self.id},
+                    )
+
+    async def _reaper_loop(self) -> None:
+        last_purge = 0.0
+        while True:
+            await asyncio.sleep(self.reaper_interval)
+            try:
+                count = await self.store.requeue_expired()
+                if count:
+                    log.warning(
+                        "requeued jobs whose worker stopped renewing leases",
+                        extra={"action": "worker.reaped", "count": count},
+                    )
+                if time.monotonic() - last_purge > PURGE_INTERVAL:
+                    last_purge = time.monotonic()
+                    cutoff = await self.store.now() - self.app.retention
+                    purged = await self.store.purge(cutoff)
+                    if purged:
+                        log.info(
+                            "purged finished jobs past retention",
+                            extra={"action": "worker.purged", "count": purged},
+                        )
+            except Exception as exc:
+                log.error(
+                    "reaper failed", extra={"action": "worker.reaper_error", "error": str(exc)}
+                )
+
+    # --- eager mode ----------------------------------------------------------------------
+
+    async def run_until_idle(self) -> int:
+        """Run due jobs in this task until none is left; returns how many ran.
+
+        Used by ``offload.testing.eager``; no background loops, no signals.
+        """
+        ran = 0
+        while True:
+            records = await self.store.claim(self.queues, self.concurrency, self.id, self.lease)
+            if not records:
+                return ran
+            for record in records:
+                self._records[record.id] = record
+                self._leases[record.id] = record.attempt
+                self._pending.append(await self._outcome(record))
+                ran += 1
+            await self._flush_now()

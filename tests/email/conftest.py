@@ -1,0 +1,64 @@
+"""Fixtures for the email tests: a real SMTP sink on a free loopback port, and test TLS
+certificates from trustme so that certificate verification stays on."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+
+from offload.email import Mailer
+from offload.email.sink import MailSink
+
+
+@dataclass(frozen=True)
+class Certs:
+    """A test CA, a server context holding a certificate it signed, and a client context
+    that trusts only that CA."""
+
+    ca: trustme.CA
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+@pytest.fixture(scope="session")
+def certs() -> Certs:
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return Certs(ca=ca, server=server, client=client)
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[MailSink]:
+    async with MailSink(port=0) as running:
+        yield running
+
+
+@pytest.fixture
+def mailer(sink: MailSink) -> Mailer:
+    """A mailer for the plain sink (no TLS: it is loopback)."""
+    return Mailer("127.0.0.1", sink.port, tls="none", sender="App <app@example.com>", timeout=5)
+
+
+@pytest.fixture
+def templates_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    files = {
+        "welcome.subject.txt": "Welcome, {{ name }}!\n",
+        "welcome.html": "<h1>Hello {{ name }}</h1>\n<p>Your code: <b>{{ code }}</b></p>\n",
+        "receipt.subject.txt": "Receipt {{ number }}",
+        "receipt.txt": "Total: {{ total }} <not escaped>\n",
+        "receipt.html": "<p>Total: {{ total }}</p>\n",
+        "nobody.subject.txt": "No body",
+    }
+    for name, content in files.items():
+        (folder / name).write_text(content, encoding="utf-8")
+    return folder
