@@ -28,11 +28,11 @@ class TestAddress:
 
     def test_quoted_display_name(self) -> None:
         """A quoted display name may hold commas and quotes."""
-        assert 'Doe, "J"' == Address.model_validate('"Doe, \\"J\\"" <j@example.com>').name
+        assert Address.model_validate('"Doe, \\"J\\"" <j@example.com>').name == 'Doe, "J"'
 
     def test_international_address_is_normalised(self) -> None:
         """Internationalised addresses validate; the domain is lowercased."""
-        assert "josé@exämple.com" == Address.model_validate("josé@EXÄMPLE.com").email
+        assert Address.model_validate("josé@EXÄMPLE.com").email == "josé@exämple.com"
 
     @pytest.mark.parametrize("bad", ["not-an-address", "a@b", "x@@example.com", ""])
     def test_invalid_address_refused(self, bad: str) -> None:
@@ -66,19 +66,19 @@ class TestEmailMessage:
         """Any line break in the subject raises a ValidationError naming the field."""
         with pytest.raises(ValidationError) as info:
             _message(subject=f"Hi{breaker}Bcc: evil@example.com")
-        assert [("subject",)] == _error_locs(info.value)
+        assert _error_locs(info.value) == [("subject",)]
 
     def test_line_break_in_display_name_refused(self) -> None:
         """A line break in a display name is refused, naming the recipient."""
         with pytest.raises(ValidationError) as info:
             _message(to=[{"email": "bob@example.com", "name": "Bob\nBcc: evil@example.com"}])
-        assert [("to", 0, "name")] == _error_locs(info.value)
+        assert _error_locs(info.value) == [("to", 0, "name")]
 
     def test_line_break_in_extra_header_refused(self) -> None:
         """Extra header values must be single lines."""
         with pytest.raises(ValidationError) as info:
             _message(headers={"X-Campaign": "a\r\nBcc: evil@example.com"})
-        assert [("headers",)] == _error_locs(info.value)
+        assert _error_locs(info.value) == [("headers",)]
 
     @pytest.mark.parametrize("name", ["X Bad", "X:Bad", "Bcc", "to", "Message-ID", "Resent-To"])
     def test_bad_or_reserved_header_names_refused(self, name: str) -> None:
@@ -91,17 +91,17 @@ class TestEmailMessage:
         message = _message(
             to=["a@example.com", "b@example.com"], cc="a@example.com", bcc="c@example.com"
         )
-        assert ["a@example.com", "b@example.com", "c@example.com"] == message.recipients
+        assert message.recipients == ["a@example.com", "b@example.com", "c@example.com"]
 
 
 class TestAttachment:
     def test_content_type_guessed_from_filename(self) -> None:
         """Without a content type, the filename decides."""
-        assert "application/pdf" == Attachment(filename="r.pdf", content=b"%PDF").content_type
+        assert Attachment(filename="r.pdf", content=b"%PDF").content_type == "application/pdf"
 
     def test_unknown_extension_is_octet_stream(self) -> None:
         """Unknown extensions fall back to application/octet-stream."""
-        assert "application/octet-stream" == Attachment(filename="x.zzz9", content=b"").content_type
+        assert Attachment(filename="x.zzz9", content=b"").content_type == "application/octet-stream"
 
     def test_needs_exactly_one_source(self) -> None:
         """Content and path are mutually exclusive, and one is required."""
@@ -114,7 +114,7 @@ class TestAttachment:
         """Filenames go into a header, so line breaks are refused."""
         with pytest.raises(ValidationError) as info:
             _message(attachments=[{"filename": "a\n.txt", "content": b"x"}])
-        assert [("attachments", 0, "filename")] == _error_locs(info.value)
+        assert _error_locs(info.value) == [("attachments", 0, "filename")]
 
     def test_size_limit_default_and_configurable(self) -> None:
         """An attachment over the limit is refused with the size and the limit in the error;
@@ -122,7 +122,7 @@ class TestAttachment:
         data = {"filename": "big.bin", "content": b"x" * 101}
         with pytest.raises(ValidationError, match="101 bytes, over the limit of 100 bytes"):
             Attachment.model_validate(data, context={"max_attachment_bytes": 100})
-        assert 101 == len(Attachment.model_validate(data).read())
+        assert len(Attachment.model_validate(data).read()) == 101
 
     def test_bad_content_type_refused(self) -> None:
         """The content type must be type/subtype."""
@@ -136,7 +136,7 @@ class TestAttachment:
         path = tmp_path / "report.csv"
         path.write_bytes(b"a,b\n1,2\n")
         attachment = Attachment(filename="report.csv", path=path)
-        assert b"a,b\n1,2\n" == attachment.read()
+        assert attachment.read() == b"a,b\n1,2\n"
         with pytest.raises(AttachmentTooLarge):
             attachment.read(limit=3)
 
@@ -165,7 +165,7 @@ class TestJsonRoundTrip:
 
     def test_text_attachment_content_must_be_base64(self) -> None:
         """Text given as content is read as base64, and anything else is refused."""
-        assert b"abc" == Attachment.model_validate({"filename": "a", "content": "YWJj"}).content
+        assert Attachment.model_validate({"filename": "a", "content": "YWJj"}).content == b"abc"
         with pytest.raises(ValidationError, match="base64"):
             Attachment.model_validate({"filename": "a", "content": "not base64!"})
 
@@ -177,12 +177,13 @@ class TestMessageId:
 
     def test_readable_for_simple_ids(self) -> None:
         """Simple job ids appear as they are."""
-        assert "<offload.01J9Z@example.com>" == make_message_id("01J9Z", "Example.COM")
+        assert make_message_id("01J9Z", "Example.COM") == "<offload.01J9Z@example.com>"
 
     def test_other_ids_are_hashed(self) -> None:
         """Job ids with characters not allowed in a Message-ID are hashed, distinctly."""
         first = make_message_id("job <1>", "example.com")
-        assert first.startswith("<offload.h") and " " not in first
+        assert first.startswith("<offload.h")
+        assert " " not in first
         assert first != make_message_id("job <2>", "example.com")
 
     def test_international_domain_uses_idna(self) -> None:
