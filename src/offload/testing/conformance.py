@@ -1,0 +1,406 @@
+"""The store conformance suite: the executable form of the ``Store`` contract.
+
+Every store offload ships passes it with no skips. To check a store of your own, subclass
+``StoreConformance`` in a test module and provide an async ``store`` fixture that yields an
+opened, empty store::
+
+    class TestMyStore(StoreConformance):
+        @pytest.fixture
+        async def store(self):
+            s = MyStore(...)
+            await s.open()
+            yield s
+            await s.close()
+
+The tests need pytest-asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from offload.errors import InvalidTransition
+from offload.ids import new_id
+from offload.jobs import JobError, JobState
+from offload.stores.base import JobFilter, NewJob, Outcome, OutcomeKind, Store
+
+TTL = 30.0
+
+
+def new_job(
+    task: str = "t",
+    *,
+    queue: str = "default",
+    priority: int = 0,
+    delay: float = 0.0,
+    key: str | None = None,
+    max_attempts: int = 3,
+    args: str = "[]",
+    kwargs: str = "{}",
+    meta: dict[str, Any] | None = None,
+    timeout: float | None = None,
+) -> NewJob:
+    return NewJob(
+        id=new_id(),
+        task=task,
+        queue=queue,
+        args=args,
+        kwargs=kwargs,
+        priority=priority,
+        max_attempts=max_attempts,
+        delay=delay,
+        key=key,
+        meta=meta or {},
+        timeout=timeout,
+    )
+
+
+def done(job_id: str, worker: str, attempt: int = 1, result: str = "null") -> Outcome:
+    return Outcome(job_id, worker, attempt, OutcomeKind.SUCCEEDED, result=result)
+
+
+@pytest.mark.asyncio
+class StoreConformance:
+    """Behaviour every ``Store`` must show (DESIGN §3–§4)."""
+
+    # --- enqueue ------------------------------------------------------------------------
+
+    async def test_enqueue_stores_queued_jobs(self, store: Store) -> None:
+        """An enqueued job is queued, unattempted and readable with its payload and meta."""
+        new = new_job(args='[1, "a"]', kwargs='{"x": 2}', meta={"request_id": "r1"}, timeout=5)
+        [record] = await store.enqueue([new])
+        got = await store.get(new.id)
+        assert got is not None
+        assert (JobState.QUEUED, 0, new.id) == (record.state, record.attempt, record.id)
+        assert ('[1, "a"]', '{"x": 2}') == (got.args, got.kwargs)
+        assert {"request_id": "r1"} == got.meta
+        assert 5 == got.timeout
+        assert got.run_at <= await store.now() + 0.001
+
+    async def test_enqueue_batch_keeps_order(self, store: Store) -> None:
+        """A batch is stored whole and returned in the order given."""
+        batch = [new_job() for _ in range(100)]
+        records = await store.enqueue(batch)
+        assert [n.id for n in batch] == [r.id for r in records]
+        counts = await store.counts()
+        assert 100 == counts[("default", JobState.QUEUED)]
+
+    async def test_missing_job_is_none(self, store: Store) -> None:
+        """Reading an unknown id gives None, not an error."""
+        assert await store.get(new_id()) is None
+
+    async def test_idempotency_key_returns_existing_job(self, store: Store) -> None:
+        """A key already on record returns that job; keys are unique per task name."""
+        first = new_job("t", key="k1")
+        [a] = await store.enqueue([first])
+        [b] = await store.enqueue([new_job("t", key="k1")])
+        [c] = await store.enqueue([new_job("other", key="k1")])
+        assert a.id == b.id
+        assert c.id != a.id
+        assert 2 == sum((await store.counts()).values())
+
+    async def test_idempotency_key_holds_after_the_job_finished(self, store: Store) -> None:
+        """A finished job still holds its key until purged; then the key is free again."""
+        [a] = await store.enqueue([new_job(key="k")])
+        [claimed] = await store.claim(None, 1, "w", TTL)
+        assert [True] == await store.complete([done(claimed.id, "w")])
+        [again] = await store.enqueue([new_job(key="k")])
+        assert a.id == again.id
+        assert 1 == await store.purge(await store.now() + 1)
+        [fresh] = await store.enqueue([new_job(key="k")])
+        assert fresh.id != a.id
+
+    async def test_duplicate_key_within_one_batch(self, store: Store) -> None:
+        """Two calls with one key in one batch make one job."""
+        records = await store.enqueue([new_job(key="same"), new_job(key="same")])
+        assert records[0].id == records[1].id
+
+    # --- claim --------------------------------------------------------------------------
+
+    async def test_claim_marks_running_with_lease(self, store: Store) -> None:
+        """Claim moves a job to running, counts the attempt and sets the lease and worker."""
+        [new] = await store.enqueue([new_job()])
+        before = await store.now()
+        [job] = await store.claim(None, 10, "w1", TTL)
+        assert (new.id, JobState.RUNNING, 1, "w1") == (
+            job.id,
+            job.state,
+            job.attempt,
+            job.worker_id,
+        )
+        assert job.lease_until is not None
+        assert before + TTL - 1 <= job.lease_until <= before + TTL + 1
+        assert job.started_at is not None
+
+    async def test_claim_order_priority_then_fifo(self, store: Store) -> None:
+        """Higher priority first; within one priority, first in first out."""
+        low = [new_job(priority=0) for _ in range(3)]
+        high = [new_job(priority=5) for _ in range(3)]
+        await store.enqueue([low[0], high[0], low[1], high[1], low[2], high[2]])
+        claimed = await store.claim(None, 6, "w", TTL)
+        assert [j.id for j in high + low] == [j.id for j in claimed]
+
+    async def test_claim_respects_limit_and_queues(self, store: Store) -> None:
+        """Claim takes at most ``limit`` jobs and only from the queues asked for."""
+        await store.enqueue([new_job(queue="a") for _ in range(5)])
+        await store.enqueue([new_job(queue="b") for _ in range(5)])
+        assert 3 == len(await store.claim(["a"], 3, "w", TTL))
+        rest = await store.claim(["a"], 10, "w", TTL)
+        assert 2 == len(rest)
+        assert {"a"} == {j.queue for j in rest}
+        both = await store.claim(["a", "b", "c"], 10, "w", TTL)
+        assert 5 == len(both)
+        assert [] == await store.claim(None, 10, "w", TTL)
+
+    async def test_delayed_job_waits_until_due(self, store: Store) -> None:
+        """A delayed job is not claimed before its run_at, and is after it."""
+        [new] = await store.enqueue([new_job(delay=0.3)])
+        assert [] == await store.claim(None, 1, "w", TTL)
+        due = await store.next_run_at(None)
+        assert due is not None
+        assert abs(due - new.run_at) < 0.001
+        await asyncio.sleep(0.35)
+        [job] = await store.claim(None, 1, "w", TTL)
+        assert new.id == job.id
+
+    async def test_concurrent_claims_never_share_a_job(self, store: Store) -> None:
+        """Claims racing each other hand every job to exactly one claimer."""
+        await store.enqueue([new_job() for _ in range(60)])
+        results = await asyncio.gather(*(store.claim(None, 7, f"w{i}", TTL) for i in range(12)))
+        ids = [j.id for batch in results for j in batch]
+        assert 60 == len(ids)
+        assert 60 == len(set(ids))
+
+    # --- completion and fencing ---------------------------------------------------------
+
+    async def test_succeed_stores_result(self, store: Store) -> None:
+        """A success stores the result and the finish time and ends the lease."""
+        await store.enqueue([new_job()])
+        [job] = await store.claim(None, 1, "w", TTL)
+        assert [True] == await store.complete([done(job.id, "w", result='{"ok": 1}')])
+        got = await store.get(job.id)
+        assert got is not None
+        assert (JobState.SUCCEEDED, '{"ok": 1}') == (got.state, got.result)
+        assert got.finished_at is not None
+        assert got.lease_until is None
+
+    async def test_completion_is_fenced_by_worker_and_attempt(self, store: Store) -> None:
+        """Only the lease holder's current attempt can finish a job, and only once."""
+        await store.enqueue([new_job()])
+        [job] = await store.claim(None, 1, "w", TTL)
+        assert [False] == await store.complete([done(job.id, "intruder")])
+        assert [False] == await store.complete([done(job.id, "w", attempt=2)])
+        assert [True] == await store.complete([done(job.id, "w")])
+        assert [False] == await store.complete([done(job.id, "w")])
+
+    async def test_batch_completion_reports_each_outcome(self, store: Store) -> None:
+        """A batch of outcomes is applied item by item, each fenced on its own."""
+        await store.enqueue([new_job() for _ in range(3)])
+        jobs = await store.claim(None, 3, "w", TTL)
+        outcomes = [
+            done(jobs[0].id, "w"),
+            Outcome(jobs[1].id, "w", 1, OutcomeKind.FAILED, error=JobError("E", "bad", "tb")),
+            done(jobs[2].id, "other"),
+        ]
+        assert [True, True, False] == await store.complete(outcomes)
+        failed = await store.get(jobs[1].id)
+        assert failed is not None
+        assert JobState.FAILED == failed.state
+        assert JobError("E", "bad", "tb") == failed.error
+
+    async def test_retry_outcome_requeues_later(self, store: Store) -> None:
+        """A retry puts the job back in queued after the delay, keeping the attempt count."""
+        await store.enqueue([new_job()])
+        [job] = await store.claim(None, 1, "w", TTL)
+        err = JobError("RuntimeError", "boom")
+        retry = Outcome(job.id, "w", 1, OutcomeKind.RETRY, error=err, delay=0.2)
+        assert [True] == await store.complete([retry])
+        got = await store.get(job.id)
+        assert got is not None
+        assert (JobState.QUEUED, 1, err) == (got.state, got.attempt, got.error)
+        assert [] == await store.claim(None, 1, "w", TTL)
+        await asyncio.sleep(0.25)
+        [again] = await store.claim(None, 1, "w2", TTL)
+        assert 2 == again.attempt
+
+    async def test_requeue_outcome_keeps_a_last_attempt(self, store: Store) -> None:
+        """A job requeued by a shutting-down worker keeps at least one attempt to run."""
+        await store.enqueue([new_job(max_attempts=1)])
+        [job] = await store.claim(None, 1, "w", TTL)
+        assert [True] == await store.complete([Outcome(job.id, "w", 1, OutcomeKind.REQUEUE)])
+        got = await store.get(job.id)
+        assert got is not None
+        assert JobState.QUEUED == got.state
+        assert got.max_attempts >= 2
+        assert 1 == len(await store.claim(None, 1, "w2", TTL))
+
+    async def test_cancelled_outcome(self, store: Store) -> None:
+        """A task that cancels itself ends cancelled."""
+        await store.enqueue([new_job()])
+        [job] = await store.claim(None, 1, "w", TTL)
+        await store.complete([Outcome(job.id, "w", 1, OutcomeKind.CANCELLED)])
+        got = await store.get(job.id)
+        assert got is not None
+        assert JobState.CANCELLED == got.state
+
+    async def test_progress_is_fenced(self, store: Store) -> None:
+        """Progress is stored for the lease holder only."""
+        await store.enqueue([new_job()])
+        [job] = await store.claim(None, 1, "w", TTL)
+        assert await store.set_progress(job.id, "w", 1, 0.5, "half")
+        assert not await store.set_progress(job.id, "x", 1, 0.9, "no")
+        got = await store.get(job.id)
+        assert got is not None
+        assert got.progress is not None
+        assert (0.5, "half") == (got.progress.fraction, got.progress.message)
+
+    # --- leases -------------------------------------------------------------------------
+
+    async def test_heartbeat_extends_lease_and_reports_lost(self, store: Store) -> None:
+        """A heartbeat renews held leases and names the ones the worker no longer holds."""
+        await store.enqueue([new_job(), new_job()])
+        a, b = await store.claim(None, 2, "w", 1.0)
+        lost, cancel = await store.heartbeat([(a.id, 1), (b.id, 2)], "w", TTL)
+        assert ({b.id}, set()) == (lost, cancel)
+        got = await store.get(a.id)
+        assert got is not None
+        assert got.lease_until is not None
+        assert got.lease_until > await store.now() + TTL - 5
+
+    async def test_expired_lease_is_requeued_then_fenced(self, store: Store) -> None:
+        """A lapsed lease puts the job back; the old worker can no longer finish it."""
+        await store.enqueue([new_job(max_attempts=3)])
+        [job] = await store.claim(None, 1, "dead", 0.1)
+        await asyncio.sleep(0.15)
+        assert 1 == await store.requeue_expired()
+        [again] = await store.claim(None, 1, "alive", TTL)
+        assert (job.id, 2) == (again.id, again.attempt)
+        assert [False] == await store.complete([done(job.id, "dead", attempt=1)])
+        assert [True] == await store.complete([done(job.id, "alive", attempt=2)])
+
+    async def test_expired_lease_without_attempts_left_fails(self, store: Store) -> None:
+        """A crash counts as an attempt: with none left the job fails, with the reason."""
+        await store.enqueue([new_job(max_attempts=1)])
+        [job] = await store.claim(None, 1, "dead", 0.05)
+        await asyncio.sleep(0.1)
+        assert 1 == await store.requeue_expired()
+        got = await store.get(job.id)
+        assert got is not None
+        assert JobState.FAILED == got.state
+        assert got.error is not None
+        assert "LeaseExpired" == got.error.type
+
+    async def test_live_leases_are_not_reaped(self, store: Store) -> None:
+        """The reaper leaves jobs with a current lease alone."""
+        await store.enqueue([new_job()])
+        await store.claim(None, 1, "w", TTL)
+        assert 0 == await store.requeue_expired()
+
+    # --- cancel, retry by hand, purge ---------------------------------------------------
+
+    async def test_cancel_queued_job(self, store: Store) -> None:
+        """Cancelling a queued job ends it at once; it is never claimed."""
+        [job] = await store.enqueue([new_job()])
+        got = await store.cancel(job.id)
+        assert got is not None
+        assert JobState.CANCELLED == got.state
+        assert [] == await store.claim(None, 1, "w", TTL)
+
+    async def test_cancel_running_job_is_requested(self, store: Store) -> None:
+        """Cancelling a running job asks its worker, who learns it from the heartbeat."""
+        await store.enqueue([new_job()])
+        [job] = await store.claim(None, 1, "w", TTL)
+        got = await store.cancel(job.id)
+        assert got is not None
+        assert (JobState.RUNNING, True) == (got.state, got.cancel_requested)
+        assert (set(), {job.id}) == await store.heartbeat([(job.id, 1)], "w", TTL)
+
+    async def test_cancel_finished_job_changes_nothing(self, store: Store) -> None:
+        """A finished job stays as it finished; an unknown id gives None."""
+        await store.enqueue([new_job()])
+        [job] = await store.claim(None, 1, "w", TTL)
+        await store.complete([done(job.id, "w")])
+        got = await store.cancel(job.id)
+        assert got is not None
+        assert JobState.SUCCEEDED == got.state
+        assert await store.cancel(new_id()) is None
+
+    async def test_retry_by_hand(self, store: Store) -> None:
+        """A failed job can be queued again with a fresh attempt budget; others cannot."""
+        await store.enqueue([new_job()])
+        [job] = await store.claim(None, 1, "w", TTL)
+        with pytest.raises(InvalidTransition):
+            await store.retry(job.id)
+        failed = Outcome(job.id, "w", 1, OutcomeKind.FAILED, error=JobError("E", "m"))
+        await store.complete([failed])
+        got = await store.retry(job.id)
+        assert got is not None
+        assert (JobState.QUEUED, 0, None) == (got.state, got.attempt, got.error)
+        [again] = await store.claim(None, 1, "w", TTL)
+        assert 1 == again.attempt
+        assert await store.retry(new_id()) is None
+
+    async def test_purge_removes_only_old_finished_jobs(self, store: Store) -> None:
+        """Purge deletes finished jobs older than the cut-off and nothing else."""
+        await store.enqueue([new_job() for _ in range(3)])
+        a, b, _ = await store.claim(None, 3, "w", TTL)
+        await store.complete([done(a.id, "w")])
+        await store.enqueue([new_job()])
+        assert 0 == await store.purge(await store.now() - 60)
+        assert 1 == await store.purge(await store.now() + 1)
+        assert await store.get(a.id) is None
+        assert await store.get(b.id) is not None
+        assert 3 == sum((await store.counts()).values())
+
+    # --- reading ------------------------------------------------------------------------
+
+    async def test_list_filters_and_pages_newest_first(self, store: Store) -> None:
+        """Listing filters by state, task and queue, newest first, and pages without gaps."""
+        made = await store.enqueue([new_job("a") for _ in range(7)] + [new_job("b", queue="q")])
+        page = await store.list(JobFilter(tasks=("a",)), limit=3)
+        seen = [j.id for j in page.jobs]
+        while page.next_cursor:
+            page = await store.list(JobFilter(tasks=("a",)), limit=3, cursor=page.next_cursor)
+            seen += [j.id for j in page.jobs]
+        assert [r.id for r in reversed(made[:7])] == seen
+        only_q = await store.list(JobFilter(queues=("q",)), limit=10)
+        assert [made[7].id] == [j.id for j in only_q.jobs]
+        assert only_q.next_cursor is None
+        running = await store.list(JobFilter(states=(JobState.RUNNING,)), limit=10)
+        assert [] == running.jobs
+
+    async def test_counts_by_queue_and_state(self, store: Store) -> None:
+        """Counts group jobs by queue and state."""
+        await store.enqueue([new_job(queue="a"), new_job(queue="a"), new_job(queue="b")])
+        await store.claim(["b"], 1, "w", TTL)
+        counts = await store.counts()
+        assert 2 == counts[("a", JobState.QUEUED)]
+        assert 1 == counts[("b", JobState.RUNNING)]
+
+    async def test_next_run_at_is_none_when_empty(self, store: Store) -> None:
+        """With nothing queued there is no next run time."""
+        assert await store.next_run_at(None) is None
+
+    # --- wake-ups -----------------------------------------------------------------------
+
+    async def test_wait_wakes_on_enqueue(self, store: Store) -> None:
+        """A waiting worker wakes promptly when a job is enqueued, without waiting out the
+        timeout."""
+        assert [] == await store.claim(None, 1, "w", TTL)
+        waiter = asyncio.create_task(store.wait(None, 5.0))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await store.enqueue([new_job()])
+        await asyncio.wait_for(waiter, 2.0)
+        assert time.monotonic() - started < 2.0
+
+    async def test_wait_times_out_when_idle(self, store: Store) -> None:
+        """With nothing happening, wait returns after its timeout."""
+        assert [] == await store.claim(None, 1, "w", TTL)
+        started = time.monotonic()
+        await store.wait(None, 0.2)
+        assert time.monotonic() - started >= 0.15
