@@ -65,7 +65,7 @@ def done(job_id: str, worker: str, attempt: int = 1, result: str = "null") -> Ou
 
 @pytest.mark.asyncio
 class StoreConformance:
-    """Behaviour every ``Store`` must show (DESIGN §3–§4)."""
+    """Behaviour every ``Store`` must show (DESIGN §3 and §4)."""
 
     # --- enqueue ------------------------------------------------------------------------
 
