@@ -50,9 +50,8 @@ def run_in_child(
         call_args, call_kwargs = task.codec.decode_args(args, kwargs)
         if task.codec.context_param is not None:
             job_id, queue, attempt = context
-            call_kwargs[task.codec.context_param] = JobContext(
-                job_id=job_id, task=task_name, queue=queue, attempt=attempt
-            )
+            ctx = JobContext(job_id=job_id, task=task_name, queue=queue, attempt=attempt)
+            task.codec.add_context(call_args, call_kwargs, ctx)
         value = task.fn(*call_args, **call_kwargs)
         return ("ok", task.codec.encode_result(value), None, None)
     except Retry as exc:

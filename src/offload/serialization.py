@@ -48,10 +48,12 @@ class Codec:
         self.adapters: dict[str, TypeAdapter[Any]] = {}
         self.var_positional: str | None = None
         self.var_keyword: str | None = None
-        for param in signature.parameters.values():
+        self.context_first = False
+        for index, param in enumerate(signature.parameters.values()):
             hint = hints.get(param.name, Any)
             if hint is JobContext:
                 self.context_param = param.name
+                self.context_first = index == 0
                 continue
             params.append(param)
             adapter: TypeAdapter[Any] = _ANY if hint is Any else TypeAdapter(hint)
@@ -140,6 +142,15 @@ class Codec:
             else:
                 out_kwargs[name] = decoded
         return out_args, out_kwargs
+
+    def add_context(self, args: list[Any], kwargs: dict[str, Any], ctx: JobContext) -> None:
+        """Put the context where the function declared it (first, or by name)."""
+        if self.context_param is None:
+            return
+        if self.context_first:
+            args.insert(0, ctx)
+        else:
+            kwargs[self.context_param] = ctx
 
     def encode_result(self, value: Any) -> str:
         if value is None:

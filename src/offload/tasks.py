@@ -157,25 +157,26 @@ class Task(Generic[P, R]):
             ),
         )
 
-    def _inline_context(self) -> JobContext:
-        return JobContext(job_id="inline", task=self.name, queue=self.config.queue, attempt=1)
-
-    def _inline_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        if self.codec.context_param is None or self.codec.context_param in kwargs:
-            return kwargs
-        return {**kwargs, self.codec.context_param: self._inline_context()}
+    def _inline(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        param = self.codec.context_param
+        if param is None or param in kwargs:
+            return self.fn(*args, **kwargs)
+        ctx = JobContext(job_id="inline", task=self.name, queue=self.config.queue, attempt=1)
+        if self.codec.context_first:
+            return self.fn(ctx, *args, **kwargs)
+        return self.fn(*args, **{**kwargs, param: ctx})
 
 
 class AsyncTask(Task[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
         """Run the function inline, as if it were not a task."""
-        return self.fn(*args, **self._inline_kwargs(kwargs))  # type: ignore[no-any-return]
+        return self._inline(args, kwargs)  # type: ignore[no-any-return]
 
 
 class SyncTask(Task[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function inline, as if it were not a task."""
-        return self.fn(*args, **self._inline_kwargs(kwargs))  # type: ignore[no-any-return]
+        return self._inline(args, kwargs)  # type: ignore[no-any-return]
 
 
 class TaskCall(Generic[P, R]):

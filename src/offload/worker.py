@@ -320,8 +320,7 @@ class Worker:
             raw = await self._with_timeout(call, timeout, record, thread=True)
             return task.codec.decode_result(raw)
         args, kwargs = task.codec.decode_args(record.args, record.kwargs)
-        if task.codec.context_param is not None:
-            kwargs[task.codec.context_param] = self._context(record)
+        task.codec.add_context(args, kwargs, self._context(record))
         if task.is_async:
             return await self._with_timeout(task.fn(*args, **kwargs), timeout, record, False)
         return await self._with_timeout(
