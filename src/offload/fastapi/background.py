@@ -1,0 +1,89 @@
+"""``Background``: ``BackgroundTasks.add_task`` for durable jobs.
+
+Starlette runs background tasks after the response has gone out, so a crash in between loses
+them silently. Here the job is committed to the store before the endpoint returns, so a 2xx
+is only ever sent for a job that is stored (DESIGN §1.1).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+from fastapi import Depends, HTTPException, status
+
+from offload.errors import StoreUnavailable
+from offload.jobs import Job
+from offload.tasks import Task, TaskCall
+
+__all__ = ["Background", "DurableTasks"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+log = logging.getLogger("offload.fastapi")
+
+# A store outage is usually brief (a restart, a failover); tell clients when to try again
+# rather than letting them hammer the endpoint.
+RETRY_AFTER_SECONDS = 5
+
+
+class DurableTasks:
+    """The jobs one request enqueued; injected by annotating a parameter with ``Background``.
+
+    ``add_task`` is a coroutine, unlike Starlette's. FastAPI runs the exit code of ``yield``
+    dependencies after the response has been sent (and its ``scope="function"`` variant only
+    exists in recent versions), so collecting calls and storing them later could send a 2xx
+    for a job that then fails to store. Awaiting the store inside the endpoint is the one
+    point where the commit happens before the response on every FastAPI version, where a
+    failure still decides the response, and where the job id is known in time to return it.
+    """
+
+    def __init__(self) -> None:
+        self.jobs: list[Job[Any]] = []
+
+    async def add_task(
+        self, task: Task[P, R] | TaskCall[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Job[R]:
+        """Store a job for ``task(*args, **kwargs)`` and return it once it is durable.
+
+        Arguments are checked against the task's signature first: a mismatch is a bug in the
+        caller and raises ``TypeError``. A store outage becomes a 503 so that the client
+        knows the work was not accepted and can retry.
+        """
+        if isinstance(task, TaskCall):
+            app, prepared = task.task.app, task.prepare(*args, **kwargs)
+        elif isinstance(task, Task):
+            app, prepared = task.app, task.prepare(*args, **kwargs)
+        else:
+            name = getattr(task, "__qualname__", repr(task))
+            raise TypeError(
+                f"add_task() needs a registered task, got {name}; decorate the function with "
+                "@jobs.task so that a worker can find it by name"
+            )
+        try:
+            (job,) = await app.enqueue_many([prepared])
+        except (StoreUnavailable, OSError) as exc:
+            log.error(
+                "job store unavailable; the request fails so the job is not lost silently",
+                extra={"action": "fastapi.enqueue_unavailable", "task": prepared.job.task},
+                exc_info=exc,
+            )
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                detail="the job store is unavailable, so the work was not accepted; "
+                "retry the request later",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            ) from exc
+        self.jobs.append(job)
+        return job
+
+
+def _durable_tasks() -> DurableTasks:
+    # A function rather than the class itself: FastAPI would otherwise read the class's
+    # __init__ signature for request parameters.
+    return DurableTasks()
+
+
+Background = Annotated[DurableTasks, Depends(_durable_tasks)]
+"""Annotate an endpoint parameter with this to enqueue durable jobs from it."""

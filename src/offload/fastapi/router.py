@@ -1,0 +1,201 @@
+"""The jobs HTTP API: status, results, listing, cancel and retry, behind an auth dependency."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi.exceptions import RequestValidationError
+
+from offload.errors import ConfigError, InvalidTransition, StoreUnavailable
+from offload.fastapi.background import RETRY_AFTER_SECONDS
+from offload.fastapi.schemas import Detail, JobOut, JobPageOut
+from offload.jobs import JobRecord, JobState
+from offload.stores.base import JobFilter
+
+if TYPE_CHECKING:
+    from offload.app import Offload
+
+__all__ = ["jobs_router"]
+
+log = logging.getLogger("offload.fastapi")
+
+DEFAULT_PAGE = 50
+# Large enough for a dashboard table, small enough that one request stays one cheap query.
+MAX_PAGE = 500
+# Cursors are URL-safe base64; checking the alphabet up front names the field in the 422.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,512}$"
+
+_NOT_FOUND = {"model": Detail, "description": "no job with that id (it may have been purged)"}
+_UNAVAILABLE = {"model": Detail, "description": "the job store cannot be reached"}
+
+
+def jobs_router(
+    jobs: Offload,
+    *,
+    auth: Callable[..., Any] | None = None,
+    allow_anonymous: bool = False,
+    prefix: str = "",
+    tags: list[str] | None = None,
+) -> APIRouter:
+    """Build the jobs API for ``jobs``; every route depends on ``auth``.
+
+    ``auth`` is an ordinary FastAPI dependency that raises (typically 401) for a caller who
+    may not see jobs. Job results, errors and tracebacks are sensitive, so building the router
+    without one is refused unless ``allow_anonymous=True`` says it is meant.
+
+    With ``prefix="/jobs"`` the listing is served at ``/jobs`` itself; included under an outer
+    prefix instead, it is at ``<prefix>/``.
+    """
+    if auth is None and not allow_anonymous:
+        raise ConfigError(
+            "jobs_router() needs auth=<a FastAPI dependency that checks credentials>, since "
+            "job results and errors may be sensitive; pass allow_anonymous=True to serve "
+            "them to anyone on purpose"
+        )
+    dependencies = []
+    if auth is not None:
+        dependencies.append(Depends(auth))
+    else:
+        log.warning(
+            "the jobs API is served without authentication (allow_anonymous=True)",
+            extra={"action": "fastapi.router_anonymous"},
+        )
+    router = APIRouter(
+        prefix=prefix,
+        tags=list(tags) if tags is not None else ["jobs"],
+        dependencies=dependencies,
+        responses={503: _UNAVAILABLE},
+    )
+
+    async def load(job_id: str) -> JobRecord:
+        async with _store_errors():
+            await jobs.open()
+            record = await jobs.store.get(job_id)
+        if record is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
+        return record
+
+    JobId = Annotated[str, Path(description="the job id returned at enqueue", max_length=200)]
+
+    @router.get(
+        "" if prefix else "/",
+        name="offload_list_jobs",
+        response_model=JobPageOut,
+        summary="List jobs, newest first",
+    )
+    async def list_jobs(
+        state: Annotated[list[JobState] | None, Query(description="repeatable")] = None,
+        task: Annotated[list[str] | None, Query(description="task name; repeatable")] = None,
+        queue: Annotated[list[str] | None, Query(description="repeatable")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+        cursor: Annotated[
+            str | None, Query(pattern=CURSOR_PATTERN, description="next_cursor of a page")
+        ] = None,
+    ) -> JobPageOut:
+        flt = JobFilter(
+            states=tuple(state or ()), tasks=tuple(task or ()), queues=tuple(queue or ())
+        )
+        async with _store_errors():
+            await jobs.open()
+            try:
+                page = await jobs.store.list(flt, limit, cursor)
+            except ValueError as exc:
+                # Only the cursor is not checked before this point.
+                raise RequestValidationError(
+                    [
+                        {
+                            "type": "value_error",
+                            "loc": ("query", "cursor"),
+                            "msg": f"not a cursor from this API: {exc}",
+                            "input": cursor,
+                        }
+                    ]
+                ) from exc
+        return JobPageOut(
+            items=[JobOut.from_record(r) for r in page.jobs], next_cursor=page.next_cursor
+        )
+
+    @router.get(
+        "/{job_id}",
+        name="offload_get_job",
+        response_model=JobOut,
+        summary="A job's state, progress, result or error",
+        responses={404: _NOT_FOUND},
+    )
+    async def get_job(job_id: JobId) -> JobOut:
+        return JobOut.from_record(await load(job_id))
+
+    @router.post(
+        "/{job_id}/cancel",
+        name="offload_cancel_job",
+        response_model=JobOut,
+        summary="Cancel a queued job, or ask the worker to stop a running one",
+        responses={
+            404: _NOT_FOUND,
+            409: {"model": Detail, "description": "the job has already finished"},
+        },
+    )
+    async def cancel_job(job_id: JobId) -> JobOut:
+        before = await load(job_id)
+        if before.state.finished:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                detail=f"job {job_id} is already {before.state.value}; only queued or running "
+                "jobs can be cancelled",
+            )
+        async with _store_errors():
+            record = await jobs.store.cancel(job_id)
+        if record is None:  # purged between the two calls
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
+        if record.state.finished and record.state is not JobState.CANCELLED:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                detail=f"job {job_id} finished as {record.state.value} before it could be "
+                "cancelled",
+            )
+        return JobOut.from_record(record)
+
+    @router.post(
+        "/{job_id}/retry",
+        name="offload_retry_job",
+        response_model=JobOut,
+        summary="Queue a failed or cancelled job again, with a fresh attempt budget",
+        responses={
+            404: _NOT_FOUND,
+            409: {"model": Detail, "description": "the job is not failed or cancelled"},
+        },
+    )
+    async def retry_job(job_id: JobId) -> JobOut:
+        async with _store_errors():
+            await jobs.open()
+            try:
+                record = await jobs.store.retry(job_id)
+            except InvalidTransition as exc:
+                raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+        if record is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
+        return JobOut.from_record(record)
+
+    return router
+
+
+@contextlib.asynccontextmanager
+async def _store_errors() -> AsyncIterator[None]:
+    """An outage is the store's state, not a bug in the API: answer 503, never 500."""
+    try:
+        yield
+    except (StoreUnavailable, OSError) as exc:
+        log.error(
+            "job store unavailable",
+            extra={"action": "fastapi.store_unavailable"},
+            exc_info=exc,
+        )
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="the job store is unavailable; retry later",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from exc

@@ -1,0 +1,104 @@
+"""The JSON shapes of the jobs API; pydantic models so that OpenAPI documents them."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from offload.jobs import JobRecord, JobState
+
+__all__ = ["Detail", "JobErrorOut", "JobOut", "JobPageOut", "ProgressOut"]
+
+
+class ProgressOut(BaseModel):
+    fraction: float = Field(ge=0.0, le=1.0, description="0 to 1, as last reported by the task")
+    message: str = ""
+
+
+class JobErrorOut(BaseModel):
+    type: str = Field(description="exception class name")
+    message: str
+    traceback: str | None = None
+
+
+class JobOut(BaseModel):
+    """A job as the API shows it. Arguments are left out: they may hold personal data that
+    a status page has no need to expose."""
+
+    id: str
+    task: str
+    queue: str
+    state: JobState
+    priority: int
+    attempt: int = Field(description="attempts started so far; above 1 means a retry")
+    max_attempts: int
+    cancel_requested: bool = Field(description="a cancel is waiting for the worker to act")
+    key: str | None = Field(default=None, description="idempotency key given at enqueue")
+    enqueued_at: datetime
+    run_at: datetime = Field(description="when the job is (or was) due")
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: ProgressOut | None = None
+    result: Any = Field(default=None, description="the task's return value, as JSON")
+    error: JobErrorOut | None = Field(default=None, description="why the last attempt failed")
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_record(cls, record: JobRecord) -> JobOut:
+        progress = record.progress
+        error = record.error
+        return cls(
+            id=record.id,
+            task=record.task,
+            queue=record.queue,
+            state=record.state,
+            priority=record.priority,
+            attempt=record.attempt,
+            max_attempts=record.max_attempts,
+            cancel_requested=record.cancel_requested,
+            key=record.key,
+            enqueued_at=_dt(record.enqueued_at),
+            run_at=_dt(record.run_at),
+            started_at=None if record.started_at is None else _dt(record.started_at),
+            finished_at=None if record.finished_at is None else _dt(record.finished_at),
+            progress=None
+            if progress is None
+            else ProgressOut(fraction=progress.fraction, message=progress.message),
+            result=_result(record.result),
+            error=None
+            if error is None
+            else JobErrorOut(type=error.type, message=error.message, traceback=error.traceback),
+            meta=record.meta,
+        )
+
+
+class JobPageOut(BaseModel):
+    """One page of jobs, newest first."""
+
+    items: list[JobOut]
+    next_cursor: str | None = Field(
+        description="pass as ?cursor= to get the next page; null on the last page"
+    )
+
+
+class Detail(BaseModel):
+    """An error answer, in FastAPI's own ``{"detail": ...}`` shape."""
+
+    detail: str
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _result(raw: str | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        # Every store writes JSON; a row edited by hand should still be readable, not a 500.
+        return raw
