@@ -1,0 +1,1 @@
+"""The reference notification service: ``uvicorn examples.notify.app:app``."""

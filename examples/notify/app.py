@@ -1,0 +1,99 @@
+"""A notification service: registering a user queues a durable welcome email.
+
+Run it from the repository root with ``uvicorn examples.notify.app:app``. Settings come from
+the environment:
+
+- ``OFFLOAD_URL``: the job store (default ``sqlite:///offload.db`` in the working directory);
+- ``NOTIFY_API_TOKEN``: the bearer token for ``/jobs`` (default ``dev-token``, for local use
+  only: set a long random value anywhere else);
+- ``OFFLOAD_SMTP_HOST`` and the other ``OFFLOAD_SMTP_*`` settings: where to send mail. Without
+  a host the welcome job logs the email instead of sending it, so the service runs with no
+  SMTP server at all (``offload mail-sink`` gives a local one that captures mail).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, EmailStr, Field
+
+from offload import JobContext, Offload
+from offload.email import Address, EmailMessage, PermanentEmailError, send_email
+from offload.fastapi import Background, jobs_router
+
+log = logging.getLogger("notify")
+
+DEV_TOKEN = "dev-token"
+API_TOKEN = os.environ.get("NOTIFY_API_TOKEN", DEV_TOKEN)
+if API_TOKEN == DEV_TOKEN:
+    log.warning("NOTIFY_API_TOKEN is not set; /jobs accepts the development token")
+
+jobs = Offload()
+
+
+# A permanent SMTP refusal (bad address, 5xx) will not get better on retry; anything else,
+# such as the server being down for a minute, is retried with backoff.
+@jobs.task(name="notify.send_welcome", retries=5, give_up_on=(PermanentEmailError,))
+async def send_welcome(ctx: JobContext, email: str, name: str) -> dict[str, object]:
+    if not os.environ.get("OFFLOAD_SMTP_HOST"):
+        ctx.logger.info("no OFFLOAD_SMTP_HOST: welcome email to %s logged, not sent", email)
+        return {"sent": False, "to": email}
+    message = EmailMessage(
+        to=[Address(email=email, name=name)],
+        subject=f"Welcome, {name}!",
+        text=f"Hello {name},\n\nthanks for registering.\n",
+    )
+    # The job id fixes the Message-ID, so a retried job resends the same message rather than
+    # a second one that a mail client would show twice.
+    return await send_email(message, job_id=ctx.job_id)
+
+
+class Registration(BaseModel):
+    email: EmailStr
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\r\n]+$")
+
+
+class Accepted(BaseModel):
+    job_id: str
+    status_url: str = Field(description="GET it (with the API token) to follow the job")
+
+
+bearer = HTTPBearer(auto_error=False)
+
+
+def require_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    """Guards the jobs API. ``compare_digest`` takes the same time whatever the guess, so the
+    token cannot be found byte by byte from response times."""
+    given = b"" if credentials is None else credentials.credentials.encode()
+    if not secrets.compare_digest(given, API_TOKEN.encode()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="send the API token as 'Authorization: Bearer <NOTIFY_API_TOKEN>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+app = FastAPI(title="notify", lifespan=jobs.lifespan)
+app.include_router(jobs_router(jobs, auth=require_token, prefix="/jobs"))
+
+
+@app.post("/register", status_code=status.HTTP_202_ACCEPTED)
+async def register(user: Registration, background: Background, request: Request) -> Accepted:
+    # The key makes a retried request (or a double click) return the same job instead of
+    # sending a second welcome email.
+    welcome = send_welcome.options(key=f"welcome:{user.email.lower()}")
+    job = await background.add_task(welcome, user.email, user.name)
+    status_url = request.app.url_path_for("offload_get_job", job_id=job.id)
+    return Accepted(job_id=job.id, status_url=str(status_url))
+
+
+@app.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
