@@ -29,6 +29,9 @@ MAX_PAGE = 500
 # Cursors are URL-safe base64; checking the alphabet up front names the field in the 422.
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,512}$"
 
+# Module level, not inside jobs_router: FastAPI resolves these annotations by name.
+JobId = Annotated[str, Path(description="the job id returned at enqueue", max_length=200)]
+
 _NOT_FOUND = {"model": Detail, "description": "no job with that id (it may have been purged)"}
 _UNAVAILABLE = {"model": Detail, "description": "the job store cannot be reached"}
 
@@ -78,8 +81,6 @@ def jobs_router(
         if record is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
         return record
-
-    JobId = Annotated[str, Path(description="the job id returned at enqueue", max_length=200)]
 
     @router.get(
         "" if prefix else "/",
