@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,24 +14,26 @@ from offload.email import Mailer
 from offload.email.sink import MailSink
 
 
-@dataclass(frozen=True)
-class Certs:
-    """A test CA, a server context holding a certificate it signed, and a client context
-    that trusts only that CA."""
-
-    ca: trustme.CA
-    server: ssl.SSLContext
-    client: ssl.SSLContext
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """A throwaway CA for the test servers' certificates."""
+    return trustme.CA()
 
 
 @pytest.fixture(scope="session")
-def certs() -> Certs:
-    ca = trustme.CA()
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return Certs(ca=ca, server=server, client=client)
+def server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    """The sink's TLS context: a certificate for 127.0.0.1 and localhost signed by ``ca``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="session")
+def client_tls(ca: trustme.CA) -> ssl.SSLContext:
+    """A client context that trusts only ``ca``, with verification left on."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
 
 
 @pytest.fixture

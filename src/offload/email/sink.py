@@ -15,6 +15,7 @@ import ipaddress
 import json
 import logging
 import ssl
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -226,7 +227,16 @@ class MailSink:
         return SMTP
 
     def _smtp(self) -> SMTP:
-        server = self.smtp_class()(
+        with warnings.catch_warnings():
+            # aiosmtpd warns about AUTH without TLS because it only counts STARTTLS; with
+            # implicit TLS the whole connection is encrypted, so the warning does not apply.
+            warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
+            server = self._create_smtp()
+        self._connections.add(server)
+        return server
+
+    def _create_smtp(self) -> SMTP:
+        return self.smtp_class()(
             self.handler(),
             hostname="offload-sink",
             data_size_limit=_DATA_SIZE_LIMIT,
@@ -240,8 +250,6 @@ class MailSink:
             auth_require_tls=not self.implicit_tls,
             loop=asyncio.get_running_loop(),
         )
-        self._connections.add(server)
-        return server
 
     def _authenticate(
         self,
