@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, assert_type
 
 import httpx
@@ -198,3 +201,32 @@ class TestLifespan:
             job = await jobs.get(job_id)
             assert job is not None
             assert 8 == await job.result(timeout=10)
+
+
+DOCS = Path(__file__).parents[2] / "docs" / "fastapi.md"
+
+
+class TestDocs:
+    async def test_samples_run_in_order(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Every Python sample in docs/fastapi.md runs, and the test it defines passes."""
+        monkeypatch.chdir(tmp_path)  # the samples use a relative sqlite:///offload.db
+        monkeypatch.setenv("API_KEY", "docs-key")
+        samples = re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
+        namespace: dict[str, Any] = {"__name__": "docs_fastapi"}
+        for sample in samples:
+            exec(compile(sample, str(DOCS), "exec"), namespace)
+        tests = [v for k, v in namespace.items() if k.startswith("test_")]
+        assert 1 <= len(tests)
+        for test in tests:
+            assert inspect.iscoroutinefunction(test)
+            await test()
+
+        app: FastAPI = namespace["app"]
+        jobs: Offload = namespace["jobs"]
+        transport = httpx.ASGITransport(app)
+        async with jobs, httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            refused = await client.get("/jobs")
+            allowed = await client.get("/jobs", headers={"X-API-Key": "docs-key"})
+        assert (401, 200) == (refused.status_code, allowed.status_code)
