@@ -1,0 +1,263 @@
+"""The Redis store's URL options, key layout, Lua scripts and row decoding.
+
+Kept apart from ``redis.py`` so that the store module reads as the list of operations, and
+so that the key layout (which ``docs/redis.md`` documents) lives in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from hashlib import sha1
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
+from redis.exceptions import NoScriptError
+
+from offload.errors import ConfigError
+from offload.jobs import JobRecord, JobState
+from offload.stores._common import load_error, load_progress
+
+# Options offload reads from the URL itself; everything else in the query goes to redis-py.
+OWN_OPTIONS = {"prefix", "op_timeout"}
+# redis-py URL options that make sense for a store (TLS ones are for rediss://).
+PASSTHROUGH = set(URL_QUERY_ARGUMENT_PARSERS) | {
+    "client_name",
+    "ssl_cert_reqs",
+    "ssl_ca_certs",
+    "ssl_ca_path",
+    "ssl_certfile",
+    "ssl_keyfile",
+}
+DEFAULT_PREFIX = "offload"
+# Upper bound for one store operation, retries included: long enough to ride out a brief
+# failover, short enough that a producer gets StoreUnavailable instead of a hung request.
+DEFAULT_OP_TIMEOUT = 5.0
+
+SCRIPTS = (
+    "enqueue",
+    "claim",
+    "peek",
+    "complete",
+    "heartbeat",
+    "progress",
+    "requeue",
+    "cancel",
+    "retry",
+    "purge_scan",
+    "purge_drop",
+    "list",
+    "next",
+    "reserve",
+    "release_key",
+)
+
+_STATES = {s.value: s for s in JobState}
+
+
+@dataclass(frozen=True, slots=True)
+class RedisOptions:
+    client_url: str
+    """The URL handed to redis-py, without offload's own options."""
+    display_url: str
+    """The URL with any password masked, for messages and logs."""
+    prefix: str
+    op_timeout: float
+
+
+def parse_redis_url(url: str) -> RedisOptions:
+    """``redis[s]://[[user]:password@]host[:port][/db][?prefix=...&op_timeout=...]``."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"redis", "rediss"} or not parts.hostname:
+        raise ConfigError(
+            f"invalid Redis URL {mask_url(url)!r}: use redis://host:6379/0 "
+            "(or rediss:// for TLS), e.g. redis://:password@localhost:6379/0?prefix=offload"
+        )
+    own: dict[str, str] = {}
+    rest: list[tuple[str, str]] = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in OWN_OPTIONS:
+            own[name] = value
+        elif name in PASSTHROUGH:
+            rest.append((name, value))
+        else:
+            known = sorted(OWN_OPTIONS | PASSTHROUGH)
+            raise ConfigError(
+                f"unknown Redis URL option {name!r} in {mask_url(url)!r}; known: {known}"
+            )
+    prefix = own.get("prefix", DEFAULT_PREFIX)
+    if not prefix or any(c in prefix for c in "{}"):
+        raise ConfigError(
+            f"prefix={prefix!r} in {mask_url(url)!r}: use a non-empty name without braces"
+        )
+    try:
+        op_timeout = float(own.get("op_timeout", DEFAULT_OP_TIMEOUT))
+    except ValueError:
+        op_timeout = -1.0
+    if not op_timeout > 0:
+        raise ConfigError(
+            f"op_timeout={own.get('op_timeout')!r} in {mask_url(url)!r}: give seconds, e.g. 5"
+        )
+    client_url = urlunsplit(parts._replace(query=urlencode(rest)))
+    return RedisOptions(client_url, mask_url(url), prefix, op_timeout)
+
+
+def mask_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    except ValueError:
+        return "<unparseable Redis URL>"
+
+
+class QueueKeys:
+    """The keys of one queue. All share the hash tag ``{prefix:q:queue}``, so in a Redis
+    Cluster a queue lives in one slot and every script touches one slot."""
+
+    __slots__ = ("all", "counts", "delayed", "done", "job", "ready", "running", "wake")
+
+    def __init__(self, prefix: str, queue: str) -> None:
+        base = f"{{{prefix}:q:{queue}}}"
+        self.ready = f"{base}:ready"
+        self.delayed = f"{base}:delayed"
+        self.running = f"{base}:running"
+        self.done = f"{base}:done"
+        self.all = f"{base}:all"
+        self.counts = f"{base}:counts"
+        self.wake = f"{base}:wake"
+        self.job = f"{base}:job:"
+
+
+class Layout:
+    """Key names for one prefix; queue keys are built once per queue and cached."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.queues_key = f"{{{prefix}}}:queues"
+        self.wake_key = f"{{{prefix}}}:wake"
+        self._queues: dict[str, QueueKeys] = {}
+
+    def queue(self, name: str) -> QueueKeys:
+        keys = self._queues.get(name)
+        if keys is None:
+            keys = self._queues[name] = QueueKeys(self.prefix, name)
+        return keys
+
+    def idempotency_key(self, task: str, key: str) -> str:
+        # Length-prefixed so that ("a:b", "c") and ("a", "b:c") never collide; no hash tag,
+        # so keys spread over a cluster's slots.
+        return f"{self.prefix}:key:{len(task)}:{task}:{key}"
+
+
+def load_scripts() -> dict[str, str]:
+    folder = resources.files("offload.stores").joinpath("redis_lua")
+    prelude = folder.joinpath("prelude.lua").read_text()
+    return {name: prelude + folder.joinpath(f"{name}.lua").read_text() for name in SCRIPTS}
+
+
+class Scripts:
+    """EVALSHA with the script cache: the body goes over the wire only when the server lost
+    it (a restart or ``SCRIPT FLUSH``). redis-py's pipeline checks every script with an extra
+    ``SCRIPT EXISTS`` round trip per pipeline, which the hot path cannot afford."""
+
+    def __init__(self) -> None:
+        self.sources = load_scripts()
+        self.shas = {name: sha1(src.encode()).hexdigest() for name, src in self.sources.items()}
+
+    async def load(self, client: Redis) -> None:
+        pipe = client.pipeline(transaction=False)
+        for source in self.sources.values():
+            pipe.script_load(source)
+        await pipe.execute()
+
+    async def call(self, client: Redis, name: str, keys: list[str], args: list[Any]) -> Any:
+        command = ("EVALSHA", self.shas[name], len(keys), *keys, *args)
+        try:
+            return await _execute(client, *command)
+        except NoScriptError:
+            await self.load(client)
+            return await _execute(client, *command)
+
+    async def run(self, client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Run raw commands (EVALSHA built by ``evalsha``) in one pipeline, one round trip.
+
+        After a server restart the cache is empty: the scripts are loaded and only the
+        commands that met NOSCRIPT are sent again (the others already ran)."""
+        if len(commands) == 1:
+            try:
+                return [await _execute(client, *commands[0])]
+            except NoScriptError:
+                await self.load(client)
+                return [await _execute(client, *commands[0])]
+        results = await _pipeline(client, commands)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            await self.load(client)
+            again = await _pipeline(client, [commands[i] for i in missing])
+            for i, value in zip(missing, again, strict=True):
+                results[i] = value
+        for value in results:
+            if isinstance(value, Exception):
+                raise value
+        return results
+
+    def evalsha(self, name: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+        return ("EVALSHA", self.shas[name], len(keys), *keys, *args)
+
+
+async def _execute(client: Redis, *command: Any) -> Any:
+    return await client.execute_command(*command)  # type: ignore[no-untyped-call]
+
+
+async def _pipeline(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    pipe: Pipeline = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return await pipe.execute(raise_on_error=False)
+
+
+def record(flat: list[str]) -> JobRecord:
+    """A job from its hash fields, as HGETALL returns them inside a script (flat pairs)."""
+    d = dict(zip(flat[::2], flat[1::2], strict=True))
+    return record_from(d)
+
+
+def _opt_float(value: str | None) -> float | None:
+    return None if value is None or value == "" else float(value)
+
+
+def record_from(d: dict[str, str]) -> JobRecord:
+    meta = d.get("meta")
+    return JobRecord(
+        id=d["id"],
+        task=d["task"],
+        queue=d["queue"],
+        args=d["args"],
+        kwargs=d["kwargs"],
+        state=_STATES[d["state"]],
+        priority=int(d["priority"]),
+        attempt=int(d["attempt"]),
+        max_attempts=int(d["max_attempts"]),
+        run_at=float(d["run_at"]),
+        enqueued_at=float(d["enqueued_at"]),
+        timeout=_opt_float(d.get("timeout")),
+        started_at=_opt_float(d.get("started_at")),
+        finished_at=_opt_float(d.get("finished_at")),
+        lease_until=_opt_float(d.get("lease_until")),
+        worker_id=d.get("worker_id"),
+        key=d.get("key"),
+        result=d.get("result"),
+        error=load_error(d.get("error")),
+        progress=load_progress(d.get("progress")),
+        meta=json.loads(meta) if meta else {},
+        cancel_requested=d.get("cancel_requested") == "1",
+    )

@@ -1,0 +1,58 @@
+-- KEYS: ready, delayed, running, done, counts, wake
+-- ARGV: job key prefix, then per outcome 7 fields:
+--   id, worker id, attempt, kind, result|'', error json|'', delay
+-- Each outcome applies only while the reporter still holds the lease (fencing).
+-- Returns one 1/0 per outcome.
+local ready, delayed, running, done, counts, wakes =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local jp = ARGV[1]
+local now = now_s()
+local nows = fmt(now)
+local out = {}
+local requeued = 0
+for i = 2, #ARGV, 7 do
+  local id, worker, attempt, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local result, err, delay = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
+  local k = jp .. id
+  local cur = redis.call('HMGET', k, 'state', 'worker_id', 'attempt', 'priority', 'max_attempts')
+  if cur[1] == 'running' and cur[2] == worker and cur[3] == attempt then
+    redis.call('ZREM', running, id)
+    redis.call('HDEL', k, 'lease_until')
+    if FINISHED[kind] then
+      redis.call('HSET', k, 'state', kind, 'finished_at', nows, 'cancel_requested', '0')
+      if kind == 'succeeded' then
+        if result ~= '' then redis.call('HSET', k, 'result', result) end
+        redis.call('HDEL', k, 'error')
+      elseif err ~= '' then
+        redis.call('HSET', k, 'error', err)
+      else
+        redis.call('HDEL', k, 'error')
+      end
+      redis.call('ZADD', done, now, id)
+      move('running', kind)
+    else
+      local run_num = now
+      if kind == 'retry' then
+        run_num = now + delay
+        if err ~= '' then redis.call('HSET', k, 'error', err) else redis.call('HDEL', k, 'error') end
+      else -- requeue: a shutdown must not cost the job its last attempt
+        local need = tonumber(attempt) + 1
+        if tonumber(cur[5]) < need then redis.call('HSET', k, 'max_attempts', need) end
+      end
+      redis.call('HSET', k, 'state', 'queued', 'run_at', fmt(run_num), 'cancel_requested', '0')
+      if run_num > now then
+        redis.call('ZADD', delayed, run_num, id)
+      else
+        redis.call('ZADD', ready, -tonumber(cur[4]), id)
+      end
+      move('running', 'queued')
+      requeued = requeued + 1
+    end
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+flush_counts(counts)
+wake(wakes, requeued)
+return out

@@ -1,0 +1,46 @@
+-- Shared by every offload script (prepended when the scripts are loaded).
+-- Times are the server's clock, as float seconds, stored with microsecond precision.
+local function now_s()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+local function fmt(x)
+  return string.format('%.6f', x)
+end
+
+-- Per-state count deltas, applied once per call so a batch costs one HINCRBY per state.
+local delta = {}
+local function move(from, to)
+  if from then delta[from] = (delta[from] or 0) - 1 end
+  if to then delta[to] = (delta[to] or 0) + 1 end
+end
+local function flush_counts(counts)
+  for state, d in pairs(delta) do
+    if d ~= 0 then redis.call('HINCRBY', counts, state, d) end
+  end
+end
+
+-- Due delayed jobs move into the ready set; bounded so one call never blocks the server long.
+local function promote(ready, delayed, jp, now, cap)
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, cap)
+  if #due == 0 then return 0 end
+  for _, id in ipairs(due) do
+    local p = redis.call('HGET', jp .. id, 'priority')
+    if p then redis.call('ZADD', ready, -tonumber(p), id) end
+  end
+  redis.call('ZREM', delayed, unpack(due))
+  return #due
+end
+
+-- One token per change, capped: a waiting worker wakes, the list never grows unbounded.
+local function wake(list, n)
+  if n <= 0 then return end
+  if n > 8 then n = 8 end
+  local tokens = {}
+  for i = 1, n do tokens[i] = '1' end
+  redis.call('LPUSH', list, unpack(tokens))
+  redis.call('LTRIM', list, 0, 63)
+end
+
+local FINISHED = {succeeded = true, failed = true, cancelled = true}

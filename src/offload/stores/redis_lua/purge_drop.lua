@@ -1,0 +1,23 @@
+-- KEYS: done, all, counts
+-- ARGV: job key prefix, older_than, ids...
+-- Deletes the given jobs that are still finished before the cut-off. Returns how many.
+local done, all, counts = KEYS[1], KEYS[2], KEYS[3]
+local jp, cutoff = ARGV[1], tonumber(ARGV[2])
+local n = 0
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local k = jp .. id
+  local cur = redis.call('HMGET', k, 'state', 'finished_at')
+  if cur[1] and FINISHED[cur[1]] and cur[2] and tonumber(cur[2]) < cutoff then
+    redis.call('DEL', k)
+    redis.call('ZREM', done, id)
+    redis.call('ZREM', all, id)
+    move(cur[1], nil)
+    n = n + 1
+  elseif not cur[1] then
+    redis.call('ZREM', done, id)
+    redis.call('ZREM', all, id)
+  end
+end
+flush_counts(counts)
+return n

@@ -1,0 +1,38 @@
+-- KEYS: ready, running, done, counts, wake
+-- ARGV: job key prefix, cap, error json when attempts are left, error json when exhausted
+-- (both with the placeholder "\u0000W" for the worker id, JSON-escaped here).
+-- Requeues (or fails) running jobs whose lease lapsed. Returns how many.
+local ready, running, done, counts, wakes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local jp, cap, again, exhausted = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local now = now_s()
+local nows = fmt(now)
+local expired = redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. nows, 'LIMIT', 0, cap)
+local n, requeued = 0, 0
+for _, id in ipairs(expired) do
+  redis.call('ZREM', running, id)
+  local k = jp .. id
+  local cur = redis.call('HMGET', k, 'state', 'attempt', 'max_attempts', 'worker_id', 'priority')
+  if cur[1] == 'running' then
+    local who = cjson.encode(cur[4] or '')
+    who = string.sub(who, 2, #who - 1)
+    local function fill(template)
+      local s = string.gsub(template, '\\u0000W', function() return who end)
+      return s
+    end
+    redis.call('HDEL', k, 'lease_until')
+    if tonumber(cur[2]) >= tonumber(cur[3]) then
+      redis.call('HSET', k, 'state', 'failed', 'finished_at', nows, 'error', fill(exhausted))
+      redis.call('ZADD', done, now, id)
+      move('running', 'failed')
+    else
+      redis.call('HSET', k, 'state', 'queued', 'run_at', nows, 'error', fill(again))
+      redis.call('ZADD', ready, -tonumber(cur[5]), id)
+      move('running', 'queued')
+      requeued = requeued + 1
+    end
+    n = n + 1
+  end
+end
+flush_counts(counts)
+wake(wakes, requeued)
+return n

@@ -1,0 +1,18 @@
+-- KEYS: ready, done, counts, wake, job
+-- failed|cancelled -> queued with a fresh attempt budget. Returns the job's fields, the
+-- current state (a string) when the transition is not allowed, or nil when missing.
+local ready, done, counts, wakes, k = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id = ARGV[1]
+local cur = redis.call('HMGET', k, 'state', 'priority')
+local state = cur[1]
+if not state then return false end
+if state ~= 'failed' and state ~= 'cancelled' then return state end
+redis.call('HSET', k, 'state', 'queued', 'attempt', '0', 'run_at', fmt(now_s()),
+  'cancel_requested', '0')
+redis.call('HDEL', k, 'finished_at', 'error', 'lease_until')
+redis.call('ZREM', done, id)
+redis.call('ZADD', ready, -tonumber(cur[2]), id)
+move(state, 'queued')
+flush_counts(counts)
+wake(wakes, 1)
+return redis.call('HGETALL', k)
