@@ -1,0 +1,276 @@
+"""``offload jobs``: read and change stored jobs, talking to the store directly.
+
+No app module is needed: operators run these against a production store from a shell that
+may not have the application's code, so everything works from ``--url`` alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from offload.cli._common import (
+    USAGE,
+    CliError,
+    ConnectedStore,
+    app_option,
+    connected,
+    help_without_command,
+    iso,
+    json_option,
+    parse_duration,
+    print_json,
+    url_option,
+)
+from offload.jobs import JobRecord, JobState
+from offload.stores import JobFilter
+
+app = typer.Typer(
+    name="jobs",
+    help="List, inspect, retry, cancel and purge jobs.",
+)
+
+
+@app.callback(invoke_without_command=True)
+def _group(ctx: typer.Context) -> None:
+    help_without_command(ctx)
+
+
+STATES = ", ".join(s.value for s in JobState)
+# A screenful: enough to spot a pattern, small enough to read; --limit raises it.
+DEFAULT_LIMIT = 20
+
+
+def _split(values: list[str] | None) -> tuple[str, ...]:
+    """Accept both repeated options and comma-separated lists, as shells users write both."""
+    out: list[str] = []
+    for value in values or []:
+        out.extend(part.strip() for part in value.split(",") if part.strip())
+    return tuple(out)
+
+
+def _states(values: list[str] | None) -> tuple[JobState, ...]:
+    states = []
+    for name in _split(values):
+        try:
+            states.append(JobState(name.lower()))
+        except ValueError:
+            raise CliError(f"unknown state {name!r}; choose from {STATES}", USAGE) from None
+    return tuple(states)
+
+
+def _decoded(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _summary(record: JobRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "task": record.task,
+        "queue": record.queue,
+        "state": record.state.value,
+        "attempt": record.attempt,
+        "max_attempts": record.max_attempts,
+        "enqueued_at": iso(record.enqueued_at),
+        "run_at": iso(record.run_at),
+        "finished_at": iso(record.finished_at),
+        "error": None
+        if record.error is None
+        else {"type": record.error.type, "message": record.error.message},
+    }
+
+
+def _detail(record: JobRecord, conn: ConnectedStore) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "task": record.task,
+        "queue": record.queue,
+        "state": record.state.value,
+        "priority": record.priority,
+        "attempt": record.attempt,
+        "max_attempts": record.max_attempts,
+        "args": _decoded(record.args),
+        "kwargs": _decoded(record.kwargs),
+        "enqueued_at": iso(record.enqueued_at),
+        "run_at": iso(record.run_at),
+        "started_at": iso(record.started_at),
+        "finished_at": iso(record.finished_at),
+        "lease_until": iso(record.lease_until),
+        "timeout": record.timeout,
+        "worker_id": record.worker_id,
+        "key": record.key,
+        "cancel_requested": record.cancel_requested,
+        "result": conn.result_of(record),
+        "error": None if record.error is None else record.error.to_json(),
+        "progress": None
+        if record.progress is None
+        else {"fraction": record.progress.fraction, "message": record.progress.message},
+        "meta": record.meta,
+    }
+
+
+def _missing(job_id: str) -> CliError:
+    return CliError(
+        f"no job with id {job_id!r} (purged, or another store?); find ids with `offload jobs list`"
+    )
+
+
+@app.command("list")
+def list_jobs(
+    state: list[str] | None = typer.Option(
+        None, "--state", "-s", help=f"Only these states ({STATES}); repeat or comma-separate."
+    ),
+    task: list[str] | None = typer.Option(None, "--task", "-t", help="Only these task names."),
+    queue: list[str] | None = typer.Option(None, "--queue", "-q", help="Only these queues."),
+    limit: int = typer.Option(DEFAULT_LIMIT, "--limit", "-n", min=1, help="Jobs per page."),
+    cursor: str | None = typer.Option(None, "--cursor", help="Page cursor from a previous run."),
+    as_json: bool = json_option,
+    url: str | None = url_option,
+    app_target: str | None = app_option,
+) -> None:
+    """List jobs, newest first."""
+    flt = JobFilter(states=_states(state), tasks=_split(task), queues=_split(queue))
+
+    async def fetch() -> tuple[list[JobRecord], str | None]:
+        async with connected(url, app_target) as conn:
+            try:
+                page = await conn.store.list(flt, limit, cursor)
+            except ValueError as exc:  # a malformed cursor
+                raise CliError(f"{exc}; pass the cursor a previous page printed", USAGE) from None
+            return page.jobs, page.next_cursor
+
+    records, next_cursor = asyncio.run(fetch())
+    if as_json:
+        print_json({"jobs": [_summary(r) for r in records], "next_cursor": next_cursor})
+        return
+    table = Table("id", "task", "queue", "state", "attempt", "enqueued", "error")
+    for r in records:
+        error = "" if r.error is None else f"{r.error.type}: {r.error.message}"
+        table.add_row(
+            Text(r.id),
+            Text(r.task),
+            Text(r.queue),
+            Text(r.state.value),
+            f"{r.attempt}/{r.max_attempts}",
+            iso(r.enqueued_at),
+            Text(error[:80]),
+        )
+    console = Console()
+    console.print(table)
+    if next_cursor is not None:
+        console.print(Text(f"more: offload jobs list --cursor {next_cursor}"))
+
+
+@app.command("show")
+def show(
+    job_id: str = typer.Argument(..., metavar="JOB_ID"),
+    as_json: bool = json_option,
+    url: str | None = url_option,
+    app_target: str | None = app_option,
+) -> None:
+    """Show every field of one job, including its error traceback and result."""
+
+    async def fetch() -> dict[str, Any]:
+        async with connected(url, app_target) as conn:
+            record = await conn.store.get(job_id)
+            if record is None:
+                raise _missing(job_id)
+            return _detail(record, conn)
+
+    data = asyncio.run(fetch())
+    if as_json:
+        print_json(data)
+        return
+    console = Console(highlight=False)
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    error = data["error"]
+    for key, value in data.items():
+        if key == "error":
+            value = None if error is None else f"{error['type']}: {error['message']}"
+        elif isinstance(value, dict | list):
+            value = json.dumps(value, default=str)
+        table.add_row(key, Text("" if value is None else str(value)))
+    console.print(table)
+    if error is not None and error.get("traceback"):
+        console.print(Text("\ntraceback:", style="bold"))
+        console.print(Text(error["traceback"].rstrip()))
+
+
+@app.command("retry")
+def retry(
+    job_id: str = typer.Argument(..., metavar="JOB_ID"),
+    url: str | None = url_option,
+) -> None:
+    """Queue a failed or cancelled job again, with a fresh attempt budget."""
+
+    async def act() -> JobRecord:
+        async with connected(url, None) as conn:
+            record = await conn.store.retry(job_id)
+            if record is None:
+                raise _missing(job_id)
+            return record
+
+    record = asyncio.run(act())
+    typer.echo(f"job {record.id} is {record.state.value} again")
+
+
+@app.command("cancel")
+def cancel(
+    job_id: str = typer.Argument(..., metavar="JOB_ID"),
+    url: str | None = url_option,
+) -> None:
+    """Cancel a queued job now, or ask the worker running it to stop it."""
+
+    async def act() -> JobRecord:
+        async with connected(url, None) as conn:
+            record = await conn.store.cancel(job_id)
+            if record is None:
+                raise _missing(job_id)
+            return record
+
+    record = asyncio.run(act())
+    if record.state is JobState.CANCELLED:
+        typer.echo(f"job {record.id} cancelled")
+    elif record.cancel_requested:
+        typer.echo(f"job {record.id} is running; its worker was asked to stop it")
+    else:
+        raise CliError(
+            f"job {record.id} already {record.state.value}; only queued or running jobs can be "
+            "cancelled"
+        )
+
+
+@app.command("purge")
+def purge(
+    older_than: str = typer.Option(
+        ...,
+        "--older-than",
+        metavar="DURATION",
+        help="Delete finished jobs that ended before this long ago: 30s, 15m, 12h, 7d, 2w.",
+    ),
+    as_json: bool = json_option,
+    url: str | None = url_option,
+) -> None:
+    """Delete finished (succeeded, failed, cancelled) jobs; queued and running ones stay."""
+    seconds = parse_duration(older_than)
+
+    async def act() -> int:
+        async with connected(url, None) as conn:
+            return await conn.store.purge(await conn.store.now() - seconds)
+
+    count = asyncio.run(act())
+    if as_json:
+        print_json({"purged": count})
+    else:
+        typer.echo(f"purged {count} finished job(s) older than {older_than}")
