@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.policy
 import mimetypes
 import re
 from collections.abc import Mapping
@@ -76,13 +77,26 @@ _CONTENT_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z
 
 def check_header_value(value: str) -> str:
     """Refuse a value that would not stay on one header line; return it unchanged otherwise."""
+    _check_chars(value, "")
+    if "=?" in value:
+        # The stdlib header parser decodes RFC 2047 encoded words found in a value, and
+        # some Python versions write the decoded text back unencoded when folding: an
+        # encoded CR LF would then become a real line break. Check the decoded form too.
+        try:
+            decoded = str(email.policy.SMTP.header_factory("X-Offload-Check", value))
+        except Exception:  # the parser's failure modes are many; any of them means "no"
+            raise ValueError("header value has a malformed encoded word (=?...?=)") from None
+        _check_chars(decoded, " after decoding its encoded words (=?...?=)")
+    return value
+
+
+def _check_chars(value: str, where: str) -> None:
     for char in value:
         if char in _FORBIDDEN_IN_HEADERS:
             raise ValueError(
                 f"header values must be a single line; found the control character "
-                f"U+{ord(char):04X} (line breaks would let the value add headers)"
+                f"U+{ord(char):04X}{where} (line breaks would let the value add headers)"
             )
-    return value
 
 
 class Address(BaseModel):

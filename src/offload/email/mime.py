@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from email.headerregistry import Address as MimeAddress
 from email.message import EmailMessage as MimeMessage
 
+from offload.email.errors import PermanentEmailError
 from offload.email.html_text import html_to_text
 from offload.email.message import DEFAULT_MAX_ATTACHMENT_BYTES, Address, EmailMessage
 
@@ -44,6 +45,7 @@ def build_mime(
     mime["Message-ID"] = message_id
     for name, value in message.headers.items():
         mime[name] = value
+    _check_folding(mime)
 
     text = message.text if message.text is not None else html_to_text(message.html or "")
     mime.set_content(text)
@@ -58,3 +60,11 @@ def build_mime(
             filename=attachment.filename,
         )
     return mime
+
+
+def _check_folding(mime: MimeMessage) -> None:
+    """Last line of defence: no header may carry a line break once the stdlib has parsed it,
+    whatever path the value took to get there."""
+    for name, value in mime.items():
+        if "\r" in str(value) or "\n" in str(value):
+            raise PermanentEmailError(f"refusing to send: header {name} contains a line break")
