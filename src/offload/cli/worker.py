@@ -13,7 +13,6 @@ import typer
 
 from offload.app import Offload
 from offload.cli._common import USAGE, CliError, load_app
-from offload.logging import configure_logging
 from offload.stores import open_store
 from offload.worker import DEFAULT_GRACE, DEFAULT_LEASE, Worker
 
@@ -99,6 +98,9 @@ def worker(
     ),
 ) -> None:
     """Run jobs until SIGTERM or SIGINT; a first signal drains, a second stops at once."""
+    # structlog is imported only by the command that logs, to keep `offload jobs ...` snappy.
+    from offload.logging import configure_logging
+
     try:
         configure_logging(
             json=json_logs if json_logs is not None else not sys.stderr.isatty(), level=log_level
