@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,9 @@ from typing import Any, TypeVar
 import pytest
 
 from offload import JobState, Worker
+from offload.cli import app as cli_app
 from offload.cli._common import CliError, mask_url, parse_duration
+from offload.cli.jobs import app as jobs_app
 from offload.jobs import JobRecord
 from tests.acceptance.clijobs import CliJobs, build
 
@@ -525,6 +528,40 @@ class TestErrors:
         assert 2 == result.returncode
         assert "worker" in result.stdout
         assert "jobs" in result.stdout
+
+
+# --- documentation --------------------------------------------------------------------------
+
+
+DOC = ROOT / "docs" / "cli.md"
+
+
+COMMANDS = [
+    "worker",
+    "jobs list",
+    "jobs show",
+    "jobs retry",
+    "jobs cancel",
+    "jobs purge",
+    "info",
+    "mail-sink",
+]
+
+
+class TestDocs:
+    @pytest.mark.parametrize("command", COMMANDS)
+    def test_every_command_has_an_example(self, command: str) -> None:
+        """docs/cli.md shows each command in a shell example."""
+        examples = re.findall(r"```bash\n(.*?)```", DOC.read_text(encoding="utf-8"), re.DOTALL)
+
+        assert any(f"offload {command}" in example for example in examples)
+
+    def test_the_list_above_is_every_command(self) -> None:
+        """The documentation check covers every command the CLI has."""
+        top = {c.name for c in cli_app.registered_commands}
+        nested = {f"jobs {c.name}" for c in jobs_app.registered_commands}
+
+        assert set(COMMANDS) == top | nested
 
 
 # --- pure helpers ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
+from rich.console import Console
 
 from offload.app import Offload, resolve_url
 from offload.jobs import JobRecord
@@ -161,6 +162,16 @@ def parse_duration(text: str) -> float:
 
 def iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+# Tables written to a pipe or file would otherwise be cut to 80 columns, shortening ids that
+# the next command needs whole.
+PIPE_WIDTH = 200
+
+
+def wide_console() -> Console:
+    """A console for tables: terminal width on a terminal, wide when piped."""
+    return Console(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
 
 
 def print_json(data: Any) -> None:

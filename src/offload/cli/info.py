@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from offload.cli._common import app_option, connected, json_option, mask_url, print_json, url_option
+from offload.cli._common import (
+    app_option,
+    connected,
+    json_option,
+    mask_url,
+    print_json,
+    url_option,
+    wide_console,
+)
 from offload.jobs import JobState
 
 
@@ -35,7 +42,7 @@ def info(
     if as_json:
         print_json({"url": masked, "queues": queues, "totals": totals})
         return
-    console = Console(highlight=False)
+    console = wide_console()
     console.print(Text(f"store: {masked}"))
     table = Table("queue", *(s.value for s in JobState), "total")
     for queue, per_state in queues.items():

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from offload.cli._common import (
@@ -27,6 +27,7 @@ from offload.cli._common import (
     parse_duration,
     print_json,
     url_option,
+    wide_console,
 )
 from offload.jobs import JobRecord, JobState
 from offload.stores import JobFilter
@@ -118,6 +119,10 @@ def _detail(record: JobRecord, conn: ConnectedStore) -> dict[str, Any]:
     }
 
 
+def _short_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _missing(job_id: str) -> CliError:
     return CliError(
         f"no job with id {job_id!r} (purged, or another store?); find ids with `offload jobs list`"
@@ -152,7 +157,16 @@ def list_jobs(
     if as_json:
         print_json({"jobs": [_summary(r) for r in records], "next_cursor": next_cursor})
         return
-    table = Table("id", "task", "queue", "state", "attempt", "enqueued", "error")
+    table = Table(
+        # Ids are what the other commands take: never shorten or wrap them.
+        Column("id", no_wrap=True, min_width=max((len(r.id) for r in records), default=2)),
+        Column("task"),
+        Column("queue"),
+        Column("state", no_wrap=True),
+        Column("attempt", no_wrap=True),
+        Column("enqueued"),
+        Column("error", max_width=60),
+    )
     for r in records:
         error = "" if r.error is None else f"{r.error.type}: {r.error.message}"
         table.add_row(
@@ -161,13 +175,12 @@ def list_jobs(
             Text(r.queue),
             Text(r.state.value),
             f"{r.attempt}/{r.max_attempts}",
-            iso(r.enqueued_at),
-            Text(error[:80]),
+            _short_time(r.enqueued_at),
+            Text(" ".join(error.split())),
         )
-    console = Console()
-    console.print(table)
+    wide_console().print(table)
     if next_cursor is not None:
-        console.print(Text(f"more: offload jobs list --cursor {next_cursor}"))
+        typer.echo(f"next page: --cursor {next_cursor}")
 
 
 @app.command("show")
@@ -190,7 +203,7 @@ def show(
     if as_json:
         print_json(data)
         return
-    console = Console(highlight=False)
+    console = wide_console()
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
@@ -203,8 +216,8 @@ def show(
         table.add_row(key, Text("" if value is None else str(value)))
     console.print(table)
     if error is not None and error.get("traceback"):
-        console.print(Text("\ntraceback:", style="bold"))
-        console.print(Text(error["traceback"].rstrip()))
+        # Plain text: a traceback must keep its lines intact to be readable and searchable.
+        typer.echo("\ntraceback:\n" + error["traceback"].rstrip())
 
 
 @app.command("retry")
