@@ -508,13 +508,17 @@ class TestErrors:
             ),
             pytest.param(["jobs", "show"], 2, ["JOB_ID", "--help"], id="missing-argument"),
             pytest.param(["worker", APP, "--log-level", "LOUD"], 2, ["log level"], id="level"),
+            pytest.param(
+                ["worker", "tests.acceptance.missing_module:jobs"], 2, ["not found"], id="no-sub"
+            ),
+            pytest.param(["mail-sink", "--host", "0.0.0.0"], 2, ["loopback"], id="sink-host"),
         ],
     )
     def test_expected_errors_print_one_line(
         self, db_url: str, args: list[str], code: int, words: list[str]
     ) -> None:
         """Each expected error is one line on stderr naming the fix, with no traceback."""
-        if args[0] != "worker" and "--url" not in args:
+        if args[0] == "jobs" and "--url" not in args:
             args = [*args, "--url", db_url]
 
         result = cli(*args)

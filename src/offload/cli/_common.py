@@ -65,7 +65,8 @@ def load_app(target: str) -> Offload:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
+        missing = exc.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
             raise CliError(
                 f"module {module_name!r} not found; run from the directory that contains it "
                 "or install its package",
