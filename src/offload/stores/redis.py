@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -42,6 +42,7 @@ from offload.stores.redis_layout import (
     Layout,
     RedisOptions,
     Scripts,
+    connection_class,
     parse_redis_url,
     record,
     record_from,
@@ -52,6 +53,10 @@ from offload.stores.redis_layout import (
 RETRIES = 8
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 0.5
+# Operations in flight per store and process: a burst of concurrent enqueues waits for a
+# free connection rather than opening hundreds of sockets. (An asyncio.Semaphore: redis-py's
+# blocking pool costs a loop iteration per command even when a connection is free.)
+MAX_CONNECTIONS = 32
 # Connecting is quick on a LAN; a black-holed host must not eat the whole op_timeout at once.
 CONNECT_TIMEOUT = 1.0
 # How stale the cached list of queues may be for operations over all queues.
@@ -84,6 +89,7 @@ class RedisStore:
         # Queue of each job claimed through this store, so heartbeats and completions (which
         # carry only ids) go straight to the right slot.
         self._where: dict[str, str] = {}
+        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
         self._requeue_errors = (
             dump_error(lease_requeued_error(_WORKER_MARK)) or "",
             dump_error(lease_expired_error(_WORKER_MARK)) or "",
@@ -93,8 +99,11 @@ class RedisStore:
 
     def _make_client(self, blocking: bool) -> Redis:
         retry = Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), RETRIES)
-        return Redis.from_url(
+        pool = ConnectionPool.from_url(
             self._opts.client_url,
+            # The semaphore in _guard keeps us below this; the pool never refuses.
+            max_connections=MAX_CONNECTIONS + 8,
+            connection_class=connection_class(self._opts.client_url),
             decode_responses=True,
             retry=retry,
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
@@ -104,6 +113,7 @@ class RedisStore:
             socket_timeout=None if blocking else self._opts.op_timeout,
             socket_keepalive=True,
         )
+        return Redis.from_pool(pool)
 
     async def open(self) -> None:
         if self._client is not None:
@@ -140,7 +150,7 @@ class RedisStore:
     async def _guard(self, what: str) -> AsyncIterator[None]:
         timeout = self._opts.op_timeout
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout), self._slots:
                 yield
         except _UNREACHABLE as exc:
             raise StoreUnavailable(

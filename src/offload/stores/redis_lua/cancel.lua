@@ -15,4 +15,4 @@ if state == 'queued' then
 elseif state == 'running' then
   redis.call('HSET', k, 'cancel_requested', '1')
 end
-return redis.call('HGETALL', k)
+return row(k)

@@ -20,7 +20,7 @@ for i = 1, #popped, 2 do
     redis.call('HSET', k, 'state', 'running', 'lease_until', lease, 'worker_id', worker,
       'started_at', nows, 'cancel_requested', '0')
     redis.call('ZADD', running, lease_num, id)
-    out[#out + 1] = redis.call('HGETALL', k)
+    out[#out + 1] = row(k)
     n = n + 1
   end
 end

@@ -14,7 +14,7 @@ for i = 3, #ARGV, 11 do
   local id = ARGV[i]
   local k = jp .. id
   if redis.call('EXISTS', k) == 1 then
-    out[#out + 1] = redis.call('HGETALL', k)
+    out[#out + 1] = row(k)
   else
     local run_at = ARGV[i + 6]
     local run_num
