@@ -1,0 +1,250 @@
+"""The Redis store under faults: killed workers and a Redis crash lose no acknowledged job.
+
+Real processes against a real server. A duplicate run is allowed only after a fault hit the
+job in flight (DESIGN §1.2), so every run is recorded and each duplicate is traced to a fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+import redis.asyncio
+
+from offload import JobState
+from offload.errors import StoreUnavailable
+from offload.stores import Store, open_store
+from tests.conftest import IN_CI
+from tests.stores.redis_helpers import read_acked, read_runs, spawn
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
+
+SHARED = "redis://127.0.0.1:6379/0"
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if IN_CI:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+async def _succeeded(store: Store) -> int:
+    try:
+        counts = await store.counts()
+    except StoreUnavailable:
+        return 0
+    return sum(n for (_, s), n in counts.items() if s is JobState.SUCCEEDED)
+
+
+async def _all_done(store: Store, total: int, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        if await _succeeded(store) >= total:
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture
+async def shared_url() -> AsyncIterator[str]:
+    prefix = f"chaos-{uuid.uuid4().hex}"
+    client = redis.asyncio.Redis.from_url(SHARED)
+    try:
+        await client.ping()
+    except Exception as exc:
+        await client.aclose()
+        _unavailable(f"Redis not reachable at 127.0.0.1:6379: {exc}")
+    try:
+        yield f"{SHARED}?prefix={prefix}"
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"*{prefix}*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await client.unlink(*keys[start : start + 1000])
+        await client.aclose()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OwnRedis:
+    """A redis-server of our own (AOF, fsync on every write) that the test may crash."""
+
+    def __init__(self, tmp: Path, binary: str) -> None:
+        self.port = _free_port()
+        self.dir = tmp
+        self.binary = binary
+        self.password = "chaos-secret"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0?prefix=chaos&op_timeout=3"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--dir", str(self.dir),
+                "--appendonly", "yes",
+                "--appendfsync", "always",
+                "--save", "",
+                "--requirepass", self.password,
+                "--logfile", str(self.dir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start; see {self.dir / 'redis.log'}")
+
+    def crash(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        _unavailable("redis-server is not installed (needed to crash a server of our own)")
+    server = OwnRedis(tmp_path, binary)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class TestWorkerKills:
+    async def test_killed_workers_lose_no_job(self, shared_url: str, tmp_path: Path) -> None:
+        """3 workers and 2 producers run 20,000 jobs while a worker is SIGKILLed every 2 s
+        and replaced: every acknowledged job succeeds, and every job that ran twice had its
+        earlier run in a worker that was killed."""
+        total, per_producer = 20_000, 10_000
+        log = tmp_path / "stderr.log"
+        acked = tmp_path / "acked"
+        runs = [tmp_path / f"runs-{i}" for i in range(100)]
+        slot = iter(runs)
+        workers = [spawn("worker", shared_url, str(next(slot)), log=log) for _ in range(3)]
+        producers = [
+            spawn("producer", shared_url, str(i * per_producer), str(per_producer), str(acked),
+                  log=log)
+            for i in range(2)
+        ]  # fmt: skip
+        killed: set[int] = set()
+        store = open_store(shared_url)
+        await store.open()
+        try:
+            deadline = time.monotonic() + 90
+            victim = 0
+            while time.monotonic() < deadline:
+                await asyncio.sleep(2.0)
+                if await _succeeded(store) >= total:
+                    break
+                doomed = workers[victim % 3]
+                doomed.kill()
+                doomed.wait()
+                killed.add(doomed.pid)
+                workers[victim % 3] = spawn("worker", shared_url, str(next(slot)), log=log)
+                victim += 1
+            finished = await _all_done(store, total, deadline)
+            counts = await store.counts()
+        finally:
+            _stop(workers + producers)
+            await store.close()
+        assert all(0 == p.returncode for p in producers), log.read_text()[-3000:]
+        assert victim >= 2, "the run ended before any worker was killed"
+        assert set(range(total)) == read_acked(acked)
+        assert finished, f"not all jobs finished: {counts}"
+        assert {("default", JobState.SUCCEEDED): total} == counts
+        ran = read_runs(runs)
+        assert set(range(total)) == set(ran)
+        for n, items in ran.items():
+            for earlier in items[:-1]:
+                assert earlier.pid in killed, f"job {n} ran again without a kill: {items}"
+
+
+class TestRedisRestart:
+    async def test_redis_crash_loses_no_acknowledged_job(
+        self, own_redis: OwnRedis, tmp_path: Path
+    ) -> None:
+        """Redis (AOF, appendfsync always) is SIGKILLed mid-run and restarted: producers get
+        StoreUnavailable promptly (password masked) and retry, workers reconnect, and every
+        acknowledged job succeeds; jobs run twice only if first started before the crash."""
+        total, per_producer = 6_000, 3_000
+        url = own_redis.url
+        log = tmp_path / "stderr.log"
+        acked = tmp_path / "acked"
+        runs = [tmp_path / f"runs-{i}" for i in range(2)]
+        workers = [spawn("worker", url, str(path), log=log) for path in runs]
+        producers = [
+            spawn("producer", url, str(i * per_producer), str(per_producer), str(acked), log=log)
+            for i in range(2)
+        ]
+        store = open_store(url)
+        await store.open()
+        try:
+            for _ in range(1200):  # crash once a third is acknowledged (within 60 s)
+                if len(read_acked(acked)) >= total // 3:
+                    break
+                await asyncio.sleep(0.05)
+            own_redis.crash()
+            crashed_at = time.time()
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable) as caught:
+                await store.counts()
+            assert time.monotonic() - started < 5.0
+            assert own_redis.password not in str(caught.value)
+            assert "127.0.0.1" in str(caught.value)
+            await asyncio.sleep(1.0)
+            own_redis.start()
+            finished = await _all_done(store, total, time.monotonic() + 60)
+            counts = await store.counts()
+        finally:
+            _stop(workers + producers)
+            await store.close()
+        assert all(0 == p.returncode for p in producers), log.read_text()[-3000:]
+        assert set(range(total)) == read_acked(acked)
+        assert finished, f"not all jobs finished: {counts}"
+        assert {("default", JobState.SUCCEEDED): total} == counts
+        ran = read_runs(runs)
+        assert set(range(total)) == set(ran)
+        for n, items in ran.items():
+            for earlier in items[:-1]:
+                assert earlier.at < crashed_at + 0.5, f"job {n} ran again after recovery: {items}"
