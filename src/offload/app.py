@@ -8,13 +8,16 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from datetime import timedelta
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 from offload.errors import ConfigError, UnknownTask
 from offload.jobs import Job, JobContext, JobRecord
 from offload.retry import RetryPolicy
 from offload.stores import Store, open_store
 from offload.tasks import AsyncTask, Prepared, SyncTask, Task, make_config
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -217,6 +220,22 @@ class Offload:
                 worker.stop()
                 await runner
             await self.close()
+
+    def router(
+        self,
+        *,
+        auth: Callable[..., Any] | None = None,
+        allow_anonymous: bool = False,
+        prefix: str = "",
+    ) -> APIRouter:
+        """The jobs HTTP API as a FastAPI router; see ``offload.fastapi.jobs_router``.
+
+        Refuses to build without ``auth`` unless ``allow_anonymous=True`` is passed on purpose.
+        """
+        # FastAPI is an optional extra and an upper layer: import it only when asked for.
+        from offload.fastapi import jobs_router
+
+        return jobs_router(self, auth=auth, allow_anonymous=allow_anonymous, prefix=prefix)
 
     # --- jobs --------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -209,6 +210,20 @@ class TaskCall(Generic[P, R]):
 _NO_OPTIONS = EnqueueOptions()
 
 
+def _module_name(fn: Callable[..., Any]) -> str:
+    """The importable name of the function's module, also when it runs as ``python -m``.
+
+    Otherwise a worker started with ``python -m app.jobs`` would register ``__main__.send``
+    while the web process enqueues ``app.jobs.send``, and every job would fail as unknown.
+    """
+    module = fn.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is not None and spec.name and spec.name != "__main__":
+            return str(spec.name)
+    return module
+
+
 def make_config(
     fn: Callable[..., Any],
     *,
@@ -228,7 +243,7 @@ def make_config(
         raise TypeError(f"cpu_bound=True needs a plain (sync) function; {fn.__qualname__} is async")
     if asyncio.iscoroutine(fn):
         raise TypeError("@jobs.task got a coroutine object; decorate the function itself")
-    task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+    task_name = name or f"{_module_name(fn)}.{fn.__qualname__}"
     if "<locals>" in task_name and cpu_bound:
         raise TypeError(
             f"cpu_bound task {task_name} must be defined at module level so that the process "

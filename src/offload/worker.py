@@ -320,7 +320,8 @@ class Worker:
             raw = await self._with_timeout(call, timeout, record, thread=True)
             return task.codec.decode_result(raw)
         args, kwargs = task.codec.decode_args(record.args, record.kwargs)
-        task.codec.add_context(args, kwargs, self._context(record))
+        if task.codec.context_param is not None:
+            task.codec.add_context(args, kwargs, self._context(record))
         if task.is_async:
             return await self._with_timeout(task.fn(*args, **kwargs), timeout, record, False)
         return await self._with_timeout(

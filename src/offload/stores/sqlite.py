@@ -120,7 +120,7 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
 
 
 class _Op:
-    __slots__ = ("fn", "future", "loop", "write")
+    __slots__ = ("durable", "fn", "future", "loop", "write")
 
     def __init__(
         self,
@@ -128,11 +128,13 @@ class _Op:
         future: asyncio.Future[Any],
         loop: asyncio.AbstractEventLoop,
         write: bool,
+        durable: bool,
     ) -> None:
         self.fn = fn
         self.future = future
         self.loop = loop
         self.write = write
+        self.durable = durable
 
 
 def _deliver(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -155,6 +157,7 @@ class _Writer(threading.Thread):
         self.ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self.ready = threading.Event()
         self.startup_error: BaseException | None = None
+        self.current_sync = synchronous
 
     def connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -205,6 +208,15 @@ class _Writer(threading.Thread):
 
     def run_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
         write = any(op.write for op in batch)
+        if write:
+            # Only acceptance (enqueue, cancel, retry by hand) must survive power loss; a lost
+            # claim or completion only means the job runs again, which at-least-once allows.
+            # In WAL mode NORMAL still survives a crash of the process, and the next FULL
+            # commit makes every earlier one durable too.
+            wanted = self.synchronous if any(op.durable for op in batch) else "normal"
+            if wanted != self.current_sync:
+                conn.execute(f"PRAGMA synchronous={wanted.upper()}")
+                self.current_sync = wanted
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         pause = LOCK_RETRY_FIRST
         while True:
@@ -321,7 +333,9 @@ class SQLiteStore:
             self._watch.close()
             self._watch = None
 
-    def _run(self, fn: Callable[[sqlite3.Connection], T], write: bool = True) -> asyncio.Future[T]:
+    def _run(
+        self, fn: Callable[[sqlite3.Connection], T], write: bool = True, durable: bool = False
+    ) -> asyncio.Future[T]:
         writer = self._writer
         if writer is None:
             raise StoreUnavailable(
@@ -329,7 +343,7 @@ class SQLiteStore:
             )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        writer.ops.put(_Op(fn, future, loop, write))
+        writer.ops.put(_Op(fn, future, loop, write, durable))
         return future
 
     def _data_version(self) -> int:
@@ -346,7 +360,7 @@ class SQLiteStore:
 
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
         jobs = list(jobs)
-        records = await self._run(lambda conn: _enqueue(conn, jobs))
+        records = await self._run(lambda conn: _enqueue(conn, jobs), durable=True)
         self._local.set()
         return records
 
@@ -406,7 +420,7 @@ class SQLiteStore:
             )
             return _get(conn, job_id)
 
-        return await self._run(op)
+        return await self._run(op, durable=True)
 
     async def retry(self, job_id: str) -> JobRecord | None:
         def op(conn: sqlite3.Connection) -> JobRecord | None:
@@ -425,7 +439,7 @@ class SQLiteStore:
             )
             return _get(conn, job_id)
 
-        record = await self._run(op)
+        record = await self._run(op, durable=True)
         self._local.set()
         return record
 
@@ -585,6 +599,10 @@ def _enqueue(conn: sqlite3.Connection, jobs: list[NewJob]) -> list[JobRecord]:
         )
     if plain:
         conn.executemany(_INSERT, plain)
+    queues = {new.queue for new in jobs}
+    conn.executemany(
+        "INSERT OR IGNORE INTO offload_queues (name) VALUES (?)", [(q,) for q in queues]
+    )
     return records
 
 
@@ -604,9 +622,10 @@ def _claim(
     now = time.time()
     params: list[Any] = [now + ttl, worker_id, now]
     if queues is None:
-        select = _CLAIM_PICK.format(queue="")
-        params += [now, limit]
-    elif len(queues) == 1:
+        queues = [row[0] for row in conn.execute("SELECT name FROM offload_queues")]
+        if not queues:
+            return []
+    if len(queues) == 1:
         select = _CLAIM_PICK.format(queue="AND queue=?")
         params += [queues[0], now, limit]
     else:

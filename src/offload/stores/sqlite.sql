@@ -28,11 +28,16 @@ CREATE TABLE IF NOT EXISTS offload_jobs (
 CREATE UNIQUE INDEX IF NOT EXISTS offload_jobs_key
     ON offload_jobs (task, key) WHERE key IS NOT NULL;
 
--- Claim order over all queues, and within one queue; partial so finished rows cost nothing.
-CREATE INDEX IF NOT EXISTS offload_jobs_claim_all
-    ON offload_jobs (priority DESC, run_at, id) WHERE state = 'queued';
+-- Claim order within one queue; partial so that finished rows cost nothing. A claim over
+-- several queues merges one range per queue (see offload_queues), which is cheaper than
+-- keeping a second index over all queues on every insert.
 CREATE INDEX IF NOT EXISTS offload_jobs_claim_queue
     ON offload_jobs (queue, priority DESC, run_at, id) WHERE state = 'queued';
+
+-- Every queue name ever used, so that "claim from all queues" can stay index-driven.
+CREATE TABLE IF NOT EXISTS offload_queues (
+    name TEXT PRIMARY KEY
+) WITHOUT ROWID;
 
 -- The reaper looks only at running rows; the purge only at finished ones.
 CREATE INDEX IF NOT EXISTS offload_jobs_lease
