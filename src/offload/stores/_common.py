@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -78,9 +79,13 @@ def encode_cursor(job_id: str) -> str:
 def decode_cursor(cursor: str) -> str:
     padded = cursor + "=" * (-len(cursor) % 4)
     try:
-        return base64.urlsafe_b64decode(padded.encode()).decode()
+        decoded = base64.urlsafe_b64decode(padded.encode()).decode()
+        uuid.UUID(decoded)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"invalid page cursor {cursor!r}") from exc
+        raise ValueError(
+            f"invalid page cursor {cursor!r}: pass the next_cursor of the previous page"
+        ) from exc
+    return decoded
 
 
 def dump_error(error: JobError | None) -> str | None:
