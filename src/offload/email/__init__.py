@@ -18,6 +18,7 @@ from offload.email.html_text import html_to_text
 from offload.email.mailer import Mailer, SendResult
 from offload.email.message import DEFAULT_MAX_ATTACHMENT_BYTES, Address, Attachment, EmailMessage
 from offload.email.message_id import make_message_id, random_message_id
+from offload.email.register import TaskRegistry, register
 from offload.email.settings import MailSettings
 from offload.email.task import send_email, send_template
 from offload.email.templates import RenderedEmail, Templates
@@ -35,12 +36,14 @@ __all__ = [
     "Refusal",
     "RenderedEmail",
     "SendResult",
+    "TaskRegistry",
     "TemplateError",
     "Templates",
     "TransientEmailError",
     "html_to_text",
     "make_message_id",
     "random_message_id",
+    "register",
     "send_email",
     "send_template",
 ]

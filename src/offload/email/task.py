@@ -1,13 +1,9 @@
 """Core-independent task functions for sending mail from a job.
 
-The app registers them, e.g.::
-
-    send_email_task = jobs.task(
-        name="offload.send_email", retries=5, give_up_on=(PermanentEmailError,)
-    )(send_email)
-
-A :class:`TransientEmailError` is left to the job's retry policy; a
-:class:`PermanentEmailError` (or :class:`TemplateError`) will not get better on retry.
+:func:`offload.email.register` registers them on an app, passing the job id so that every
+attempt sends the same Message-ID. A :class:`TransientEmailError` is left to the job's retry
+policy; a :class:`PermanentEmailError` (or :class:`TemplateError`) will not get better on
+retry.
 """
 
 from __future__ import annotations
