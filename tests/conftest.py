@@ -7,10 +7,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from offload import Offload
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+# No per-example deadline: a loaded 2-core machine must not turn slowness into failures.
+# Under CI the examples are derandomized so that a run is reproducible.
+settings.register_profile("default", deadline=None)
+settings.register_profile("ci", deadline=None, derandomize=True)
+settings.load_profile("ci" if IN_CI else "default")
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ requeues jobs whose worker died. SIGTERM drains, a second signal stops at once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -63,6 +64,7 @@ class Worker:
         install_signals: bool = True,
         threads: int | None = None,
         processes: int | None = None,
+        prefetch: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -71,6 +73,9 @@ class Worker:
         self.app = app
         self.store = app.store
         self.concurrency = concurrency
+        # Jobs claimed ahead of free slots. A quarter of the concurrency keeps slots busy
+        # across the claim round trip without hoarding work other workers could run.
+        self.prefetch = prefetch if prefetch is not None else max(1, concurrency // 4)
         self.queues = list(queues) if queues else None
         self.lease = lease
         self.grace = grace
@@ -83,6 +88,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._force = False
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._ready: collections.deque[JobRecord] = collections.deque()
         self._records: dict[str, JobRecord] = {}
         self._leases: dict[str, int] = {}
         self._cancel_requested: set[str] = set()
@@ -170,14 +176,22 @@ class Worker:
     async def _claim_loop(self) -> None:
         store = self.store
         stop = self._stop
+        ready = self._ready
         while not stop.is_set():
+            # Claim when a slot is free and the prefetch buffer is at most half full, so
+            # that claims come in batches rather than one job per freed slot.
             free = self.concurrency - len(self._running)
-            if free <= 0:
+            if free <= 0 and len(ready) > self.prefetch // 2:
+                self._slot.clear()
+                await self._slot.wait()
+                continue
+            want = self.concurrency + self.prefetch - len(self._running) - len(ready)
+            if want <= 0:
                 self._slot.clear()
                 await self._slot.wait()
                 continue
             try:
-                records = await store.claim(self.queues, free, self.id, self.lease)
+                records = await store.claim(self.queues, want, self.id, self.lease)
             except Exception as exc:
                 log.error(
                     "claim failed; retrying",
@@ -186,7 +200,14 @@ class Worker:
                 await self._sleep_or_stop(1.0)
                 continue
             for record in records:
-                self._start(record)
+                if record.id in self._leases:  # a stale duplicate claim of our own
+                    continue
+                self._records[record.id] = record
+                self._leases[record.id] = record.attempt
+                if len(self._running) < self.concurrency:
+                    self._start(record)
+                else:
+                    ready.append(record)
             if records:
                 continue
             await self._idle()
@@ -216,13 +237,14 @@ class Worker:
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     def _start(self, record: JobRecord) -> None:
-        if record.id in self._running:  # a stale duplicate claim of our own; never run twice
-            return
-        self._records[record.id] = record
-        self._leases[record.id] = record.attempt
         self._running[record.id] = asyncio.create_task(self._execute(record))
 
     async def _drain(self) -> None:
+        # Prefetched jobs never started: give them back at once for other workers.
+        while self._ready:
+            record = self._ready.popleft()
+            self._pending.append(Outcome(record.id, self.id, record.attempt, OutcomeKind.REQUEUE))
+            self._pending_event.set()
         if self._running and not self._force:
             log.info(
                 "draining running jobs",
@@ -250,6 +272,9 @@ class Worker:
             outcome = await self._outcome(record)
         finally:
             del self._running[record.id]
+            # Hand the freed slot to a prefetched job at once, without a claim round trip.
+            if self._ready and not self._stop.is_set():
+                self._start(self._ready.popleft())
             self._slot.set()
         self._pending.append(outcome)
         self._pending_event.set()
@@ -425,6 +450,7 @@ class Worker:
     async def _flush_loop(self) -> None:
         while True:
             await self._pending_event.wait()
+            self._pending_event.clear()
             await self._flush_now()
 
     async def _flush_now(self) -> None:

@@ -115,7 +115,10 @@ class TestHeaderInjection:
         assert top_headers == EXPECTED_HEADERS
         assert got.recipients == ["bob@example.com"]
         assert _squash(got.subject) == _squash(_decoded(subject))
-        assert [_squash(a.filename or "") for a in got.attachments] == [_squash(filename)]
+        # A reader may or may not decode an encoded word inside a filename (it depends on
+        # whether it stands as its own token); either way it is the same single filename.
+        [got_name] = [_squash(a.filename or "") for a in got.attachments]
+        assert got_name in {_squash(filename), _squash(_decoded(filename))}
 
     async def test_lookalike_values_stay_inside_their_header(
         self, sink: MailSink, mailer: Mailer
