@@ -1,0 +1,198 @@
+"""The SQLite writer thread: owns the connection and runs queued operations in grouped
+transactions (group commit), so a burst of enqueues, claims and completions pays one commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from offload.errors import StoreUnavailable
+
+# How long a write waits for another process's transaction before giving up. Long enough to
+# ride out a checkpoint, short enough that a wedged file surfaces as StoreUnavailable.
+LOCK_WAIT_SECONDS = 30.0
+# SQLite's own busy handler sleeps whole milliseconds and grows to 100 ms; our own retry
+# starts at 50 µs, which matters when two workers and a producer take turns thousands of
+# times a second.
+LOCK_RETRY_FIRST = 0.00005
+LOCK_RETRY_MAX = 0.002
+# Operations grouped into one transaction at most; bounds the time the write lock is held.
+MAX_BATCH = 512
+
+
+class Op:
+    __slots__ = ("durable", "fn", "future", "loop", "write")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+        write: bool,
+        durable: bool,
+    ) -> None:
+        self.fn = fn
+        self.future = future
+        self.loop = loop
+        self.write = write
+        self.durable = durable
+
+
+def _deliver(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, error in results:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+
+class Writer(threading.Thread):
+    """Owns the connection; runs queued operations in grouped transactions."""
+
+    def __init__(self, path: str, synchronous: str) -> None:
+        super().__init__(name=f"offload-sqlite:{path}", daemon=True)
+        self.path = path
+        self.synchronous = synchronous
+        self.ops: queue.SimpleQueue[Op | None] = queue.SimpleQueue()
+        self.ready = threading.Event()
+        self.startup_error: BaseException | None = None
+        self.current_sync = synchronous
+
+    def connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=LOCK_WAIT_SECONDS
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        schema = resources.files("offload.stores").joinpath("sqlite.sql").read_text()
+        conn.executescript(schema)
+        # From here on, lock waits are ours (see LOCK_RETRY_FIRST).
+        conn.execute("PRAGMA busy_timeout=0")
+        return conn
+
+    def run(self) -> None:
+        try:
+            conn = self.connect()
+        except BaseException as exc:
+            self.startup_error = exc
+            self.ready.set()
+            return
+        self.ready.set()
+        try:
+            self.serve(conn)
+        finally:
+            conn.close()
+
+    def serve(self, conn: sqlite3.Connection) -> None:
+        ops = self.ops
+        while True:
+            first = ops.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    nxt = ops.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self.run_batch(conn, batch)
+            if stop:
+                return
+
+    def run_batch(self, conn: sqlite3.Connection, batch: list[Op]) -> None:
+        write = any(op.write for op in batch)
+        if write:
+            # Only acceptance (enqueue, cancel, retry by hand) must survive power loss; a lost
+            # claim or completion only means the job runs again, which at-least-once allows.
+            # In WAL mode NORMAL still survives a crash of the process, and the next FULL
+            # commit makes every earlier one durable too.
+            wanted = self.synchronous if any(op.durable for op in batch) else "normal"
+            if wanted != self.current_sync:
+                conn.execute(f"PRAGMA synchronous={wanted.upper()}")
+                self.current_sync = wanted
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        pause = LOCK_RETRY_FIRST
+        while True:
+            try:
+                results = self.transaction(conn, batch, write)
+                break
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    error: BaseException = (
+                        StoreUnavailable(f"SQLite file {self.path} stayed locked: {exc}")
+                        if _is_busy(exc)
+                        else StoreUnavailable(f"SQLite error on {self.path}: {exc}")
+                    )
+                    results = [(op.future, None, error) for op in batch]
+                    break
+                time.sleep(pause * (0.5 + random.random()))
+                pause = min(pause * 2, LOCK_RETRY_MAX)
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for op, result in zip(batch, results, strict=True):
+            by_loop.setdefault(op.loop, []).append(result)
+        for loop, items in by_loop.items():
+            # RuntimeError: the caller's loop closed; nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_deliver, items)
+
+    @staticmethod
+    def transaction(
+        conn: sqlite3.Connection, batch: list[Op], write: bool
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        single = len(batch) == 1
+        for op in batch:
+            if single:
+                try:
+                    results.append((op.future, op.fn(conn), None))
+                except sqlite3.OperationalError as exc:
+                    if _is_busy(exc):
+                        raise
+                    results.append((op.future, None, exc))
+                except Exception as exc:
+                    results.append((op.future, None, exc))
+                continue
+            conn.execute("SAVEPOINT op")
+            try:
+                value = op.fn(conn)
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    raise
+                conn.execute("ROLLBACK TO op")
+                results.append((op.future, None, exc))
+            except Exception as exc:
+                conn.execute("ROLLBACK TO op")
+                results.append((op.future, None, exc))
+            else:
+                results.append((op.future, value, None))
+            conn.execute("RELEASE op")
+        if single and results[0][2] is not None and write:
+            conn.execute("ROLLBACK")
+        else:
+            conn.execute("COMMIT")
+        return results
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
