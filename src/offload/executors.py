@@ -14,7 +14,7 @@ import importlib
 import logging
 import multiprocessing
 import traceback
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 from offload.errors import Cancel, Fail, Retry
@@ -72,6 +72,7 @@ class Executors:
         self._process_count = processes
         self._threads: ThreadPoolExecutor | None = None
         self._processes: ProcessPoolExecutor | None = None
+        self._in_threads: set[Future[Any]] = set()
 
     @property
     def threads(self) -> ThreadPoolExecutor:
@@ -93,7 +94,16 @@ class Executors:
     async def run_sync(self, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
-        return await loop.run_in_executor(self.threads, lambda: ctx.run(task.fn, *args, **kwargs))
+        future = self.threads.submit(ctx.run, task.fn, *args, **kwargs)
+        # Tracked here because a timed-out call keeps its thread after the job has ended.
+        self._in_threads.add(future)
+        future.add_done_callback(self._in_threads.discard)
+        return await asyncio.wrap_future(future, loop=loop)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a sync task (say one abandoned after its timeout) still holds a thread."""
+        return any(not f.done() for f in self._in_threads)
 
     async def run_process(
         self,

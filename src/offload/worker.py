@@ -89,7 +89,6 @@ class Worker:
         self._force = False
         self._running: dict[str, asyncio.Task[None]] = {}
         self._ready: collections.deque[JobRecord] = collections.deque()
-        self._records: dict[str, JobRecord] = {}
         self._leases: dict[str, int] = {}
         self._cancel_requested: set[str] = set()
         self._pending: list[Outcome] = []
@@ -164,14 +163,11 @@ class Worker:
             if self.install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
-            self.executors.shutdown(wait=not self._force and not self._abandoned_threads())
+            self.executors.shutdown(wait=not self._force and not self.executors.busy)
             log.info(
                 "worker stopped",
                 extra={"action": "worker.stop", "worker_id": self.id, **self.stats},
             )
-
-    def _abandoned_threads(self) -> bool:
-        return any(not t.done() for t in self._running.values())
 
     async def _claim_loop(self) -> None:
         store = self.store
@@ -202,7 +198,6 @@ class Worker:
             for record in records:
                 if record.id in self._leases:  # a stale duplicate claim of our own
                     continue
-                self._records[record.id] = record
                 self._leases[record.id] = record.attempt
                 if len(self._running) < self.concurrency:
                     self._start(record)
@@ -473,7 +468,6 @@ class Worker:
                 continue
             for outcome, ok in zip(batch, applied, strict=True):
                 self._leases.pop(outcome.id, None)
-                self._records.pop(outcome.id, None)
                 if not ok:
                     log.warning(
                         "outcome discarded: the lease was lost (another worker owns the job now)",
@@ -551,7 +545,6 @@ class Worker:
             if not records:
                 return ran
             for record in records:
-                self._records[record.id] = record
                 self._leases[record.id] = record.attempt
                 self._pending.append(await self._outcome(record))
                 ran += 1

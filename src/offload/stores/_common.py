@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from offload.jobs import JobError, JobRecord, JobState, Progress
-from offload.stores.base import JobFilter, Outcome, OutcomeKind
+from offload.stores.base import JobFilter, NewJob, Outcome, OutcomeKind
 
 LEASE_EXPIRED = "LeaseExpired"
 
@@ -107,6 +107,26 @@ def load_progress(raw: str | None) -> Progress | None:
         return None
     data: dict[str, Any] = json.loads(raw)
     return Progress(float(data["fraction"]), str(data.get("message", "")))
+
+
+def queued_record(new: NewJob, now: float) -> JobRecord:
+    """The row a fresh enqueue creates; ``now`` is the store's clock."""
+    return JobRecord(
+        id=new.id,
+        task=new.task,
+        queue=new.queue,
+        args=new.args,
+        kwargs=new.kwargs,
+        state=JobState.QUEUED,
+        priority=new.priority,
+        attempt=0,
+        max_attempts=new.max_attempts,
+        run_at=new.run_at if new.run_at is not None else now + new.delay,
+        enqueued_at=now,
+        timeout=new.timeout,
+        key=new.key,
+        meta=dict(new.meta),
+    )
 
 
 def sort_key(job: JobRecord) -> tuple[int, float, str]:

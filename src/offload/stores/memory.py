@@ -21,6 +21,7 @@ from offload.stores._common import (
     lease_expired_error,
     lease_requeued_error,
     matches,
+    queued_record,
     sort_key,
 )
 from offload.stores.base import JobFilter, NewJob, Outcome, Page
@@ -59,22 +60,7 @@ class MemoryStore:
                 if existing_id is not None and existing_id in self._jobs:
                     out.append(self._jobs[existing_id].copy())
                     continue
-            record = JobRecord(
-                id=new.id,
-                task=new.task,
-                queue=new.queue,
-                args=new.args,
-                kwargs=new.kwargs,
-                state=JobState.QUEUED,
-                priority=new.priority,
-                attempt=0,
-                max_attempts=new.max_attempts,
-                run_at=new.run_at if new.run_at is not None else now + new.delay,
-                enqueued_at=now,
-                timeout=new.timeout,
-                key=new.key,
-                meta=dict(new.meta),
-            )
+            record = queued_record(new, now)
             self._jobs[record.id] = record
             if new.key is not None:
                 self._keys[(new.task, new.key)] = record.id

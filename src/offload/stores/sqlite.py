@@ -31,6 +31,8 @@ from offload.stores._common import (
     lease_requeued_error,
     load_error,
     load_progress,
+    queue_list,
+    queued_record,
     sort_key,
 )
 from offload.stores.base import JobFilter, NewJob, Outcome, OutcomeKind, Page
@@ -186,7 +188,7 @@ class SQLiteStore:
     ) -> list[JobRecord]:
         self._local.clear()
         self._seen_version = self._data_version()
-        qs = None if queues is None else list(dict.fromkeys(queues))
+        qs = queue_list(queues)
         return await self._run(lambda conn: _claim(conn, qs, limit, worker_id, ttl))
 
     async def heartbeat(
@@ -396,24 +398,7 @@ def _enqueue(conn: sqlite3.Connection, jobs: list[NewJob]) -> list[JobRecord]:
                 continue
         else:
             plain.append(row)
-        records.append(
-            JobRecord(
-                id=new.id,
-                task=new.task,
-                queue=new.queue,
-                args=new.args,
-                kwargs=new.kwargs,
-                state=JobState.QUEUED,
-                priority=new.priority,
-                attempt=0,
-                max_attempts=new.max_attempts,
-                run_at=run_at,
-                enqueued_at=now,
-                timeout=new.timeout,
-                key=new.key,
-                meta=dict(new.meta),
-            )
-        )
+        records.append(queued_record(new, now))
     if plain:
         conn.executemany(_INSERT, plain)
     queues = {new.queue for new in jobs}
