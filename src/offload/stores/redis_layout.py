@@ -58,6 +58,8 @@ SCRIPTS = (
 )
 
 _STATES = {s.value: s for s in JobState}
+# Separates a queue name from a job id where Redis stores the pair as one string.
+NUL = "\x00"
 
 
 @dataclass(frozen=True, slots=True)

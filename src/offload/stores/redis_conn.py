@@ -1,0 +1,207 @@
+"""The Redis store's connection: clients, timeouts, the queue registry and wake-ups.
+
+Kept apart from ``redis.py`` so that the store module reads as the list of operations. A
+dropped connection is retried with exponential backoff inside redis-py; an operation that
+still fails within ``op_timeout`` raises ``StoreUnavailable`` so that a producer is never left
+hanging while Redis is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, cast
+
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from offload.errors import StoreUnavailable
+from offload.stores.redis_layout import (
+    Layout,
+    RedisOptions,
+    Scripts,
+    connection_class,
+    parse_redis_url,
+)
+
+# redis-py retries a command on a dropped connection this many times, backing off from 50 ms
+# to at most 0.5 s: enough to ride out a restart of a few seconds within op_timeout.
+RETRIES = 8
+BACKOFF_BASE = 0.05
+BACKOFF_CAP = 0.5
+# Operations in flight per store and process: a burst of concurrent enqueues waits for a
+# free connection rather than opening hundreds of sockets. (An asyncio.Semaphore: redis-py's
+# blocking pool costs a loop iteration per command even when a connection is free.)
+MAX_CONNECTIONS = 32
+# Connecting is quick on a LAN; a black-holed host must not eat the whole op_timeout at once.
+CONNECT_TIMEOUT = 1.0
+# How stale the cached list of queues may be for operations over all queues.
+QUEUES_MAX_AGE = 1.0
+# After a failed blocking wait, pause this long so a worker does not spin while Redis is down.
+WAIT_ERROR_PAUSE = 0.2
+
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+
+
+class RedisConnection:
+    """What every store operation needs: a client, the scripts, and where queues and jobs are."""
+
+    def __init__(self, url: str) -> None:
+        self.opts: RedisOptions = parse_redis_url(url)
+        self.layout = Layout(self.opts.prefix)
+        self.scripts = Scripts()
+        self._client: Redis | None = None
+        self._blocking: Redis | None = None
+        self._known: set[str] = set()
+        self._known_at = -math.inf
+        self.registered: set[str] = set()
+        """Queues this process has added to the registry (so it need not add them again)."""
+        self.where: dict[str, str] = {}
+        """Queue of each job claimed through this store, so heartbeats and completions (which
+        carry only ids) go straight to the right slot."""
+        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+
+    def _make_client(self, blocking: bool) -> Redis:
+        retry = Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), RETRIES)
+        pool = ConnectionPool.from_url(
+            self.opts.client_url,
+            # The semaphore in guard keeps us below this; the pool never refuses.
+            max_connections=MAX_CONNECTIONS + 8,
+            connection_class=connection_class(self.opts.client_url),
+            decode_responses=True,
+            retry=retry,
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            # Blocking calls wait server-side as long as asked; the others are bounded by
+            # op_timeout around the whole call.
+            socket_timeout=None if blocking else self.opts.op_timeout,
+            socket_keepalive=True,
+        )
+        return Redis.from_pool(pool)
+
+    async def open(self) -> None:
+        if self._client is not None:
+            return
+        client = self._make_client(blocking=False)
+        try:
+            async with self.guard("connecting"):
+                await client.ping()
+                await self.scripts.load(client)
+        except BaseException:
+            await client.aclose()
+            raise
+        self._client = client
+        self._blocking = self._make_client(blocking=True)
+        await self.refresh_known(0.0)
+
+    async def close(self) -> None:
+        client, blocking = self._client, self._blocking
+        self._client = self._blocking = None
+        for c in (client, blocking):
+            if c is not None:
+                await c.aclose()
+
+    @property
+    def redis(self) -> Redis:
+        client = self._client
+        if client is None:
+            raise StoreUnavailable(
+                "the Redis store is not open: use `async with jobs:` or jobs.lifespan"
+            )
+        return client
+
+    @contextlib.asynccontextmanager
+    async def guard(self, what: str) -> AsyncIterator[None]:
+        """Bound ``what`` by ``op_timeout`` and turn an unreachable server into one clear error."""
+        timeout = self.opts.op_timeout
+        try:
+            async with asyncio.timeout(timeout), self._slots:
+                yield
+        except _UNREACHABLE as exc:
+            raise StoreUnavailable(
+                f"{what} failed: Redis at {self.opts.display_url} did not answer within "
+                f"{timeout:g} s ({type(exc).__name__}: {exc or 'timed out'}). Check that "
+                "redis-server is running and reachable from here, and the URL's password and "
+                "TLS settings; the operation may not have been applied."
+            ) from exc
+
+    async def run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send commands in one round trip (scripts by SHA, reloaded if the server lost them)."""
+        return await self.scripts.run(self.redis, commands)
+
+    async def call(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self.scripts.call(self.redis, name, keys, args)
+
+    @property
+    def known(self) -> set[str]:
+        """Queues seen so far, without asking the server."""
+        return self._known
+
+    def add_known(self, queues: Iterable[str]) -> None:
+        queues = list(queues)
+        self.registered.update(queues)
+        self._known.update(queues)
+
+    async def refresh_known(self, max_age: float = QUEUES_MAX_AGE) -> set[str]:
+        if time.monotonic() - self._known_at >= max_age:
+            members = await self.redis.smembers(self.layout.queues_key)  # type: ignore[misc,unused-ignore]
+            self._known = cast("set[str]", members) | self.registered
+            self._known_at = time.monotonic()
+        return self._known
+
+    async def queue_names(self, queues: Sequence[str] | None) -> list[str]:
+        if queues is not None:
+            return list(dict.fromkeys(queues))
+        return sorted(await self.refresh_known())
+
+    async def locate(self, ids: Iterable[str]) -> dict[str, str]:
+        """The queue of each id, from this process's claims or else by asking each queue."""
+        found: dict[str, str] = {}
+        unknown: list[str] = []
+        for job_id in ids:
+            queue = self.where.get(job_id)
+            if queue is None:
+                unknown.append(job_id)
+            else:
+                found[job_id] = queue
+        if unknown:
+            names = sorted(await self.refresh_known(0.0))
+            probes = [(i, q) for i in unknown for q in names]
+            if probes:
+                layout = self.layout
+                hits = await self.run([("EXISTS", layout.queue(q).job + i) for i, q in probes])
+                for (job_id, queue), hit in zip(probes, hits, strict=True):
+                    if hit:
+                        found.setdefault(job_id, queue)
+        return found
+
+    async def now(self) -> float:
+        async with self.guard("reading the clock"):
+            seconds, micros = await self.redis.time()
+        return seconds + micros / 1_000_000
+
+    async def wait(self, queues: Sequence[str] | None, timeout: float) -> None:
+        """Block in ``BLPOP`` on the queues' wake-up lists (plus the registry's, when serving
+        all queues, so a brand-new queue wakes us too). Writers push a token per change, so
+        a change made just before we block is still waiting for us when we do."""
+        blocking = self._blocking
+        if timeout <= 0 or blocking is None:
+            return
+        layout = self.layout
+        if queues is None:
+            keys = [layout.queue(q).wake for q in sorted(self._known)] + [layout.wake_key]
+        else:
+            keys = [layout.queue(q).wake for q in dict.fromkeys(queues)]
+        # BLPOP reads 0 as "forever" and rounds to milliseconds.
+        seconds = max(timeout, 0.01)
+        try:
+            async with asyncio.timeout(seconds + self.opts.op_timeout):
+                await blocking.blpop(keys, timeout=seconds)  # type: ignore[misc,unused-ignore]
+        except _UNREACHABLE:
+            await asyncio.sleep(min(timeout, WAIT_ERROR_PAUSE))
