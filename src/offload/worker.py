@@ -36,6 +36,14 @@ DEFAULT_LEASE = 30.0
 DEFAULT_GRACE = 25.0
 # An idle worker re-checks the store at least this often even without a wake-up.
 IDLE_RECHECK = 1.0
+# Adaptive prefetch: hold at most about this many seconds of unstarted work, and never more
+# than PREFETCH_PER_SLOT jobs per slot or PREFETCH_MAX in all. A job claimed ahead waits at
+# most this long, which bounds what another worker could have run in the meantime.
+PREFETCH_HORIZON = 0.02
+PREFETCH_PER_SLOT = 4
+PREFETCH_MAX = 512
+# Weight of the newest run time in the moving mean that drives the prefetch.
+RUN_TIME_WEIGHT = 0.05
 # Purge of finished jobs past retention: rare, cheap, idempotent across workers.
 PURGE_INTERVAL = 600.0
 # Keep stored tracebacks readable and rows small.
@@ -73,9 +81,14 @@ class Worker:
         self.app = app
         self.store = app.store
         self.concurrency = concurrency
-        # Jobs claimed ahead of free slots. A quarter of the concurrency keeps slots busy
-        # across the claim round trip without hoarding work other workers could run.
-        self.prefetch = prefetch if prefetch is not None else max(1, concurrency // 4)
+        if prefetch is not None and prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0, got {prefetch}")
+        # Jobs claimed ahead of free slots: a fixed number when given, else adaptive (see
+        # _prefetch_target) so short jobs come in large batches and long ones are not hoarded.
+        self.prefetch = prefetch
+        # Seconds per job (a moving mean). Until jobs are measured, assume long ones: claim no
+        # more than free slots.
+        self._mean_run = 1.0
         self.queues = list(queues) if queues else None
         self.lease = lease
         self.grace = grace
@@ -177,11 +190,12 @@ class Worker:
             # Claim when a slot is free and the prefetch buffer is at most half full, so
             # that claims come in batches rather than one job per freed slot.
             free = self.concurrency - len(self._running)
-            if free <= 0 and len(ready) > self.prefetch // 2:
+            prefetch = self._prefetch_target()
+            if free <= 0 and len(ready) > prefetch // 2:
                 self._slot.clear()
                 await self._slot.wait()
                 continue
-            want = self.concurrency + self.prefetch - len(self._running) - len(ready)
+            want = self.concurrency + prefetch - len(self._running) - len(ready)
             if want <= 0:
                 self._slot.clear()
                 await self._slot.wait()
@@ -206,6 +220,17 @@ class Worker:
             if records:
                 continue
             await self._idle()
+
+    def _prefetch_target(self) -> int:
+        """How many claimed jobs may wait for a slot: about ``PREFETCH_HORIZON`` seconds of work.
+
+        Each claim round trip costs far more than running a short job, so no-op-sized jobs are
+        claimed in batches of hundreds; a job that runs for seconds is not claimed before a
+        slot is free, so it never waits here while another worker sits idle."""
+        if self.prefetch is not None:
+            return self.prefetch
+        ahead = self.concurrency * PREFETCH_HORIZON / max(self._mean_run, 1e-6)
+        return min(int(ahead), PREFETCH_MAX, PREFETCH_PER_SLOT * self.concurrency)
 
     async def _idle(self) -> None:
         """Sleep until the store signals new work, the next delayed job is due, or stop."""
@@ -263,9 +288,11 @@ class Worker:
 
     async def _execute(self, record: JobRecord) -> None:
         outcome: Outcome
+        began = time.monotonic()
         try:
             outcome = await self._outcome(record)
         finally:
+            self._mean_run += (time.monotonic() - began - self._mean_run) * RUN_TIME_WEIGHT
             del self._running[record.id]
             # Hand the freed slot to a prefetched job at once, without a claim round trip.
             if self._ready and not self._stop.is_set():

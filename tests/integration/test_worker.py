@@ -410,6 +410,51 @@ class TestScheduling:
         await stop(worker, runner)
 
 
+    async def test_long_jobs_are_not_hoarded(self, jobs: Offload) -> None:
+        """A worker claims no long job before it has a free slot for it, so a second worker
+        takes the second job instead of waiting behind the first."""
+        gate = asyncio.Event()
+
+        @jobs.task
+        async def slow() -> None:
+            await gate.wait()
+
+        handles = [await slow.enqueue(), await slow.enqueue()]
+        a = Worker(jobs, concurrency=1, install_signals=False)
+        b = Worker(jobs, concurrency=1, install_signals=False)
+        runners = [await start(a)]
+        while handles[0].state is not JobState.RUNNING:
+            await asyncio.sleep(0.01)
+            await handles[0].refresh()
+        runners.append(await start(b))
+        while handles[1].state is not JobState.RUNNING:
+            await asyncio.sleep(0.01)
+            await handles[1].refresh()
+        assert {a.id, b.id} == {h.record.worker_id for h in handles}
+        gate.set()
+        for h in handles:
+            await h.result(timeout=5)
+        await stop(a, runners[0])
+        await stop(b, runners[1])
+
+    async def test_short_jobs_are_claimed_in_large_batches(self, jobs: Offload) -> None:
+        """Once jobs prove short, the worker claims well beyond its free slots, so each
+        claim round trip carries many jobs."""
+
+        @jobs.task
+        async def quick() -> None:
+            return None
+
+        w = Worker(jobs, concurrency=4, install_signals=False)
+        assert 0 == w._prefetch_target()
+        runner = await start(w)
+        handles = await jobs.enqueue_many([quick.prepare() for _ in range(300)])
+        for h in handles:
+            await h.result(timeout=10)
+        assert w._prefetch_target() == 4 * w.concurrency
+        await stop(w, runner)
+
+
 class TestCancel:
     async def test_cancel_queued_job(self, jobs: Offload) -> None:
         """A cancelled queued job never runs."""
