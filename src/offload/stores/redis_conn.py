@@ -202,6 +202,11 @@ class RedisConnection:
         seconds = max(timeout, 0.01)
         try:
             async with asyncio.timeout(seconds + self.opts.op_timeout):
-                await blocking.blpop(keys, timeout=seconds)  # type: ignore[misc,unused-ignore]
+                reply = await blocking.blpop(keys, timeout=seconds)  # type: ignore[misc,unused-ignore]
         except _UNREACHABLE:
             await asyncio.sleep(min(timeout, WAIT_ERROR_PAUSE))
+            return
+        if reply is not None and reply[0] == layout.wake_key:
+            # A new queue was registered: the next claim must see it, however fresh the
+            # cached list of queues is.
+            self._known_at = -math.inf
