@@ -409,7 +409,6 @@ class TestScheduling:
         assert [2 * i for i in range(50)] + [198] == [await h.result(timeout=5) for h in handles]
         await stop(worker, runner)
 
-
     async def test_long_jobs_are_not_hoarded(self, jobs: Offload) -> None:
         """A worker claims no long job before it has a free slot for it, so a second worker
         takes the second job instead of waiting behind the first."""

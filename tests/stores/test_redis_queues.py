@@ -22,7 +22,8 @@ async def pair() -> AsyncIterator[tuple[RedisStore, RedisStore]]:
     prefix = f"test-{uuid.uuid4().hex}"
     url = f"{REDIS_URL}?prefix={prefix}&op_timeout=2"
     worker, producer = open_store(url), open_store(url)
-    assert isinstance(worker, RedisStore) and isinstance(producer, RedisStore)
+    assert isinstance(worker, RedisStore)
+    assert isinstance(producer, RedisStore)
     try:
         await worker.open()
         await producer.open()
