@@ -260,10 +260,11 @@ class Worker:
         self._running[record.id] = asyncio.create_task(self._execute(record))
 
     async def _drain(self) -> None:
-        # Prefetched jobs never started: give them back at once for other workers.
+        # Prefetched jobs never started: give them back at once for other workers, with the
+        # claim undone so that their attempt count stays true.
         while self._ready:
             record = self._ready.popleft()
-            self._pending.append(Outcome(record.id, self.id, record.attempt, OutcomeKind.REQUEUE))
+            self._pending.append(Outcome(record.id, self.id, record.attempt, OutcomeKind.RELEASE))
             self._pending_event.set()
         if self._running and not self._force:
             log.info(

@@ -530,6 +530,30 @@ class TestShutdown:
         assert JobState.QUEUED == job.state
         assert job.record.max_attempts >= 2
 
+    async def test_prefetched_jobs_are_released_unstarted(self, jobs: Offload) -> None:
+        """Jobs claimed ahead but never started go back with their attempt count undone."""
+        gate = asyncio.Event()
+
+        @jobs.task(retries=0)
+        async def blocking() -> None:
+            await gate.wait()
+
+        handles = [await blocking.enqueue() for _ in range(4)]
+        w = Worker(jobs, concurrency=1, prefetch=3, install_signals=False, grace=5)
+        runner = await start(w)
+        for _ in range(500):  # the claim that fills the buffer is under way
+            if len(w._ready) == 3:
+                break
+            await asyncio.sleep(0.01)
+        w.stop()
+        gate.set()
+        await asyncio.wait_for(runner, 10)
+        states = []
+        for h in handles:
+            await h.refresh()
+            states.append((h.state, h.record.attempt))
+        assert [(JobState.SUCCEEDED, 1)] + [(JobState.QUEUED, 0)] * 3 == states
+
 
 class TestEncoding:
     async def test_unencodable_argument_raises_before_storing(self, jobs: Offload) -> None:

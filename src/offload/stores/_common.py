@@ -31,6 +31,8 @@ def apply_outcome(job: JobRecord, outcome: Outcome, now: float) -> None:
     """Mutate ``job`` as the outcome says; the caller has already checked the fence."""
     kind = outcome.kind
     job.lease_until = None
+    if kind is OutcomeKind.RELEASE and job.cancel_requested:
+        kind = OutcomeKind.CANCELLED
     job.cancel_requested = False
     if kind is OutcomeKind.SUCCEEDED:
         job.state = JobState.SUCCEEDED
@@ -49,6 +51,13 @@ def apply_outcome(job: JobRecord, outcome: Outcome, now: float) -> None:
         job.state = JobState.QUEUED
         job.error = outcome.error
         job.run_at = now + outcome.delay
+    elif kind is OutcomeKind.RELEASE:
+        job.state = JobState.QUEUED
+        job.run_at = now
+        job.attempt -= 1
+        if job.attempt == 0:
+            job.started_at = None
+            job.worker_id = None
     else:  # REQUEUE: shutdown must not cost the job its last attempt
         job.state = JobState.QUEUED
         job.run_at = now

@@ -43,6 +43,9 @@ class OutcomeKind(enum.StrEnum):
     """Back to queued after ``delay``; the attempt counted."""
     REQUEUE = "requeue"
     """Back to queued now because the worker is shutting down; the attempt is not lost."""
+    RELEASE = "release"
+    """Claimed ahead but never started: the claim is undone (``attempt`` goes back by one), or
+    the job ends cancelled if its cancellation was requested meanwhile."""
 
 
 @dataclass(slots=True)

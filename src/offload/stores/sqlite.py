@@ -200,7 +200,7 @@ class SQLiteStore:
     async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
         outcomes = list(outcomes)
         applied = await self._run(lambda conn: _complete(conn, outcomes))
-        if any(o.kind in (OutcomeKind.RETRY, OutcomeKind.REQUEUE) for o in outcomes):
+        if any(o.kind in _REQUEUED for o in outcomes):
             self._local.set()
         return applied
 
@@ -473,6 +473,9 @@ def _heartbeat(
 _FENCE = " WHERE id=? AND state='running' AND worker_id=? AND attempt=?"
 
 
+_REQUEUED = (OutcomeKind.RETRY, OutcomeKind.REQUEUE, OutcomeKind.RELEASE)
+
+
 def _complete(conn: sqlite3.Connection, outcomes: list[Outcome]) -> list[bool]:
     now = time.time()
     applied: list[bool] = []
@@ -490,6 +493,19 @@ def _complete(conn: sqlite3.Connection, outcomes: list[Outcome]) -> list[bool]:
                 "UPDATE offload_jobs SET state=?, error=?, finished_at=?, lease_until=NULL, "
                 "cancel_requested=0" + _FENCE,
                 (kind.value, dump_error(o.error), now, *fence),
+            )
+        elif kind is OutcomeKind.RELEASE:
+            cur = conn.execute(
+                "UPDATE offload_jobs SET "
+                "state=CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END, "
+                "finished_at=CASE WHEN cancel_requested THEN ? ELSE finished_at END, "
+                "run_at=?, attempt=attempt-CASE WHEN cancel_requested THEN 0 ELSE 1 END, "
+                "started_at=CASE WHEN attempt=1 AND NOT cancel_requested THEN NULL "
+                "ELSE started_at END, "
+                "worker_id=CASE WHEN attempt=1 AND NOT cancel_requested THEN NULL "
+                "ELSE worker_id END, "
+                "lease_until=NULL, cancel_requested=0" + _FENCE,
+                (now, now, *fence),
             )
         elif kind is OutcomeKind.RETRY:
             cur = conn.execute(

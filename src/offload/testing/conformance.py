@@ -238,6 +238,45 @@ class StoreConformance:
         assert got.max_attempts >= 2
         assert 1 == len(await store.claim(None, 1, "w2", TTL))
 
+    async def test_release_outcome_undoes_the_claim(self, store: Store) -> None:
+        """A job claimed ahead and given back unstarted is queued as if never claimed, and
+        can be claimed again at once by anyone; a later release keeps earlier attempts."""
+        [new] = await store.enqueue([new_job(max_attempts=1)])
+        [job] = await store.claim(None, 1, "w", TTL)
+        assert [True] == await store.complete([Outcome(job.id, "w", 1, OutcomeKind.RELEASE)])
+        got = await store.get(job.id)
+        assert got is not None
+        assert (JobState.QUEUED, 0, 1) == (got.state, got.attempt, got.max_attempts)
+        assert got.started_at is None
+        assert got.worker_id is None
+        assert got.lease_until is None
+        assert {(new.queue, JobState.QUEUED): 1} == await store.counts()
+        [again] = await store.claim(None, 1, "w2", TTL)
+        assert 1 == again.attempt
+        retry = Outcome(job.id, "w2", 1, OutcomeKind.RETRY, error=None, delay=0.0)
+        assert [True] == await store.complete([retry])
+        [third] = await store.claim(None, 1, "w3", TTL)
+        assert [True] == await store.complete([Outcome(job.id, "w3", 2, OutcomeKind.RELEASE)])
+        got = await store.get(job.id)
+        assert got is not None
+        assert (JobState.QUEUED, 1) == (got.state, got.attempt)
+        assert 2 == third.attempt
+
+    async def test_release_is_fenced_and_honours_a_cancel_request(self, store: Store) -> None:
+        """Only the lease holder can release; a release of a job whose cancellation was
+        requested while it waited ends the job cancelled."""
+        await store.enqueue([new_job()])
+        [job] = await store.claim(None, 1, "w", TTL)
+        assert [False] == await store.complete([Outcome(job.id, "x", 1, OutcomeKind.RELEASE)])
+        cancelling = await store.cancel(job.id)
+        assert cancelling is not None
+        assert [True] == await store.complete([Outcome(job.id, "w", 1, OutcomeKind.RELEASE)])
+        got = await store.get(job.id)
+        assert got is not None
+        assert JobState.CANCELLED == got.state
+        assert got.finished_at is not None
+        assert [] == await store.claim(None, 1, "w2", TTL)
+
     async def test_cancelled_outcome(self, store: Store) -> None:
         """A task that cancels itself ends cancelled."""
         await store.enqueue([new_job()])

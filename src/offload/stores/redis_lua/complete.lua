@@ -1,6 +1,7 @@
 -- KEYS: ready, delayed, running, done, counts, wake
 -- ARGV: job key prefix, then per outcome 7 fields:
 --   id, worker id, attempt, kind, result|'', error json|'', delay
+-- kind: succeeded, failed, cancelled, retry, requeue or release (see OutcomeKind)
 -- Each outcome applies only while the reporter still holds the lease (fencing).
 -- Returns one 1/0 per outcome.
 local ready, delayed, running, done, counts, wakes =
@@ -14,8 +15,11 @@ for i = 2, #ARGV, 7 do
   local id, worker, attempt, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local result, err, delay = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
   local k = jp .. id
-  local cur = redis.call('HMGET', k, 'state', 'worker_id', 'attempt', 'priority', 'max_attempts')
+  local cur = redis.call('HMGET', k, 'state', 'worker_id', 'attempt', 'priority', 'max_attempts',
+    'cancel_requested')
   if cur[1] == 'running' and cur[2] == worker and cur[3] == attempt then
+    -- A job claimed ahead and never started whose cancellation was asked for ends now.
+    if kind == 'release' and cur[6] == '1' then kind = 'cancelled' end
     redis.call('ZREM', running, id)
     redis.call('HDEL', k, 'lease_until')
     if FINISHED[kind] then
@@ -35,6 +39,10 @@ for i = 2, #ARGV, 7 do
       if kind == 'retry' then
         run_num = now + delay
         if err ~= '' then redis.call('HSET', k, 'error', err) else redis.call('HDEL', k, 'error') end
+      elseif kind == 'release' then -- never started: undo the claim
+        local back = tonumber(attempt) - 1
+        redis.call('HSET', k, 'attempt', back)
+        if back == 0 then redis.call('HDEL', k, 'started_at', 'worker_id') end
       else -- requeue: a shutdown must not cost the job its last attempt
         local need = tonumber(attempt) + 1
         if tonumber(cur[5]) < need then redis.call('HSET', k, 'max_attempts', need) end
