@@ -3,7 +3,7 @@
 --   id, worker id, attempt, kind, result|'', error json|'', delay
 -- kind: succeeded, failed, cancelled, retry, requeue or release (see OutcomeKind)
 -- Each outcome applies only while the reporter still holds the lease (fencing).
--- Returns one 1/0 per outcome.
+-- Returns one 1/0 per outcome. Set changes are collected and applied once per call.
 local ready, delayed, running, done, counts, wakes =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local jp = ARGV[1]
@@ -11,6 +11,7 @@ local now = now_s()
 local nows = fmt(now)
 local out = {}
 local requeued = 0
+local unleased, finished = {}, {}
 for i = 2, #ARGV, 7 do
   local id, worker, attempt, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local result, err, delay = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
@@ -20,19 +21,26 @@ for i = 2, #ARGV, 7 do
   if cur[1] == 'running' and cur[2] == worker and cur[3] == attempt then
     -- A job claimed ahead and never started whose cancellation was asked for ends now.
     if kind == 'release' and cur[6] == '1' then kind = 'cancelled' end
-    redis.call('ZREM', running, id)
-    redis.call('HDEL', k, 'lease_until')
+    unleased[#unleased + 1] = id
     if FINISHED[kind] then
-      redis.call('HSET', k, 'state', kind, 'finished_at', nows, 'cancel_requested', '0')
       if kind == 'succeeded' then
-        if result ~= '' then redis.call('HSET', k, 'result', result) end
-        redis.call('HDEL', k, 'error')
+        redis.call('HDEL', k, 'lease_until', 'error')
+        if result ~= '' then
+          redis.call('HSET', k, 'state', kind, 'finished_at', nows, 'cancel_requested', '0',
+            'result', result)
+        else
+          redis.call('HSET', k, 'state', kind, 'finished_at', nows, 'cancel_requested', '0')
+        end
       elseif err ~= '' then
-        redis.call('HSET', k, 'error', err)
+        redis.call('HDEL', k, 'lease_until')
+        redis.call('HSET', k, 'state', kind, 'finished_at', nows, 'cancel_requested', '0',
+          'error', err)
       else
-        redis.call('HDEL', k, 'error')
+        redis.call('HDEL', k, 'lease_until', 'error')
+        redis.call('HSET', k, 'state', kind, 'finished_at', nows, 'cancel_requested', '0')
       end
-      redis.call('ZADD', done, now, id)
+      finished[#finished + 1] = now
+      finished[#finished + 1] = id
       move('running', kind)
     else
       local run_num = now
@@ -47,6 +55,7 @@ for i = 2, #ARGV, 7 do
         local need = tonumber(attempt) + 1
         if tonumber(cur[5]) < need then redis.call('HSET', k, 'max_attempts', need) end
       end
+      redis.call('HDEL', k, 'lease_until')
       redis.call('HSET', k, 'state', 'queued', 'run_at', fmt(run_num), 'cancel_requested', '0')
       if run_num > now then
         redis.call('ZADD', delayed, run_num, id)
@@ -61,6 +70,9 @@ for i = 2, #ARGV, 7 do
     out[#out + 1] = 0
   end
 end
+-- A batch is at most a few hundred outcomes, far below Lua's limit on unpacked values.
+if #unleased > 0 then redis.call('ZREM', running, unpack(unleased)) end
+if #finished > 0 then redis.call('ZADD', done, unpack(finished)) end
 flush_counts(counts)
 wake(wakes, requeued)
 return out
