@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from offload.errors import StoreUnavailable
+from offload.jobs import JobState
 from offload.stores import open_store
 from offload.stores.redis import RedisStore
 from offload.testing.conformance import TTL, new_job
@@ -58,3 +59,40 @@ async def test_worker_claims_from_a_queue_born_while_it_waited(
     await asyncio.wait_for(waiter, 3.0)
     claimed = await worker.claim(None, 10, "w", TTL)
     assert [job.id] == [r.id for r in claimed]
+
+
+async def test_concurrent_enqueues_share_round_trips_and_keep_their_own_jobs(
+    pair: tuple[RedisStore, RedisStore],
+) -> None:
+    """Callers that enqueue at once are sent together, yet each gets back exactly its own
+    jobs in order, and callers sharing an idempotency key all get the one job."""
+    _, producer = pair
+    batches = [[new_job(args=f"[{i}, {k}]") for k in range(i % 3 + 1)] for i in range(200)]
+    keyed = [[new_job(key="same")] for _ in range(20)]
+    results = await asyncio.gather(*(producer.enqueue(b) for b in batches + keyed))
+    for batch, got in zip(batches, results[:200], strict=True):
+        assert [j.id for j in batch] == [r.id for r in got]
+        assert [j.args for j in batch] == [r.args for r in got]
+    assert 1 == len({got[0].id for got in results[200:]})
+    total = sum(len(b) for b in batches) + 1
+    assert {("default", JobState.QUEUED): total} == await producer.counts()
+
+
+async def test_a_failed_shared_round_trip_reaches_every_caller(
+    pair: tuple[RedisStore, RedisStore],
+) -> None:
+    """When the server refuses a coalesced call, every caller in it gets the error and the
+    store keeps working for the next callers."""
+    _, producer = pair
+    big = "x" * 64
+    bad = new_job()
+    bad.priority = big  # type: ignore[assignment]  # not a number: the script fails
+    first = asyncio.ensure_future(producer.enqueue([new_job()]))
+    await asyncio.sleep(0)
+    joined = [asyncio.ensure_future(producer.enqueue([new_job()])) for _ in range(5)]
+    joined.append(asyncio.ensure_future(producer.enqueue([bad])))
+    await first
+    outcomes = await asyncio.gather(*joined, return_exceptions=True)
+    assert all(isinstance(o, Exception) for o in outcomes)
+    [after] = await producer.enqueue([new_job()])
+    assert JobState.QUEUED == after.state

@@ -11,11 +11,13 @@ purging in ``redis_scan.py``.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import json
 from collections.abc import Sequence
 from typing import Any
 
-from offload.errors import InvalidTransition
+from offload.errors import InvalidTransition, StoreUnavailable
 from offload.jobs import JobRecord, JobState, Progress
 from offload.stores._common import (
     dump_error,
@@ -28,6 +30,9 @@ from offload.stores.redis_conn import RedisConnection
 from offload.stores.redis_layout import NUL, record, record_from
 from offload.stores.redis_scan import list_jobs, purge_done
 
+# Jobs of concurrent callers sent together in one enqueue call at most (one caller's own
+# batch is never split), so one script call never holds the server for long.
+COALESCE_MAX = 1000
 # Jobs a reaper step handles per script call, so one call never blocks the server.
 REAP_BATCH = 1000
 # Placeholder the requeue script replaces with the (JSON-escaped) id of the dead worker.
@@ -40,6 +45,13 @@ class RedisStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self._conn = RedisConnection(url)
+        # Enqueue coalescing: while one enqueue is on the wire, later callers wait here and
+        # go together in the next round trip.
+        self._enqueue_busy = False
+        self._enqueue_waiting: collections.deque[
+            tuple[list[NewJob], asyncio.Future[list[JobRecord]]]
+        ] = collections.deque()
+        self._enqueue_drainer: asyncio.Task[None] | None = None
         self._requeue_errors = (
             dump_error(lease_requeued_error(_WORKER_MARK)) or "",
             dump_error(lease_expired_error(_WORKER_MARK)) or "",
@@ -49,6 +61,9 @@ class RedisStore:
         await self._conn.open()
 
     async def close(self) -> None:
+        drainer = self._enqueue_drainer
+        if drainer is not None:  # enqueues already accepted from callers go out first
+            await asyncio.gather(drainer, return_exceptions=True)
         await self._conn.close()
 
     async def now(self) -> float:
@@ -60,9 +75,65 @@ class RedisStore:
     # --- writes ------------------------------------------------------------------------
 
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
+        """Store jobs in one round trip; concurrent callers share round trips.
+
+        A caller with no enqueue in flight goes at once (a lone producer pays no extra
+        latency). Callers arriving while one is in flight are queued and sent together as
+        soon as it returns, so a burst of requests each enqueueing one job costs one script
+        call per round trip instead of one per job. Each caller still gets only its own
+        records, and an error reaches every caller whose jobs were in the failed call."""
         jobs = list(jobs)
         if not jobs:
             return []
+        if self._enqueue_busy:
+            future: asyncio.Future[list[JobRecord]] = asyncio.get_running_loop().create_future()
+            self._enqueue_waiting.append((jobs, future))
+            return await future
+        self._enqueue_busy = True
+        try:
+            return await self._enqueue_now(jobs)
+        finally:
+            if self._enqueue_waiting:
+                self._enqueue_drainer = asyncio.create_task(self._drain_enqueues())
+            else:
+                self._enqueue_busy = False
+
+    async def _drain_enqueues(self) -> None:
+        waiting = self._enqueue_waiting
+        try:
+            while waiting:
+                batch: list[tuple[list[NewJob], asyncio.Future[list[JobRecord]]]] = []
+                size = 0
+                while waiting and (not batch or size + len(waiting[0][0]) <= COALESCE_MAX):
+                    item = waiting.popleft()
+                    batch.append(item)
+                    size += len(item[0])
+                live = [(jobs, f) for jobs, f in batch if not f.done()]
+                if not live:
+                    continue
+                try:
+                    records = await self._enqueue_now([j for jobs, _ in live for j in jobs])
+                except Exception as exc:
+                    for _, f in live:
+                        if not f.done():
+                            f.set_exception(exc)
+                    continue
+                start = 0
+                for jobs, f in live:
+                    if not f.done():
+                        f.set_result(records[start : start + len(jobs)])
+                    start += len(jobs)
+        finally:
+            self._enqueue_busy = False
+            self._enqueue_drainer = None
+            while waiting:  # only when cancelled (the loop is closing): fail, never hang
+                _, f = waiting.popleft()
+                if not f.done():
+                    f.set_exception(
+                        StoreUnavailable("the Redis store closed before the enqueue was sent")
+                    )
+
+    async def _enqueue_now(self, jobs: list[NewJob]) -> list[JobRecord]:
         layout, scripts = self._conn.layout, self._conn.scripts
         async with self._conn.guard("enqueue"):
             targets = [(j.queue, j.id) for j in jobs]
