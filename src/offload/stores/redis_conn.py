@@ -16,9 +16,11 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, cast
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from offload.errors import StoreUnavailable
@@ -66,10 +68,14 @@ class RedisConnection:
         """Queue of each job claimed through this store, so heartbeats and completions (which
         carry only ids) go straight to the right slot."""
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        # Connections for the hot path (see _exchange); at most MAX_CONNECTIONS are busy.
+        self._lean: ConnectionPool | None = None
+        self._idle: list[AbstractConnection] = []
+        self._backoff = ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE)
 
-    def _make_client(self, blocking: bool) -> Redis:
+    def _make_pool(self, blocking: bool, lean: bool = False) -> ConnectionPool:
         retry = Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), RETRIES)
-        pool = ConnectionPool.from_url(
+        return ConnectionPool.from_url(
             self.opts.client_url,
             # The semaphore in guard keeps us below this; the pool never refuses.
             max_connections=MAX_CONNECTIONS + 8,
@@ -79,11 +85,13 @@ class RedisConnection:
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
             socket_connect_timeout=CONNECT_TIMEOUT,
             # Blocking calls wait server-side as long as asked; the others are bounded by
-            # op_timeout around the whole call.
-            socket_timeout=None if blocking else self.opts.op_timeout,
+            # op_timeout around the whole call (which is all the lean connections have).
+            socket_timeout=None if blocking or lean else self.opts.op_timeout,
             socket_keepalive=True,
         )
-        return Redis.from_pool(pool)
+
+    def _make_client(self, blocking: bool) -> Redis:
+        return Redis.from_pool(self._make_pool(blocking))
 
     async def open(self) -> None:
         if self._client is not None:
@@ -98,11 +106,15 @@ class RedisConnection:
             raise
         self._client = client
         self._blocking = self._make_client(blocking=True)
+        self._lean = self._make_pool(blocking=False, lean=True)
         await self.refresh_known(0.0)
 
     async def close(self) -> None:
         client, blocking = self._client, self._blocking
-        self._client = self._blocking = None
+        self._client = self._blocking = self._lean = None
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.disconnect()
         for c in (client, blocking):
             if c is not None:
                 await c.aclose()
@@ -133,10 +145,52 @@ class RedisConnection:
 
     async def run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send commands in one round trip (scripts by SHA, reloaded if the server lost them)."""
-        return await self.scripts.run(self.redis, commands)
+        return await self.scripts.run(self._exchange, self.redis, commands)
 
     async def call(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        return await self.scripts.call(self.redis, name, keys, args)
+        [reply] = await self.run([self.scripts.evalsha(name, keys, args)])
+        return reply
+
+    async def _exchange(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Write ``commands`` at once and read their replies, on a connection of our own.
+
+        The hot path skips redis-py's client layer (pool locks, a timeout per read, the
+        retry wrapper), which costs more than the round trip itself on a local server, and
+        uses its connections directly: connecting, AUTH, SELECT, TLS and the hiredis parser
+        stay redis-py's. The whole call is bounded by ``guard``'s deadline instead of one per
+        read. A connection is reused only after a complete exchange, so a call cut short
+        (by that deadline or a cancellation) can never leave replies for the next caller."""
+        pool = self._lean
+        if pool is None:
+            raise StoreUnavailable(
+                "the Redis store is not open: use `async with jobs:` or jobs.lifespan"
+            )
+        failures = 0
+        while True:
+            conn = self._idle.pop() if self._idle else pool.make_connection()  # type: ignore[no-untyped-call]
+            try:
+                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                replies: list[Any] = []
+                for _ in commands:
+                    try:
+                        replies.append(await conn.read_response())
+                    except ResponseError as exc:
+                        replies.append(exc)
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                await conn.disconnect(nowait=True)
+                failures += 1
+                if failures > RETRIES:
+                    raise
+                await asyncio.sleep(self._backoff.compute(failures))
+                continue
+            except BaseException:
+                await conn.disconnect(nowait=True)
+                raise
+            if self._lean is pool:
+                self._idle.append(conn)
+            else:  # the store was closed meanwhile
+                await conn.disconnect(nowait=True)
+            return replies
 
     @property
     def known(self) -> set[str]:

@@ -7,6 +7,7 @@ so that the key layout (which ``docs/redis.md`` documents) lives in one place.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from hashlib import sha1
 from importlib import resources
@@ -15,7 +16,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import hiredis
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS, Connection, SSLConnection
 from redis.exceptions import NoScriptError
 
@@ -190,6 +190,10 @@ def load_scripts() -> dict[str, str]:
     return {name: prelude + folder.joinpath(f"{name}.lua").read_text() for name in SCRIPTS}
 
 
+Exchange = Callable[[list[tuple[Any, ...]]], Awaitable[list[Any]]]
+"""Sends commands in one round trip and returns their replies, error replies as values."""
+
+
 class Scripts:
     """EVALSHA with the script cache: the body goes over the wire only when the server lost
     it (a restart or ``SCRIPT FLUSH``). redis-py's pipeline checks every script with an extra
@@ -205,30 +209,18 @@ class Scripts:
             pipe.script_load(source)
         await pipe.execute()
 
-    async def call(self, client: Redis, name: str, keys: list[str], args: list[Any]) -> Any:
-        command = ("EVALSHA", self.shas[name], len(keys), *keys, *args)
-        try:
-            return await _execute(client, *command)
-        except NoScriptError:
-            await self.load(client)
-            return await _execute(client, *command)
-
-    async def run(self, client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Run raw commands (EVALSHA built by ``evalsha``) in one pipeline, one round trip.
+    async def run(
+        self, exchange: Exchange, client: Redis, commands: list[tuple[Any, ...]]
+    ) -> list[Any]:
+        """Run raw commands (EVALSHA built by ``evalsha``) in one round trip.
 
         After a server restart the cache is empty: the scripts are loaded and only the
         commands that met NOSCRIPT are sent again (the others already ran)."""
-        if len(commands) == 1:
-            try:
-                return [await _execute(client, *commands[0])]
-            except NoScriptError:
-                await self.load(client)
-                return [await _execute(client, *commands[0])]
-        results = await _pipeline(client, commands)
+        results = await exchange(commands)
         missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if missing:
             await self.load(client)
-            again = await _pipeline(client, [commands[i] for i in missing])
+            again = await exchange([commands[i] for i in missing])
             for i, value in zip(missing, again, strict=True):
                 results[i] = value
         for value in results:
@@ -238,17 +230,6 @@ class Scripts:
 
     def evalsha(self, name: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
         return ("EVALSHA", self.shas[name], len(keys), *keys, *args)
-
-
-async def _execute(client: Redis, *command: Any) -> Any:
-    return await client.execute_command(*command)  # type: ignore[no-untyped-call]
-
-
-async def _pipeline(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
-    pipe: Pipeline = client.pipeline(transaction=False)
-    for command in commands:
-        pipe.execute_command(*command)
-    return await pipe.execute(raise_on_error=False)
 
 
 FIELDS = (
