@@ -7,6 +7,7 @@ job in flight (DESIGN §1.2), so every run is recorded and each duplicate is tra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
 import socket
@@ -51,6 +52,15 @@ async def _all_done(store: Store, total: int, deadline: float) -> bool:
             return True
         await asyncio.sleep(0.2)
     return False
+
+
+def _await_exit(procs: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
+    """Let processes that are done with their work exit on their own (a producer may still
+    be closing its store when the last job finishes), so a SIGTERM does not cut them short."""
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -185,6 +195,7 @@ class TestWorkerKills:
                 victim += 1
             finished = await _all_done(store, total, deadline)
             counts = await store.counts()
+            _await_exit(producers)
         finally:
             _stop(workers + producers)
             await store.close()
@@ -236,6 +247,7 @@ class TestRedisRestart:
             own_redis.start()
             finished = await _all_done(store, total, time.monotonic() + 60)
             counts = await store.counts()
+            _await_exit(producers)
         finally:
             _stop(workers + producers)
             await store.close()
