@@ -7,12 +7,13 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
-from datetime import timedelta
+from datetime import timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 from offload.errors import ConfigError, UnknownTask
 from offload.jobs import Job, JobContext, JobRecord
 from offload.retry import RetryPolicy
+from offload.schedules import Schedule, make_schedule
 from offload.stores import Store, open_store
 from offload.tasks import AsyncTask, Prepared, SyncTask, Task, make_config
 
@@ -46,6 +47,28 @@ class TaskDecorator(Protocol):
     def __call__(self, fn: Callable[P, R], /) -> SyncTask[P, R]: ...
 
 
+TaskT = TypeVar("TaskT", bound=Task[Any, Any])
+
+
+class PeriodicDecorator(Protocol):
+    """``@jobs.periodic(...)``: keeps a task's type, or registers a plain function."""
+
+    @overload
+    def __call__(self, fn: TaskT, /) -> TaskT: ...
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[Concatenate[JobContext, P], Coroutine[Any, Any, R]], /
+    ) -> AsyncTask[P, R]: ...
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> AsyncTask[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[Concatenate[JobContext, P], R], /) -> SyncTask[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> SyncTask[P, R]: ...
+
+
 def resolve_url(url: str | None) -> str:
     return url or os.environ.get("OFFLOAD_URL") or DEFAULT_URL
 
@@ -65,10 +88,18 @@ class Offload:
         concurrency: int = 64,
         queues: Sequence[str] | None = None,
         retention: float | timedelta = DEFAULT_RETENTION,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        if store is not None and clock is not None:
+            raise ConfigError("pass the clock to the store you build, or a URL with clock=")
         self.url = store.url if store is not None else resolve_url(url)
-        self.store: Store = store if store is not None else open_store(self.url)
+        self.store: Store = store if store is not None else open_store(self.url, clock=clock)
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.schedules: dict[str, Schedule] = {}
+        # offload.testing.Clock runs the due work of the apps that use it when time moves.
+        attach = getattr(clock, "attach", None)
+        if callable(attach):
+            attach(self)
         self.embedded_worker = embedded_worker
         self.concurrency = concurrency
         self.queues = list(queues) if queues is not None else None
@@ -136,6 +167,11 @@ class Offload:
         """Register a function as a task; usable bare (``@jobs.task``) or with options."""
 
         def decorate(func: Callable[..., Any]) -> Task[Any, Any]:
+            if isinstance(func, Task):
+                raise ConfigError(
+                    f"{func.name} is already a task; put @jobs.periodic(...) above "
+                    "@jobs.task(...), not below it"
+                )
             config = make_config(
                 func,
                 name=name,
@@ -162,6 +198,74 @@ class Offload:
         if fn is not None:
             return decorate(fn)
         return decorate
+
+    # --- schedules -------------------------------------------------------------------------
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        timezone: str | tzinfo | None = None,
+        catch_up: str = "latest",
+        name: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> PeriodicDecorator:
+        """Run a task on a cron expression or an interval; see ``docs/schedules.md``.
+
+        Goes above ``@jobs.task(...)``, or straight on a function, which is then registered
+        as a task with the default options. Returns the task unchanged.
+        """
+
+        def decorate(target: Callable[..., Any]) -> Any:
+            task = target if isinstance(target, Task) else self.task(target)
+            self.schedule(
+                task,
+                cron=cron,
+                every=every,
+                timezone=timezone,
+                catch_up=catch_up,
+                name=name,
+                args=args,
+                kwargs=kwargs,
+            )
+            return task
+
+        return decorate  # type: ignore[return-value]  # the overloads describe decorate
+
+    def schedule(
+        self,
+        task: Task[Any, Any],
+        *,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        timezone: str | tzinfo | None = None,
+        catch_up: str = "latest",
+        name: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Schedule:
+        """Add a schedule at run time (e.g. from configuration); the name defaults to the
+        task's. Raises ``ConfigError`` for a bad expression, zone or missing argument."""
+        if not isinstance(task, Task) or task.app is not self:
+            raise ConfigError(f"schedule() takes a task registered on this app, got {task!r}")
+        schedule = make_schedule(
+            task,
+            name=name,
+            cron=cron,
+            every=every,
+            timezone=timezone,
+            catch_up=catch_up,
+            args=tuple(args),
+            kwargs=dict(kwargs or {}),
+        )
+        if schedule.name in self.schedules:
+            raise ConfigError(
+                f"a schedule named {schedule.name!r} already exists; pass name= to add another"
+            )
+        self.schedules[schedule.name] = schedule
+        return schedule
 
     def get_task(self, name: str) -> Task[Any, Any]:
         try:

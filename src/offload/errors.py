@@ -29,6 +29,10 @@ class UnknownTask(OffloadError, LookupError):
     """No task is registered under that name; decorate the function with @jobs.task."""
 
 
+class UnknownSchedule(OffloadError, LookupError):
+    """No schedule is declared under that name; declare it with @jobs.periodic."""
+
+
 class JobNotFound(OffloadError, LookupError):
     """No job with that id exists (it may have been purged)."""
 

@@ -23,6 +23,7 @@ from offload.app import Offload
 from offload.errors import Cancel, Fail, Retry
 from offload.executors import Executors, RemoteTaskError
 from offload.jobs import JobContext, JobError, JobRecord
+from offload.schedules import Scheduler
 from offload.serialization import PayloadError
 from offload.stores.base import Outcome, OutcomeKind
 from offload.tasks import Task
@@ -150,6 +151,8 @@ class Worker:
         background = [
             asyncio.create_task(self._heartbeat_loop(), name="offload-heartbeat"),
             asyncio.create_task(self._reaper_loop(), name="offload-reaper"),
+            # Every worker runs the scheduler; slot keys make the copies agree (DESIGN §6).
+            asyncio.create_task(Scheduler(self.app).run(self._stop), name="offload-scheduler"),
         ]
         self._flusher = asyncio.create_task(self._flush_loop(), name="offload-flush")
         log.info(

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from offload.errors import ConfigError
-from offload.stores.base import JobFilter, NewJob, Outcome, OutcomeKind, Page, Store
+from offload.stores.base import (
+    JobFilter,
+    NewJob,
+    Outcome,
+    OutcomeKind,
+    Page,
+    ScheduleState,
+    Store,
+)
 
 ACCEPTED = (
     "sqlite:///relative/path.db, sqlite:////absolute/path.db, memory://, "
@@ -19,13 +28,18 @@ __all__ = [
     "Outcome",
     "OutcomeKind",
     "Page",
+    "ScheduleState",
     "Store",
     "open_store",
 ]
 
 
-def open_store(url: str) -> Store:
-    """Build (but do not connect) the store a URL names; raises ``ConfigError`` if malformed."""
+def open_store(url: str, clock: Callable[[], float] | None = None) -> Store:
+    """Build (but do not connect) the store a URL names; raises ``ConfigError`` if malformed.
+
+    ``clock`` (seconds since the epoch) replaces the system clock, for tests that move time
+    by hand (``offload.testing.Clock``); only the in-process stores accept one, since a
+    server's clock is shared by every process that uses it."""
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(f"invalid store URL {url!r}; accepted forms: {ACCEPTED}")
     try:
@@ -37,11 +51,15 @@ def open_store(url: str) -> Store:
     if scheme == "sqlite":
         from offload.stores.sqlite import SQLiteStore
 
-        return SQLiteStore(url)
+        return SQLiteStore(url, clock=clock)
     if scheme == "memory":
         from offload.stores.memory import MemoryStore
 
-        return MemoryStore(url)
+        return MemoryStore(url, clock=clock)
+    if clock is not None:
+        raise ConfigError(
+            f"a controllable clock works with memory:// and sqlite:/// stores, not {scheme}://"
+        )
     if scheme in {"redis", "rediss"}:
         try:
             from offload.stores.redis import RedisStore  # type: ignore[import-not-found,unused-ignore]

@@ -76,6 +76,17 @@ class Page:
     next_cursor: str | None
 
 
+@dataclass(slots=True)
+class ScheduleState:
+    """What every scheduler instance must agree on about one schedule, kept in the store."""
+
+    name: str
+    paused: bool = False
+    fired_until: float | None = None
+    """Every slot at or before this time has been enqueued or deliberately passed over;
+    ``None`` until a scheduler first saw the schedule."""
+
+
 @runtime_checkable
 class Store(Protocol):
     """A durable home for jobs. Implementations: memory, sqlite, redis, postgres."""
@@ -148,3 +159,13 @@ class Store(Protocol):
         """Block until new work may be available or ``timeout`` seconds pass.
 
         Spurious wake-ups are allowed; missed ones are not (within ``timeout``)."""
+
+    async def schedule_states(self, names: Sequence[str]) -> dict[str, ScheduleState]:
+        """The stored state of each named schedule; names never stored are absent."""
+
+    async def advance_schedules(self, marks: dict[str, float]) -> None:
+        """Move each schedule's ``fired_until`` forward to the given time (never back),
+        creating the state when there is none."""
+
+    async def pause_schedules(self, names: Sequence[str], paused: bool) -> None:
+        """Set the pause flag of each named schedule, creating the state when there is none."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from offload.errors import InvalidTransition
 from offload.jobs import JobRecord, JobState, Progress
@@ -24,20 +24,17 @@ from offload.stores._common import (
     queued_record,
     sort_key,
 )
-from offload.stores.base import JobFilter, NewJob, Outcome, Page
+from offload.stores.base import JobFilter, NewJob, Outcome, Page, ScheduleState
 
 
 class MemoryStore:
-    def __init__(self, url: str = "memory://", clock: object | None = None) -> None:
+    def __init__(self, url: str = "memory://", clock: Callable[[], float] | None = None) -> None:
         self.url = url
         self._jobs: dict[str, JobRecord] = {}
         self._keys: dict[tuple[str, str], str] = {}
+        self._schedules: dict[str, ScheduleState] = {}
         self._changed = asyncio.Event()
-        self._clock = clock
-
-    def _now(self) -> float:
-        clock = self._clock
-        return clock() if callable(clock) else time.time()
+        self._now: Callable[[], float] = clock or time.time
 
     async def open(self) -> None:
         self._changed = asyncio.Event()
@@ -228,3 +225,21 @@ class MemoryStore:
         self._changed.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
+
+    async def schedule_states(self, names: Sequence[str]) -> dict[str, ScheduleState]:
+        out: dict[str, ScheduleState] = {}
+        for name in names:
+            state = self._schedules.get(name)
+            if state is not None:
+                out[name] = ScheduleState(name, state.paused, state.fired_until)
+        return out
+
+    async def advance_schedules(self, marks: dict[str, float]) -> None:
+        for name, until in marks.items():
+            state = self._schedules.setdefault(name, ScheduleState(name))
+            if state.fired_until is None or until > state.fired_until:
+                state.fired_until = until
+
+    async def pause_schedules(self, names: Sequence[str], paused: bool) -> None:
+        for name in names:
+            self._schedules.setdefault(name, ScheduleState(name)).paused = paused

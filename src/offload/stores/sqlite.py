@@ -35,7 +35,7 @@ from offload.stores._common import (
     queued_record,
     sort_key,
 )
-from offload.stores.base import JobFilter, NewJob, Outcome, OutcomeKind, Page
+from offload.stores.base import JobFilter, NewJob, Outcome, OutcomeKind, Page, ScheduleState
 from offload.stores.sqlite_writer import Op, Writer
 
 T = TypeVar("T")
@@ -111,8 +111,10 @@ class SQLiteStore:
     """See the module docstring. ``synchronous=full`` (default) makes every accepted job
     durable across power loss; ``normal`` trades the last transactions for speed."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, clock: Callable[[], float] | None = None) -> None:
         self.url = url
+        # Read on the writer thread, inside each transaction; a test clock replaces it.
+        self._clock: Callable[[], float] = clock or time.time
         path, options = parse_sqlite_url(url)
         self.path = path
         self.synchronous = options.get("synchronous", "full")
@@ -173,13 +175,14 @@ class SQLiteStore:
         return int(row[0])
 
     async def now(self) -> float:
-        return time.time()
+        return self._clock()
 
     # --- writes ------------------------------------------------------------------------
 
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
         jobs = list(jobs)
-        records = await self._run(lambda conn: _enqueue(conn, jobs), durable=True)
+        clock = self._clock
+        records = await self._run(lambda conn: _enqueue(conn, jobs, clock()), durable=True)
         self._local.set()
         return records
 
@@ -189,17 +192,20 @@ class SQLiteStore:
         self._local.clear()
         self._seen_version = self._data_version()
         qs = queue_list(queues)
-        return await self._run(lambda conn: _claim(conn, qs, limit, worker_id, ttl))
+        clock = self._clock
+        return await self._run(lambda conn: _claim(conn, qs, limit, worker_id, ttl, clock()))
 
     async def heartbeat(
         self, leases: Sequence[tuple[str, int]], worker_id: str, ttl: float
     ) -> tuple[set[str], set[str]]:
         leases = list(leases)
-        return await self._run(lambda conn: _heartbeat(conn, leases, worker_id, ttl))
+        clock = self._clock
+        return await self._run(lambda conn: _heartbeat(conn, leases, worker_id, ttl, clock()))
 
     async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
         outcomes = list(outcomes)
-        applied = await self._run(lambda conn: _complete(conn, outcomes))
+        clock = self._clock
+        applied = await self._run(lambda conn: _complete(conn, outcomes, clock()))
         if any(o.kind in _REQUEUED for o in outcomes):
             self._local.set()
         return applied
@@ -220,14 +226,15 @@ class SQLiteStore:
         return await self._run(op)
 
     async def requeue_expired(self) -> int:
-        count = await self._run(_requeue_expired)
+        clock = self._clock
+        count = await self._run(lambda conn: _requeue_expired(conn, clock()))
         if count:
             self._local.set()
         return count
 
     async def cancel(self, job_id: str) -> JobRecord | None:
         def op(conn: sqlite3.Connection) -> JobRecord | None:
-            now = time.time()
+            now = self._clock()
             conn.execute(
                 "UPDATE offload_jobs SET state='cancelled', finished_at=? "
                 "WHERE id=? AND state='queued'",
@@ -254,7 +261,7 @@ class SQLiteStore:
             conn.execute(
                 "UPDATE offload_jobs SET state='queued', attempt=0, run_at=?, finished_at=NULL, "
                 "error=NULL, cancel_requested=0, lease_until=NULL WHERE id=?",
-                (time.time(), job_id),
+                (self._clock(), job_id),
             )
             return _get(conn, job_id)
 
@@ -273,7 +280,48 @@ class SQLiteStore:
 
         return await self._run(op)
 
+    async def advance_schedules(self, marks: dict[str, float]) -> None:
+        rows = list(marks.items())
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO offload_schedules (name, fired_until) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET fired_until = "
+                "max(coalesce(fired_until, excluded.fired_until), excluded.fired_until)",
+                rows,
+            )
+
+        await self._run(op)
+
+    async def pause_schedules(self, names: Sequence[str], paused: bool) -> None:
+        rows = [(name, int(paused)) for name in names]
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO offload_schedules (name, paused) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
+                rows,
+            )
+
+        # An operator's pause must survive a power cut like any other change made by hand.
+        await self._run(op, durable=True)
+
     # --- reads -------------------------------------------------------------------------
+
+    async def schedule_states(self, names: Sequence[str]) -> dict[str, ScheduleState]:
+        wanted = list(names)
+
+        def op(conn: sqlite3.Connection) -> dict[str, ScheduleState]:
+            if not wanted:
+                return {}
+            rows = conn.execute(
+                "SELECT name, paused, fired_until FROM offload_schedules "
+                f"WHERE name IN ({','.join('?' * len(wanted))})",
+                wanted,
+            ).fetchall()
+            return {n: ScheduleState(n, bool(p), f) for n, p, f in rows}
+
+        return await self._run(op, write=False)
 
     async def get(self, job_id: str) -> JobRecord | None:
         return await self._run(lambda conn: _get(conn, job_id), write=False)
@@ -360,8 +408,7 @@ _INSERT = (
 )
 
 
-def _enqueue(conn: sqlite3.Connection, jobs: list[NewJob]) -> list[JobRecord]:
-    now = time.time()
+def _enqueue(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> list[JobRecord]:
     records: list[JobRecord] = []
     plain: list[tuple[Any, ...]] = []
     for new in jobs:
@@ -419,9 +466,13 @@ _CLAIM_PICK = (
 
 
 def _claim(
-    conn: sqlite3.Connection, queues: list[str] | None, limit: int, worker_id: str, ttl: float
+    conn: sqlite3.Connection,
+    queues: list[str] | None,
+    limit: int,
+    worker_id: str,
+    ttl: float,
+    now: float,
 ) -> list[JobRecord]:
-    now = time.time()
     params: list[Any] = [now + ttl, worker_id, now]
     if queues is None:
         queues = [row[0] for row in conn.execute("SELECT name FROM offload_queues")]
@@ -452,9 +503,13 @@ def _claim(
 
 
 def _heartbeat(
-    conn: sqlite3.Connection, leases: list[tuple[str, int]], worker_id: str, ttl: float
+    conn: sqlite3.Connection,
+    leases: list[tuple[str, int]],
+    worker_id: str,
+    ttl: float,
+    now: float,
 ) -> tuple[set[str], set[str]]:
-    lease_until = time.time() + ttl
+    lease_until = now + ttl
     lost: set[str] = set()
     cancel: set[str] = set()
     for job_id, attempt in leases:
@@ -476,8 +531,7 @@ _FENCE = " WHERE id=? AND state='running' AND worker_id=? AND attempt=?"
 _REQUEUED = (OutcomeKind.RETRY, OutcomeKind.REQUEUE, OutcomeKind.RELEASE)
 
 
-def _complete(conn: sqlite3.Connection, outcomes: list[Outcome]) -> list[bool]:
-    now = time.time()
+def _complete(conn: sqlite3.Connection, outcomes: list[Outcome], now: float) -> list[bool]:
     applied: list[bool] = []
     for o in outcomes:
         fence = (o.id, o.worker_id, o.attempt)
@@ -523,8 +577,7 @@ def _complete(conn: sqlite3.Connection, outcomes: list[Outcome]) -> list[bool]:
     return applied
 
 
-def _requeue_expired(conn: sqlite3.Connection) -> int:
-    now = time.time()
+def _requeue_expired(conn: sqlite3.Connection, now: float) -> int:
     rows = conn.execute(
         "SELECT id, attempt, max_attempts, worker_id FROM offload_jobs "
         "WHERE state='running' AND lease_until < ?",

@@ -44,3 +44,11 @@ CREATE INDEX IF NOT EXISTS offload_jobs_lease
     ON offload_jobs (lease_until) WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS offload_jobs_finished
     ON offload_jobs (finished_at) WHERE finished_at IS NOT NULL;
+
+-- One row per schedule that a scheduler has seen or an operator paused. fired_until: every
+-- slot at or before it was enqueued or passed over (REAL seconds since the epoch).
+CREATE TABLE IF NOT EXISTS offload_schedules (
+    name        TEXT PRIMARY KEY,
+    paused      INTEGER NOT NULL DEFAULT 0,
+    fired_until REAL
+) WITHOUT ROWID;

@@ -5,6 +5,9 @@ run and completion path, so endpoint tests need no worker process::
 
     with eager(jobs):
         client.post("/register", json={...})
+
+``Clock`` moves time by hand through delays, retries and schedules (memory and SQLite
+stores); see ``offload.testing.clock``.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from typing import Any
 
 from offload.app import Offload
 from offload.jobs import Job
+from offload.testing.clock import Clock
 from offload.testing.conformance import StoreConformance
 
-__all__ = ["StoreConformance", "eager"]
+__all__ = ["Clock", "StoreConformance", "eager"]
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ import pytest
 from offload.errors import InvalidTransition
 from offload.ids import new_id
 from offload.jobs import JobError, JobState
-from offload.stores.base import JobFilter, NewJob, Outcome, OutcomeKind, Store
+from offload.stores.base import JobFilter, NewJob, Outcome, OutcomeKind, ScheduleState, Store
 
 TTL = 30.0
 
@@ -423,6 +423,40 @@ class StoreConformance:
     async def test_next_run_at_is_none_when_empty(self, store: Store) -> None:
         """With nothing queued there is no next run time."""
         assert await store.next_run_at(None) is None
+
+    # --- schedules ----------------------------------------------------------------------
+
+    async def test_unknown_schedules_have_no_state(self, store: Store) -> None:
+        """Schedules never stored are absent from the answer, which may be asked in a batch."""
+        assert {} == await store.schedule_states(["a", "b"])
+        assert {} == await store.schedule_states([])
+
+    async def test_advance_creates_and_only_moves_forward(self, store: Store) -> None:
+        """``fired_until`` is created on first use and never moves back, so a lagging
+        scheduler cannot make another fire a settled slot again."""
+        await store.advance_schedules({"a": 100.0, "b": 50.5})
+        await store.advance_schedules({"a": 90.0, "b": 60.25})
+        states = await store.schedule_states(["a", "b", "c"])
+        assert {
+            "a": ScheduleState("a", False, 100.0),
+            "b": ScheduleState("b", False, 60.25),
+        } == states
+
+    async def test_pause_and_resume_keep_the_mark(self, store: Store) -> None:
+        """The pause flag is stored per schedule (created when absent) and survives advances."""
+        await store.pause_schedules(["a", "new"], True)
+        await store.advance_schedules({"a": 10.0})
+        states = await store.schedule_states(["a", "new"])
+        assert ScheduleState("a", True, 10.0) == states["a"]
+        assert ScheduleState("new", True, None) == states["new"]
+        await store.pause_schedules(["a"], False)
+        assert ScheduleState("a", False, 10.0) == (await store.schedule_states(["a"]))["a"]
+
+    async def test_concurrent_advances_keep_the_maximum(self, store: Store) -> None:
+        """Advances racing each other (one per scheduler instance) settle on the largest."""
+        marks = [float(n) for n in range(1, 41)]
+        await asyncio.gather(*(store.advance_schedules({"s": m}) for m in marks))
+        assert 40.0 == (await store.schedule_states(["s"]))["s"].fired_until
 
     # --- wake-ups -----------------------------------------------------------------------
 
