@@ -25,7 +25,7 @@ from offload.stores._common import (
     lease_expired_error,
     lease_requeued_error,
 )
-from offload.stores.base import JobFilter, NewJob, Outcome, Page
+from offload.stores.base import JobFilter, NewJob, Outcome, Page, ScheduleState
 from offload.stores.redis_conn import RedisConnection
 from offload.stores.redis_layout import NUL, record, record_from
 from offload.stores.redis_scan import list_jobs, purge_done
@@ -412,7 +412,44 @@ class RedisStore:
             )
         return record(reply)
 
+    async def advance_schedules(self, marks: dict[str, float]) -> None:
+        if not marks:
+            return
+        layout, scripts = self._conn.layout, self._conn.scripts
+        async with self._conn.guard("advancing schedules"):
+            await self._conn.run(
+                [
+                    scripts.evalsha("advance_schedule", [layout.schedule(name)], [repr(until)])
+                    for name, until in marks.items()
+                ]
+            )
+
+    async def pause_schedules(self, names: Sequence[str], paused: bool) -> None:
+        if not names:
+            return
+        layout = self._conn.layout
+        async with self._conn.guard("pausing schedules"):
+            await self._conn.run(
+                [("HSET", layout.schedule(name), "paused", int(paused)) for name in names]
+            )
+
     # --- reads -------------------------------------------------------------------------
+
+    async def schedule_states(self, names: Sequence[str]) -> dict[str, ScheduleState]:
+        names = list(names)
+        if not names:
+            return {}
+        layout = self._conn.layout
+        async with self._conn.guard("reading schedules"):
+            replies = await self._conn.run(
+                [("HMGET", layout.schedule(name), "paused", "fired_until") for name in names]
+            )
+        out: dict[str, ScheduleState] = {}
+        for name, (paused, until) in zip(names, replies, strict=True):
+            if paused is None and until is None:
+                continue
+            out[name] = ScheduleState(name, paused == "1", None if until is None else float(until))
+        return out
 
     async def get(self, job_id: str) -> JobRecord | None:
         layout = self._conn.layout

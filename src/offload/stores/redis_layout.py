@@ -55,6 +55,7 @@ SCRIPTS = (
     "next",
     "reserve",
     "release_key",
+    "advance_schedule",
 )
 
 _STATES = {s.value: s for s in JobState}
@@ -159,6 +160,10 @@ class Layout:
         # Length-prefixed so that ("a:b", "c") and ("a", "b:c") never collide; no hash tag,
         # so keys spread over a cluster's slots.
         return f"{self.prefix}:key:{len(task)}:{task}:{key}"
+
+    def schedule(self, name: str) -> str:
+        # One hash per schedule, no hash tag: every schedule operation touches one key.
+        return f"{self.prefix}:schedule:{name}"
 
 
 class _HiredisPacking:
