@@ -56,7 +56,8 @@ WAKE_LAG = 0.005
 # How many fire times listings show.
 NEXT_COUNT = 3
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
+# Names go into URLs (one path segment) and Redis keys (no hash-tag braces).
+NAME_PATTERN = re.compile(r"^[^\s/{}]{1,200}$")
 
 # Debian cron's shorthands, as the five fields they stand for.
 ALIASES = {
@@ -95,6 +96,7 @@ def parse_cron(expr: str) -> str:
         raise ConfigError(
             f"invalid cron expression {expr!r}: {len(fields)} field(s), expected {CRON_HELP}"
         )
+    text = " ".join(_normalize_field(f) for f in fields)
     try:
         it = CronSim(text, datetime(2026, 1, 1, tzinfo=UTC))
         next(it)
@@ -106,6 +108,21 @@ def parse_cron(expr: str) -> str:
     except StopIteration:
         raise ConfigError(f"cron expression {expr!r} never matches a date") from None
     return text
+
+
+_SINGLE_STEP = re.compile(r"^(\d+)-(\d+)/\d+$")
+
+
+def _normalize_field(text: str) -> str:
+    """Write ``a-a/n`` as ``a``: cronsim reads a one-value range with a step as ``a/n`` (from
+    ``a`` to the field's end), where cron means the single value."""
+    terms = []
+    for term in text.split(","):
+        match = _SINGLE_STEP.match(term)
+        if match is not None and int(match.group(1)) == int(match.group(2)):
+            term = match.group(1)
+        terms.append(term)
+    return ",".join(terms)
 
 
 def parse_timezone(value: str | tzinfo, where: str) -> tzinfo:
@@ -230,7 +247,7 @@ def make_schedule(
     where = f"schedule {label!r}"
     if not isinstance(label, str) or not NAME_PATTERN.match(label):
         raise ConfigError(
-            f"{where}: a schedule name is 1 to 200 letters, digits, '_', '.', ':' or '-'"
+            f"{where}: a schedule name is 1 to 200 characters without spaces, '/', '{{' or '}}'"
         )
     if (cron is None) == (every is None):
         raise ConfigError(f"{where}: pass exactly one of cron='...' or every=timedelta(...)")
