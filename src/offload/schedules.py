@@ -331,7 +331,7 @@ def plan(schedule: Schedule, state: ScheduleState | None, now: float, retention:
     due = schedule.slots(since, now)
     if not due:
         return Plan([], now if fresh else None)
-    missed = now - due[0] > LATE_GRACE
+    missed = now - due[0] >= LATE_GRACE
     if not missed or schedule.catch_up == "all":
         more = len(due) >= MAX_SLOTS_PER_TICK and schedule.slots(due[-1], now, 1) != []
         return Plan(due, due[-1] if more else now, more)
