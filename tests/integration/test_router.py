@@ -74,7 +74,7 @@ class TestBuilding:
         """``allow_anonymous=True`` builds the router and logs a warning with an action key."""
         with caplog.at_level(logging.WARNING, logger="offload.fastapi"):
             router = jobs_router(jobs, allow_anonymous=True)
-        assert 4 == len(router.routes)
+        assert 7 == len(router.routes)  # four job routes, three schedule routes
         assert ["fastapi.router_anonymous"] == [getattr(r, "action", None) for r in caplog.records]
 
     async def test_anonymous_router_serves_without_credentials(self, jobs: Offload) -> None:
@@ -91,9 +91,15 @@ class TestBuilding:
         app = FastAPI()
         app.include_router(jobs_router(jobs, auth=verify, prefix="/jobs"))
         schema = app.openapi()
-        assert {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/cancel", "/jobs/{job_id}/retry"} == set(
-            schema["paths"]
-        )
+        assert {
+            "/jobs",
+            "/jobs/{job_id}",
+            "/jobs/{job_id}/cancel",
+            "/jobs/{job_id}/retry",
+            "/jobs/schedules",
+            "/jobs/schedules/{name}/pause",
+            "/jobs/schedules/{name}/resume",
+        } == set(schema["paths"])
         ok = schema["paths"]["/jobs/{job_id}"]["get"]["responses"]["200"]
         assert "#/components/schemas/JobOut" == ok["content"]["application/json"]["schema"]["$ref"]
         assert {"JobOut", "JobPageOut", "JobErrorOut", "ProgressOut", "Detail"} <= set(

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.exceptions import RequestValidationError
 
-from offload.errors import ConfigError, InvalidTransition, StoreUnavailable
+from offload.errors import ConfigError, InvalidTransition, StoreUnavailable, UnknownSchedule
 from offload.fastapi.background import RETRY_AFTER_SECONDS
-from offload.fastapi.schemas import Detail, JobOut, JobPageOut
+from offload.fastapi.schemas import Detail, JobOut, JobPageOut, ScheduleListOut, ScheduleOut
 from offload.jobs import JobRecord, JobState
+from offload.schedules import set_paused, statuses
 from offload.stores.base import JobFilter
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,512}$"
 
 # Module level, not inside jobs_router: FastAPI resolves these annotations by name.
 JobId = Annotated[str, Path(description="the job id returned at enqueue", max_length=200)]
+ScheduleName = Annotated[str, Path(description="the schedule's name", max_length=200)]
 
 _NOT_FOUND = {"model": Detail, "description": "no job with that id (it may have been purged)"}
 _UNAVAILABLE = {"model": Detail, "description": "the job store cannot be reached"}
@@ -120,6 +122,9 @@ def jobs_router(
             items=[JobOut.from_record(r) for r in page.jobs], next_cursor=page.next_cursor
         )
 
+    # Before "/{job_id}": otherwise GET /schedules would be read as a job id.
+    _schedule_routes(router, jobs)
+
     @router.get(
         "/{job_id}",
         name="offload_get_job",
@@ -182,6 +187,49 @@ def jobs_router(
         return JobOut.from_record(record)
 
     return router
+
+
+def _schedule_routes(router: APIRouter, jobs: Offload) -> None:
+    not_found = {"model": Detail, "description": "no schedule with that name"}
+
+    @router.get(
+        "/schedules",
+        name="offload_list_schedules",
+        response_model=ScheduleListOut,
+        summary="The app's schedules, whether paused, and their next fire times",
+    )
+    async def list_schedules() -> ScheduleListOut:
+        async with _store_errors():
+            found = await statuses(jobs)
+        return ScheduleListOut(items=[ScheduleOut.from_status(s) for s in found])
+
+    async def change(name: str, paused: bool) -> ScheduleOut:
+        async with _store_errors():
+            try:
+                status_ = await set_paused(jobs, name, paused)
+            except UnknownSchedule as exc:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+        return ScheduleOut.from_status(status_)
+
+    @router.post(
+        "/schedules/{name}/pause",
+        name="offload_pause_schedule",
+        response_model=ScheduleOut,
+        summary="Stop firing a schedule on every instance until resumed",
+        responses={404: not_found},
+    )
+    async def pause_schedule(name: ScheduleName) -> ScheduleOut:
+        return await change(name, True)
+
+    @router.post(
+        "/schedules/{name}/resume",
+        name="offload_resume_schedule",
+        response_model=ScheduleOut,
+        summary="Fire a paused schedule again from its next slot (missed slots stay skipped)",
+        responses={404: not_found},
+    )
+    async def resume_schedule(name: ScheduleName) -> ScheduleOut:
+        return await change(name, False)
 
 
 @contextlib.asynccontextmanager

@@ -9,8 +9,17 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from offload.jobs import JobRecord, JobState
+from offload.schedules import ScheduleStatus
 
-__all__ = ["Detail", "JobErrorOut", "JobOut", "JobPageOut", "ProgressOut"]
+__all__ = [
+    "Detail",
+    "JobErrorOut",
+    "JobOut",
+    "JobPageOut",
+    "ProgressOut",
+    "ScheduleListOut",
+    "ScheduleOut",
+]
 
 
 class ProgressOut(BaseModel):
@@ -82,6 +91,39 @@ class JobPageOut(BaseModel):
     next_cursor: str | None = Field(
         description="pass as ?cursor= to get the next page; null on the last page"
     )
+
+
+class ScheduleOut(BaseModel):
+    """A schedule, its stored state, and when it fires next."""
+
+    name: str
+    task: str
+    cron: str | None = Field(description="five-field cron expression; null for an interval")
+    timezone: str | None = Field(description="IANA zone the cron expression is read in")
+    every: int | None = Field(description="interval in seconds; null for a cron schedule")
+    catch_up: str = Field(description="what runs after downtime: latest, all or none")
+    paused: bool = Field(description="paused schedules fire nothing until resumed")
+    fired_until: datetime | None = Field(description="every slot up to this time is settled")
+    next: list[datetime] = Field(description="the next fire times (UTC)")
+
+    @classmethod
+    def from_status(cls, status: ScheduleStatus) -> ScheduleOut:
+        s = status.schedule
+        return cls(
+            name=s.name,
+            task=s.task.name,
+            cron=s.cron,
+            timezone=s.timezone_name if s.cron is not None else None,
+            every=s.every,
+            catch_up=s.catch_up,
+            paused=status.paused,
+            fired_until=None if status.fired_until is None else _dt(status.fired_until),
+            next=[_dt(t) for t in status.next_times],
+        )
+
+
+class ScheduleListOut(BaseModel):
+    items: list[ScheduleOut]
 
 
 class Detail(BaseModel):
