@@ -314,7 +314,8 @@ class Plan:
 def plan(schedule: Schedule, state: ScheduleState | None, now: float, retention: float) -> Plan:
     """Which slots to enqueue at ``now``, given the stored state (pure; see module doc).
 
-    - First sight (no ``fired_until``): only slots that are on time (within ``LATE_GRACE``).
+    - First sight (no ``fired_until``): at most the newest slot, and only if it is on time
+      (within ``LATE_GRACE``); a new schedule starts now, not with a backlog.
     - Paused: due slots are passed over; the mark moves on so resuming fires nothing old.
     - No slot is older than ``retention`` minus ``LATE_GRACE``: its key may already be purged,
       so enqueuing it could run it a second time.
@@ -329,8 +330,10 @@ def plan(schedule: Schedule, state: ScheduleState | None, now: float, retention:
     if state is not None and state.paused:
         return Plan([], _forward(old_mark, now))
     due = schedule.slots(since, now)
+    if fresh:
+        return Plan(due[-1:], now)
     if not due:
-        return Plan([], now if fresh else None)
+        return Plan([], None)
     missed = now - due[0] >= LATE_GRACE
     if not missed or schedule.catch_up == "all":
         more = len(due) >= MAX_SLOTS_PER_TICK and schedule.slots(due[-1], now, 1) != []

@@ -158,13 +158,14 @@ class TestSlots:
 
 
 class TestCatchUp:
-    def test_first_sight_fires_only_on_time_slots(self) -> None:
-        """A schedule no scheduler has seen starts now, not with a backlog."""
+    def test_first_sight_fires_only_the_newest_on_time_slot(self) -> None:
+        """A schedule no scheduler has seen starts now, not with a backlog: the slot just
+        passed fires if it is on time, and nothing older."""
         s = interval(10)
         now = ts(T0) + 5
         step = plan(s, None, now, DAY)
-        assert [ts(T0) - 20, ts(T0) - 10, ts(T0)] == step.fire
-        assert now == step.fired_until
+        assert ([ts(T0)], now) == (step.fire, step.fired_until)
+        assert [] == plan(interval(3600), None, ts(T0) + LATE_GRACE, DAY).fire
 
     def test_every_slot_fires_while_schedulers_keep_up(self) -> None:
         """Slots a little late (within the grace) all fire, whatever the policy."""
