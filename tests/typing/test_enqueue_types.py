@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import assert_type
 
 from offload import AsyncTask, Job, JobContext, Offload, SyncTask, TaskCall
@@ -17,6 +18,24 @@ async def add(a: int, b: int = 0) -> int:
 @jobs.task(retries=2)
 def shout(ctx: JobContext, text: str) -> str:
     return text.upper()
+
+
+@jobs.periodic(cron="0 3 * * *", timezone="Europe/Berlin")
+@jobs.task(queue="nightly")
+async def nightly(ctx: JobContext) -> int:
+    return ctx.attempt
+
+
+@jobs.periodic(every=timedelta(minutes=5))
+def poll() -> str:
+    return "ok"
+
+
+async def check_schedules() -> None:
+    # @jobs.periodic keeps the task's type above @jobs.task, and makes one from a function.
+    assert_type(await nightly.enqueue(), Job[int])
+    assert_type(await poll.enqueue(), Job[str])
+    assert_type(poll(), str)
 
 
 async def check() -> None:
