@@ -13,6 +13,7 @@ from offload.errors import (
     ResultTimeout,
     Retry,
     StoreUnavailable,
+    UnknownSchedule,
     UnknownTask,
 )
 from offload.jobs import Job, JobContext, JobError, JobState, Progress
@@ -44,6 +45,7 @@ __all__ = [
     "SyncTask",
     "Task",
     "TaskCall",
+    "UnknownSchedule",
     "UnknownTask",
     "Worker",
 ]
