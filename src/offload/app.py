@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from datetime import timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
+from offload import correlation
 from offload.errors import ConfigError, UnknownTask
 from offload.jobs import Job, JobContext, JobRecord
+from offload.observers import JobObserver, notify
 from offload.retry import RetryPolicy
 from offload.schedules import Schedule, make_schedule
 from offload.stores import Store, open_store
@@ -111,7 +113,9 @@ class Offload:
                 "retention below 24 h shortens how long idempotency keys are remembered",
                 extra={"action": "config.retention_short", "retention": self.retention},
             )
-        self.meta_hooks: list[MetaHook] = []
+        # The request id (or parent job) of whatever enqueues a job goes into its meta.
+        self.meta_hooks: list[MetaHook] = [correlation.enqueue_meta]
+        self.observers: list[JobObserver] = []
         self.enqueue_hooks: list[EnqueueHook] = []
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
@@ -356,7 +360,20 @@ class Offload:
             if extra:
                 for item in items:
                     item.job.meta = {**extra, **item.job.meta}
-        records = await self.store.enqueue([item.job for item in items])
+        new_jobs = [item.job for item in items]
+        observers = self.observers
+        if observers:
+            notify(observers, "enqueuing", new_jobs)
+        try:
+            records = await self.store.enqueue(new_jobs)
+        except BaseException as exc:
+            if observers:
+                notify(observers, "enqueued", new_jobs, None, exc)
+            raise
+        if observers:
+            notify(observers, "enqueued", new_jobs, records)
+        if log.isEnabledFor(logging.INFO):
+            _log_enqueued(new_jobs, records)
         jobs = [
             Job(record, self.store, item.task.codec.decode_result)
             for record, item in zip(records, items, strict=True)
@@ -374,3 +391,13 @@ class Offload:
         await self.open()
         record = await self.store.get(job_id)
         return None if record is None else self.job(record)
+
+
+def _log_enqueued(new_jobs: Sequence[Any], records: Sequence[JobRecord]) -> None:
+    for new, record in zip(new_jobs, records, strict=True):
+        fields = correlation.job_fields(record)
+        del fields["attempt"]
+        log.info(
+            "job enqueued" if new.id == record.id else "job already enqueued under this key",
+            extra={"action": "job.enqueued", "existing": new.id != record.id, **fields},
+        )

@@ -1,64 +1,194 @@
 """Log rendering for the command line and the service (DESIGN §9).
 
-Library code only logs through stdlib ``logging`` with an ``action`` key; this module is what
-a process's entry point calls to turn those records into one JSON object per line, so that
-log shippers can index ``action``, ``job_id`` and friends without parsing prose.
+Library code only logs through stdlib ``logging`` with an ``action`` key and never configures
+logging; this module is what a process's entry point calls to turn those records into one JSON
+object per line, so that log shippers can index ``action``, ``job_id`` and ``request_id``
+without parsing prose. Every line also carries the correlation fields bound where it was
+written (see ``offload.correlation``) and goes through the redactor (``offload.redaction``).
+
+Applications with their own logging set-up can add :class:`CorrelationFilter` and
+:class:`RedactingFilter` to their handlers instead of calling :func:`configure_logging`.
 """
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import os
 import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["configure_logging"]
+from offload import correlation
+from offload.redaction import REDACTED, Redactor, default_redactor
+
+__all__ = [
+    "CorrelationFilter",
+    "RedactingFilter",
+    "add_correlation",
+    "configure_logging",
+    "redact_event",
+]
+
+# Rotation for file output: bounded disk use (60 MiB) with a few files of history, which is
+# plenty for the hours between an incident and someone reading about it.
+FILE_MAX_BYTES = 10 * 1024 * 1024
+FILE_BACKUPS = 5
+# Servers that install their own handlers; their records are re-routed through ours so the
+# whole process speaks one format.
+CAPTURED_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+EventDict = MutableMapping[str, Any]
 
 
-def configure_logging(json: bool = True, level: str = "INFO") -> None:
-    """Render every stdlib record (with its ``extra={...}`` fields) on stderr.
+def add_correlation(_logger: Any, _method: str, event: EventDict) -> EventDict:
+    """structlog processor: the fields bound in this context, where the event has none."""
+    for key, value in correlation.current().items():
+        event.setdefault(key, value)
+    return event
 
-    ``json=False`` renders for a person instead, in colour when stderr is a terminal.
-    Raises ``ValueError`` for an unknown level name.
-    """
+
+def _redactor_processor(redactor: Redactor) -> structlog.typing.Processor:
+    def redact(_logger: Any, _method: str, event: EventDict) -> EventDict:
+        for key, value in event.items():
+            if redactor.is_secret_key(key):
+                event[key] = REDACTED
+            elif isinstance(value, str):
+                event[key] = redactor.text(value)
+            elif isinstance(value, dict | list | tuple):
+                event[key] = redactor.value(value)
+        return event
+
+    return redact
+
+
+redact_event = _redactor_processor(default_redactor)
+"""structlog processor: secret keys' values and secret strings hidden (run it last)."""
+
+
+class CorrelationFilter(logging.Filter):
+    """For your own handlers: adds the bound correlation fields to each record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in correlation.current().items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+class RedactingFilter(logging.Filter):
+    """For your own handlers: hides secrets in a record's message and ``extra`` fields."""
+
+    _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
+
+    def __init__(self, redactor: Redactor = default_redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redactor = self.redactor
+        record.msg = redactor.text(record.getMessage())
+        record.args = None
+        for key, value in list(vars(record).items()):
+            if key in self._STANDARD:
+                continue
+            if redactor.is_secret_key(key):
+                setattr(record, key, REDACTED)
+            elif isinstance(value, str | dict | list | tuple):
+                setattr(record, key, redactor.value(value))
+        return True
+
+
+def _level(level: str | int) -> int:
+    if isinstance(level, int):
+        return level
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(
             f"unknown log level {level!r}; use DEBUG, INFO, WARNING, ERROR or CRITICAL"
         )
+    return numeric
+
+
+def _formatter(
+    renderer: structlog.typing.Processor, shared: list[structlog.typing.Processor]
+) -> logging.Formatter:
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            # Tracebacks become text before redaction, so a secret quoted in one is hidden.
+            structlog.processors.format_exc_info,
+            structlog.processors.UnicodeDecoder(),
+            redact_event,
+            renderer,
+        ],
+    )
+
+
+def configure_logging(
+    json: bool | None = True,
+    level: str | int = "INFO",
+    file: str | os.PathLike[str] | None = None,
+    *,
+    stream: TextIO | None = None,
+    file_max_bytes: int = FILE_MAX_BYTES,
+    file_backups: int = FILE_BACKUPS,
+) -> None:
+    """Render every stdlib record (with its ``extra={...}`` fields) on stderr.
+
+    ``json=True`` writes one JSON object per line; ``json=False`` renders for a person (in
+    colour on a terminal); ``json=None`` picks JSON unless the stream is a terminal. ``file``
+    adds a size-rotated JSON log file. Calling it again replaces the previous set-up.
+    Raises ``ValueError`` for an unknown level name.
+    """
+    numeric = _level(level)
+    out = stream if stream is not None else sys.stderr
+    is_tty = out.isatty()
+    as_json = json if json is not None else not is_tty
     shared: list[structlog.typing.Processor] = [
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
+        add_correlation,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer: structlog.typing.Processor
-    if json:
-        renderer = structlog.processors.JSONRenderer()
-        tail: list[structlog.typing.Processor] = [
-            structlog.processors.format_exc_info,
-            structlog.processors.UnicodeDecoder(),
-        ]
-    else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-        tail = []
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail, renderer],
+    json_renderer = structlog.processors.JSONRenderer()
+    renderer: structlog.typing.Processor = (
+        json_renderer if as_json else structlog.dev.ConsoleRenderer(colors=is_tty)
     )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
+    handler: logging.Handler = logging.StreamHandler(out)
+    handler.setFormatter(_formatter(renderer, shared))
+    handlers = [handler]
+    if file is not None:
+        file_handler = logging.handlers.RotatingFileHandler(
+            file, maxBytes=file_max_bytes, backupCount=file_backups, encoding="utf-8"
+        )
+        file_handler.setFormatter(_formatter(json_renderer, shared))
+        handlers.append(file_handler)
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
-    root.addHandler(handler)
+        if getattr(old, "_offload", False):  # only close what an earlier call opened
+            old.close()
+    for new in handlers:
+        new._offload = True  # type: ignore[attr-defined]
+        root.addHandler(new)
     root.setLevel(numeric)
+    for name in CAPTURED_LOGGERS:
+        captured = logging.getLogger(name)
+        captured.handlers.clear()
+        captured.propagate = True
     # Code that logs through structlog directly goes through the same formatter, so both
     # kinds of record come out in one format on one stream.
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
-            *shared[:2],
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            add_correlation,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],

@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from offload.jobs import JobContext
+from offload.redaction import Secret
 
 _ANY: TypeAdapter[Any] = TypeAdapter(Any)
 EMPTY_ARGS = "[]"
@@ -44,17 +45,22 @@ class Codec:
         hints = _hints(fn)
         signature = inspect.signature(fn)
         self.context_param: str | None = None
-        params = []
+        params: list[inspect.Parameter] = []
         self.adapters: dict[str, TypeAdapter[Any]] = {}
         self.var_positional: str | None = None
         self.var_keyword: str | None = None
         self.context_first = False
+        # Parameters annotated ``Secret``: keyword ones by name, positional-only ones by index,
+        # as they are stored (see ``offload.redaction``).
+        self.secret_params: list[str | int] = []
         for index, param in enumerate(signature.parameters.values()):
             hint = hints.get(param.name, Any)
             if hint is JobContext:
                 self.context_param = param.name
                 self.context_first = index == 0
                 continue
+            if _is_secret(hint):
+                self.secret_params.append(self._secret_marker(param, len(params)))
             params.append(param)
             adapter: TypeAdapter[Any] = _ANY if hint is Any else TypeAdapter(hint)
             self.adapters[param.name] = adapter
@@ -71,6 +77,14 @@ class Codec:
         self.result_adapter: TypeAdapter[Any] = (
             _ANY if ret is Any or ret is type(None) else TypeAdapter(ret)
         )
+
+    def _secret_marker(self, param: inspect.Parameter, position: int) -> str | int:
+        if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            raise TypeError(
+                f"task {self.task_name!r}: Secret cannot mark *{param.name} or **{param.name}; "
+                "mark a named parameter instead"
+            )
+        return position if param.kind is inspect.Parameter.POSITIONAL_ONLY else param.name
 
     def _dump(self, name: str, adapter: TypeAdapter[Any], value: Any) -> Any:
         try:
@@ -167,3 +181,9 @@ class Codec:
         if raw == "null":
             return None
         return self.result_adapter.validate_json(raw)
+
+
+def _is_secret(hint: Any) -> bool:
+    if typing.get_origin(hint) is not typing.Annotated:
+        return False
+    return any(m is Secret or isinstance(m, Secret) for m in hint.__metadata__)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from offload.ids import new_id
 from offload.jobs import Job, JobContext
+from offload.redaction import SECRET_ARGS_META
 from offload.retry import RetryPolicy
 from offload.serialization import Codec
 from offload.stores.base import NewJob
@@ -141,6 +142,7 @@ class Task(Generic[P, R]):
         enc_args, enc_kwargs = self.codec.encode_args(args, kwargs)
         cfg = self.config
         retries = opts.retries if opts.retries is not None else cfg.policy.retries
+        secret = self.codec.secret_params
         return Prepared(
             self,
             NewJob(
@@ -155,6 +157,7 @@ class Task(Generic[P, R]):
                 delay=opts.delay or 0.0,
                 timeout=opts.timeout if opts.timeout is not None else cfg.timeout,
                 key=opts.key,
+                meta={SECRET_ARGS_META: list(secret)} if secret else {},
             ),
         )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -19,10 +20,13 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from offload import correlation
 from offload.app import Offload
 from offload.errors import Cancel, Fail, Retry
 from offload.executors import Executors, RemoteTaskError
 from offload.jobs import JobContext, JobError, JobRecord
+from offload.observers import notify
+from offload.redaction import SECRET_ARGS_META, redact_text, scoped_secrets, secret_values
 from offload.schedules import Scheduler
 from offload.serialization import PayloadError
 from offload.stores.base import Outcome, OutcomeKind
@@ -56,6 +60,22 @@ def _error_of(exc: BaseException, tb: bool = True) -> JobError:
         return JobError(exc.type_name, str(exc), exc.remote_traceback[-MAX_TRACEBACK:])
     text = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK:] if tb else None
     return JobError(type(exc).__name__, str(exc), text)
+
+
+def _secret_args(record: JobRecord) -> list[str]:
+    """The values of the job's ``Secret`` parameters, read from its stored arguments."""
+    marked = record.meta.get(SECRET_ARGS_META) or ()
+    try:
+        args, kwargs = json.loads(record.args), json.loads(record.kwargs)
+    except ValueError:
+        return []
+    values: list[str] = []
+    for mark in marked:
+        if isinstance(mark, int) and isinstance(args, list) and 0 <= mark < len(args):
+            values.extend(secret_values(args[mark]))
+        elif isinstance(mark, str) and isinstance(kwargs, dict) and mark in kwargs:
+            values.extend(secret_values(kwargs[mark]))
+    return values
 
 
 class Worker:
@@ -166,6 +186,7 @@ class Worker:
             },
         )
         self.started.set()
+        notify(self.app.observers, "worker_started", self.id)
         try:
             await self._claim_loop()
             await self._drain()
@@ -180,6 +201,7 @@ class Worker:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             self.executors.shutdown(wait=not self._force and not self.executors.busy)
+            notify(self.app.observers, "worker_stopped", self.id)
             log.info(
                 "worker stopped",
                 extra={"action": "worker.stop", "worker_id": self.id, **self.stats},
@@ -294,7 +316,7 @@ class Worker:
         outcome: Outcome
         began = time.monotonic()
         try:
-            outcome = await self._outcome(record)
+            outcome = await self._attempt(record)
         finally:
             self._mean_run += (time.monotonic() - began - self._mean_run) * RUN_TIME_WEIGHT
             del self._running[record.id]
@@ -304,6 +326,37 @@ class Worker:
             self._slot.set()
         self._pending.append(outcome)
         self._pending_event.set()
+
+    async def _attempt(self, record: JobRecord) -> Outcome:
+        """Run one attempt with the job's ids bound for every log line written meanwhile,
+        including the task's own, and its secret arguments hidden in them (DESIGN §9)."""
+        token = correlation.bind(correlation.job_fields(record))
+        observers = self.app.observers
+        secrets_ = _secret_args(record) if SECRET_ARGS_META in record.meta else ()
+        kind = "interrupted"
+        started = time.perf_counter()
+        try:
+            with scoped_secrets(secrets_):
+                if log.isEnabledFor(logging.INFO):
+                    log.info("job started", extra={"action": "job.started"})
+                if observers:
+                    notify(observers, "started", record)
+                outcome = await self._outcome(record)
+                kind = outcome.kind.value
+        finally:
+            if observers:
+                notify(observers, "finished", record, kind, time.perf_counter() - started)
+            correlation.reset(token)
+        error = outcome.error
+        if error is not None:
+            # The stored error is shown by the API and the CLI: hide secret argument values a
+            # message or traceback may quote, and registered secrets.
+            outcome.error = JobError(
+                error.type,
+                redact_text(error.message, secrets_),
+                None if error.traceback is None else redact_text(error.traceback, secrets_),
+            )
+        return outcome
 
     async def _outcome(self, record: JobRecord) -> Outcome:
         task = self.app.tasks.get(record.task)
@@ -577,6 +630,6 @@ class Worker:
                 return ran
             for record in records:
                 self._leases[record.id] = record.attempt
-                self._pending.append(await self._outcome(record))
+                self._pending.append(await self._attempt(record))
                 ran += 1
             await self._flush_now()

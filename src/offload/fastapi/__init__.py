@@ -4,6 +4,7 @@ Lives apart from the core so that ``offload`` itself never imports FastAPI (DESI
 """
 
 from offload.fastapi.background import Background, DurableTasks
+from offload.fastapi.middleware import RequestLogMiddleware
 from offload.fastapi.router import jobs_router
 from offload.fastapi.schemas import Detail, JobErrorOut, JobOut, JobPageOut, ProgressOut
 
@@ -15,5 +16,6 @@ __all__ = [
     "JobOut",
     "JobPageOut",
     "ProgressOut",
+    "RequestLogMiddleware",
     "jobs_router",
 ]
