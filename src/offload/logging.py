@@ -17,6 +17,7 @@ import logging.handlers
 import os
 import sys
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import structlog
@@ -52,13 +53,7 @@ def add_correlation(_logger: Any, _method: str, event: EventDict) -> EventDict:
 
 def _redactor_processor(redactor: Redactor) -> structlog.typing.Processor:
     def redact(_logger: Any, _method: str, event: EventDict) -> EventDict:
-        for key, value in event.items():
-            if redactor.is_secret_key(key):
-                event[key] = REDACTED
-            elif isinstance(value, str):
-                event[key] = redactor.text(value)
-            elif isinstance(value, dict | list | tuple):
-                event[key] = redactor.value(value)
+        redactor.event(event)
         return event
 
     return redact
@@ -112,20 +107,62 @@ def _level(level: str | int) -> int:
     return numeric
 
 
-def _formatter(
-    renderer: structlog.typing.Processor, shared: list[structlog.typing.Processor]
-) -> logging.Formatter:
-    return structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+# LogRecord attributes that are not ``extra=`` fields.
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
+
+
+def _iso(created: float) -> str:
+    return datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z")
+
+
+class _Formatter(structlog.stdlib.ProcessorFormatter):
+    """structlog's ``ProcessorFormatter`` with a direct path for plain stdlib records.
+
+    The generic path copies every record and walks the stack; for the records library code
+    writes (a message and ``extra`` fields) building the event dict straight from the record
+    renders the same line in about half the time, which matters for the per-request line.
+    """
+
+    def __init__(self, renderer: structlog.typing.Processor) -> None:
+        self._chain: list[structlog.typing.Processor] = [
+            add_correlation,
             # Tracebacks become text before redaction, so a secret quoted in one is hidden.
             structlog.processors.format_exc_info,
-            structlog.processors.UnicodeDecoder(),
             redact_event,
             renderer,
-        ],
-    )
+        ]
+        super().__init__(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(),
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *self._chain],
+        )
+
+    def format(self, record: logging.LogRecord) -> str:
+        if isinstance(record.msg, dict):  # from a structlog logger: the generic path
+            return super().format(record)
+        event: dict[str, Any] = {
+            "timestamp": _iso(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        fields = record.__dict__
+        for key in sorted(fields.keys() - _RECORD_ATTRS):
+            event[key] = fields[key]
+        if record.exc_info:
+            event["exc_info"] = record.exc_info
+        method = record.levelname.lower()
+        rendered: Any = event
+        for processor in self._chain:
+            rendered = processor(None, method, rendered)
+        return str(rendered)
 
 
 def configure_logging(
@@ -148,25 +185,18 @@ def configure_logging(
     out = stream if stream is not None else sys.stderr
     is_tty = out.isatty()
     as_json = json if json is not None else not is_tty
-    shared: list[structlog.typing.Processor] = [
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.stdlib.ExtraAdder(),
-        add_correlation,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
     json_renderer = structlog.processors.JSONRenderer()
     renderer: structlog.typing.Processor = (
         json_renderer if as_json else structlog.dev.ConsoleRenderer(colors=is_tty)
     )
     handler: logging.Handler = logging.StreamHandler(out)
-    handler.setFormatter(_formatter(renderer, shared))
+    handler.setFormatter(_Formatter(renderer))
     handlers = [handler]
     if file is not None:
         file_handler = logging.handlers.RotatingFileHandler(
             file, maxBytes=file_max_bytes, backupCount=file_backups, encoding="utf-8"
         )
-        file_handler.setFormatter(_formatter(json_renderer, shared))
+        file_handler.setFormatter(_Formatter(json_renderer))
         handlers.append(file_handler)
     root = logging.getLogger()
     for old in root.handlers[:]:

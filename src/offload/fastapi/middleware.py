@@ -143,13 +143,21 @@ class RequestLogMiddleware:
 
 
 def _route_template(scope: Scope, root_path: str) -> str | None:
-    """The matched route's path template (``/jobs/{job_id}``), mounts included.
+    """The matched route's path template (``/jobs/{job_id}``), router prefixes and mounts
+    included.
 
-    Starlette's router records the route in the scope it was given; a mount extends
-    ``root_path`` by the part of the path it matched.
+    Starlette's router records the route in the scope it was given, and a mount extends
+    ``root_path`` by the part of the path it matched. FastAPI versions that keep included
+    routers apart record the route's full template in their own scope entry.
     """
     route = scope.get("route")
-    path = getattr(route, "path", None)
+    if route is None:
+        return None
+    fastapi_scope = scope.get("fastapi")
+    effective = fastapi_scope.get("effective_route_context") if fastapi_scope else None
+    path = getattr(effective, "path_format", None)
+    if not isinstance(path, str):
+        path = getattr(route, "path", None)
     if not isinstance(path, str):
         return None
     mounted = scope.get("root_path", "")
