@@ -20,7 +20,7 @@ import logging
 import os
 import statistics
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from fastapi import FastAPI
 
@@ -81,7 +81,9 @@ async def time_calls(app: Any, headers: list[tuple[bytes, bytes]], n: int) -> li
     return out
 
 
-async def compare(headers: list[tuple[bytes, bytes]], requests: int, rounds: int) -> float:
+async def compare(
+    headers: list[tuple[bytes, bytes]], requests: int, rounds: int
+) -> tuple[float, float]:
     plain, logged = build(False), build(True)
     await time_calls(plain, headers, 500)  # warm-up: route compilation, caches
     await time_calls(logged, headers, 500)
@@ -94,19 +96,16 @@ async def compare(headers: list[tuple[bytes, bytes]], requests: int, rounds: int
     return statistics.median(with_mw) - statistics.median(base), statistics.median(base)
 
 
-async def main(requests: int, rounds: int) -> None:
+async def main(requests: int, rounds: int, devnull: TextIO) -> None:
     root = logging.getLogger()
     rows = []
     rid = [(b"x-request-id", b"bench-request-0001")]
     root.setLevel(logging.WARNING)
     rows.append(("log line filtered out (level WARNING)", *await compare(rid, requests, rounds)))
-    with open(os.devnull, "w") as devnull:
-        configure_logging(json=True, level="INFO", stream=devnull)
-        rows.append(("JSON log line to /dev/null", *await compare(rid, requests, rounds)))
-        tp = (b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
-        rows.append(
-            ("JSON log line, with traceparent", *await compare([*rid, tp], requests, rounds))
-        )
+    configure_logging(json=True, level="INFO", stream=devnull)
+    rows.append(("JSON log line to /dev/null", *await compare(rid, requests, rounds)))
+    tp = (b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    rows.append(("JSON log line, with traceparent", *await compare([*rid, tp], requests, rounds)))
     print(f"{requests} requests per app and set-up, {rounds} alternating rounds\n")
     print("| set-up | app alone p50 | added by the middleware, p50 |")
     print("|---|---|---|")
@@ -119,4 +118,5 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=DEFAULT_REQUESTS)
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
     ns = parser.parse_args()
-    asyncio.run(main(ns.requests, ns.rounds))
+    with open(os.devnull, "w") as null:
+        asyncio.run(main(ns.requests, ns.rounds, null))

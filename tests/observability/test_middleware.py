@@ -37,7 +37,9 @@ def build() -> FastAPI:
     return app
 
 
-async def call(path: str, headers: dict[str, str | bytes] | None = None) -> httpx.Response:
+async def call(
+    path: str, headers: dict[str, str] | dict[bytes, bytes] | None = None
+) -> httpx.Response:
     # raise_app_exceptions=False: answer a raising endpoint with the 500 a server would send.
     transport = httpx.ASGITransport(app=build(), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
@@ -62,7 +64,8 @@ class TestRequestId:
     )
     async def test_invalid_header_is_replaced(self, json_logs: LogLines, bad: str | bytes) -> None:
         """An id outside 1-128 of [A-Za-z0-9._:-] is replaced by a generated one."""
-        response = await call("/v1/users/7", {"X-Request-ID": bad})
+        value = bad if isinstance(bad, bytes) else bad.encode()
+        response = await call("/v1/users/7", {b"X-Request-ID": value})
         rid = response.headers["x-request-id"]
         assert re.fullmatch(r"[0-9a-f]{32}", rid)
         assert rid == request_line(json_logs())["request_id"]
