@@ -42,8 +42,31 @@ def _stuck_threads() -> list[threading.Thread]:
 
 
 async def _work(
-    jobs: Offload, *, concurrency: int, queues: list[str] | None, lease: float, grace: float
+    jobs: Offload,
+    *,
+    concurrency: int,
+    queues: list[str] | None,
+    lease: float,
+    grace: float,
+    metrics: tuple[str, int] | None = None,
 ) -> None:
+    server = None
+    if metrics is not None:
+        from offload.metrics import serve
+
+        host, port = metrics
+        try:
+            server = serve(jobs, port, host)
+        except OSError as exc:
+            raise CliError(
+                f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}); "
+                "pick a free port with --metrics-port",
+                USAGE,
+            ) from None
+        log.info(
+            "serving metrics",
+            extra={"action": "worker.metrics", "host": host, "port": server.server_port},
+        )
     worker = Worker(
         jobs,
         concurrency=concurrency,
@@ -55,6 +78,9 @@ async def _work(
     try:
         await worker.run()
     finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
         await jobs.close()
 
 
@@ -90,6 +116,19 @@ def worker(
         help="Seconds running jobs get to finish after SIGTERM before they are requeued.",
     ),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+    metrics_port: int | None = typer.Option(
+        None,
+        "--metrics-port",
+        min=0,
+        max=65535,
+        help="Serve Prometheus metrics over HTTP on this port (needs offload[prometheus]).",
+        show_default=False,
+    ),
+    metrics_host: str = typer.Option(
+        "127.0.0.1",
+        "--metrics-host",
+        help="Address for --metrics-port; loopback by default, 0.0.0.0 for every interface.",
+    ),
     json_logs: bool | None = typer.Option(
         None,
         "--json-logs/--no-json-logs",
@@ -107,6 +146,11 @@ def worker(
         )
     except ValueError as exc:
         raise CliError(str(exc), USAGE) from None
+    if metrics_port is not None:
+        try:
+            import offload.metrics  # noqa: F401  (fail before starting, not at the first scrape)
+        except ImportError as exc:
+            raise CliError(str(exc), USAGE) from None
     jobs = load_app(target)
     if url:
         # The app has not opened its store yet (importing a module must not connect), so
@@ -114,7 +158,14 @@ def worker(
         jobs.store = open_store(url)
         jobs.url = url
     asyncio.run(
-        _work(jobs, concurrency=concurrency, queues=_queues(queues), lease=lease, grace=grace)
+        _work(
+            jobs,
+            concurrency=concurrency,
+            queues=_queues(queues),
+            lease=lease,
+            grace=grace,
+            metrics=None if metrics_port is None else (metrics_host, metrics_port),
+        )
     )
     stuck = _stuck_threads()
     if stuck:
