@@ -8,9 +8,10 @@ so a secret hidden in one place is hidden in all of them. It hides:
   ``X-Api-Key`` count too);
 - every occurrence of a value registered with :func:`register_secret`, inside any string;
 - the password of a URL (``redis://:pw@host`` becomes ``redis://:***@host``);
-- the arguments of a task parameter annotated ``Annotated[str, Secret]``: their names travel
-  in the job's ``meta`` (so the CLI can hide them without the app's code) and their values are
-  hidden in the worker's logs and in the stored error of that job.
+- the arguments of a task parameter annotated ``Annotated[str, Secret]`` (or named like a
+  secret key): their names travel in the job's ``meta`` (so the CLI can hide them without the
+  app's code) and their values (of 4 characters or more) are hidden in the worker's logs and
+  in the stored error of that job.
 
 Redaction is a last line of defence, not permission to log secrets: substring matching errs
 on the side of hiding (``tokens_used`` is hidden too).
@@ -218,14 +219,15 @@ def redact_call(args: Any, kwargs: Any, meta: Mapping[str, Any] | None) -> tuple
 
 
 def secret_values(data: Any) -> Iterator[str]:
-    """The strings (and numbers, as text) inside a secret argument's value."""
+    """The strings (and numbers, as text) inside a secret argument's value that are long
+    enough to search for in free text (see ``MIN_SECRET_LENGTH``)."""
     if isinstance(data, str):
-        if data:
+        if len(data) >= MIN_SECRET_LENGTH:
             yield data
     elif isinstance(data, bool) or data is None:
         return
     elif isinstance(data, int | float):
-        yield str(data)
+        yield from secret_values(str(data))
     elif isinstance(data, Mapping):
         for v in data.values():
             yield from secret_values(v)

@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from offload.jobs import JobContext
-from offload.redaction import Secret
+from offload.redaction import Secret, is_secret_key
 
 _ANY: TypeAdapter[Any] = TypeAdapter(Any)
 EMPTY_ARGS = "[]"
@@ -50,8 +50,8 @@ class Codec:
         self.var_positional: str | None = None
         self.var_keyword: str | None = None
         self.context_first = False
-        # Parameters annotated ``Secret``: keyword ones by name, positional-only ones by index,
-        # as they are stored (see ``offload.redaction``).
+        # Parameters annotated ``Secret`` or named like secrets: keyword ones by name,
+        # positional-only ones by index, as they are stored (see ``offload.redaction``).
         self.secret_params: list[str | int] = []
         for index, param in enumerate(signature.parameters.values()):
             hint = hints.get(param.name, Any)
@@ -59,7 +59,8 @@ class Codec:
                 self.context_param = param.name
                 self.context_first = index == 0
                 continue
-            if _is_secret(hint):
+            # A parameter named like a secret (``api_token``) is treated as one too.
+            if _is_secret(hint) or is_secret_key(param.name):
                 self.secret_params.append(self._secret_marker(param, len(params)))
             params.append(param)
             adapter: TypeAdapter[Any] = _ANY if hint is Any else TypeAdapter(hint)
@@ -79,10 +80,12 @@ class Codec:
         )
 
     def _secret_marker(self, param: inspect.Parameter, position: int) -> str | int:
-        if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            return param.name  # **secrets: hidden when shown, but values stay unknown
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
             raise TypeError(
-                f"task {self.task_name!r}: Secret cannot mark *{param.name} or **{param.name}; "
-                "mark a named parameter instead"
+                f"task {self.task_name!r}: Secret cannot mark *{param.name}; mark a named "
+                "parameter instead"
             )
         return position if param.kind is inspect.Parameter.POSITIONAL_ONLY else param.name
 

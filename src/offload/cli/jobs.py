@@ -29,7 +29,8 @@ from offload.cli._common import (
     url_option,
     wide_console,
 )
-from offload.jobs import JobRecord, JobState
+from offload.jobs import JobError, JobRecord, JobState
+from offload.redaction import redact, redact_call, redact_text
 from offload.stores import JobFilter
 
 app = typer.Typer(
@@ -86,11 +87,23 @@ def _summary(record: JobRecord) -> dict[str, Any]:
         "finished_at": iso(record.finished_at),
         "error": None
         if record.error is None
-        else {"type": record.error.type, "message": record.error.message},
+        else {"type": record.error.type, "message": redact_text(record.error.message)},
+    }
+
+
+def _error(error: JobError | None) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    return {
+        "type": error.type,
+        "message": redact_text(error.message),
+        "traceback": None if error.traceback is None else redact_text(error.traceback),
     }
 
 
 def _detail(record: JobRecord, conn: ConnectedStore) -> dict[str, Any]:
+    # Secrets (by key name, registered value or Secret parameter) are hidden in what is shown.
+    args, kwargs = redact_call(_decoded(record.args), _decoded(record.kwargs), record.meta)
     return {
         "id": record.id,
         "task": record.task,
@@ -99,8 +112,8 @@ def _detail(record: JobRecord, conn: ConnectedStore) -> dict[str, Any]:
         "priority": record.priority,
         "attempt": record.attempt,
         "max_attempts": record.max_attempts,
-        "args": _decoded(record.args),
-        "kwargs": _decoded(record.kwargs),
+        "args": args,
+        "kwargs": kwargs,
         "enqueued_at": iso(record.enqueued_at),
         "run_at": iso(record.run_at),
         "started_at": iso(record.started_at),
@@ -110,12 +123,15 @@ def _detail(record: JobRecord, conn: ConnectedStore) -> dict[str, Any]:
         "worker_id": record.worker_id,
         "key": record.key,
         "cancel_requested": record.cancel_requested,
-        "result": conn.result_of(record),
-        "error": None if record.error is None else record.error.to_json(),
+        "result": redact(conn.result_of(record)),
+        "error": _error(record.error),
         "progress": None
         if record.progress is None
-        else {"fraction": record.progress.fraction, "message": record.progress.message},
-        "meta": record.meta,
+        else {
+            "fraction": record.progress.fraction,
+            "message": redact_text(record.progress.message),
+        },
+        "meta": redact(record.meta),
     }
 
 
@@ -168,7 +184,7 @@ def list_jobs(
         Column("error", max_width=60),
     )
     for r in records:
-        error = "" if r.error is None else f"{r.error.type}: {r.error.message}"
+        error = "" if r.error is None else f"{r.error.type}: {redact_text(r.error.message)}"
         table.add_row(
             Text(r.id),
             Text(r.task),

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from offload.jobs import JobRecord, JobState
+from offload.redaction import redact, redact_text
 from offload.schedules import ScheduleStatus
 
 __all__ = [
@@ -75,12 +76,17 @@ class JobOut(BaseModel):
             finished_at=None if record.finished_at is None else _dt(record.finished_at),
             progress=None
             if progress is None
-            else ProgressOut(fraction=progress.fraction, message=progress.message),
-            result=_result(record.result),
+            else ProgressOut(fraction=progress.fraction, message=redact_text(progress.message)),
+            # Secrets are hidden here, the one place every API answer about a job is built.
+            result=redact(_result(record.result)),
             error=None
             if error is None
-            else JobErrorOut(type=error.type, message=error.message, traceback=error.traceback),
-            meta=record.meta,
+            else JobErrorOut(
+                type=error.type,
+                message=redact_text(error.message),
+                traceback=None if error.traceback is None else redact_text(error.traceback),
+            ),
+            meta=redact(record.meta),
         )
 
 
