@@ -8,7 +8,14 @@ the environment:
   only: set a long random value anywhere else);
 - ``OFFLOAD_SMTP_HOST`` and the other ``OFFLOAD_SMTP_*`` settings: where to send mail. Without
   a host the welcome job logs the email instead of sending it, so the service runs with no
-  SMTP server at all (``offload mail-sink`` gives a local one that captures mail).
+  SMTP server at all (``offload mail-sink`` gives a local one that captures mail);
+- ``NOTIFY_LOG``: ``json`` (default: one JSON object per line on stderr), ``console`` (for a
+  person), or ``off`` to leave logging to whoever embeds the app; ``NOTIFY_LOG_LEVEL``
+  (default ``INFO``).
+
+Every request is logged once with its request id (pass ``--no-access-log`` to uvicorn to drop
+its own access line); the welcome job's log lines carry the same id. Prometheus metrics are at
+``/metrics``, behind the same bearer token as ``/jobs``.
 """
 
 from __future__ import annotations
@@ -16,22 +23,27 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, EmailStr, Field
 
 from offload import JobContext, Offload
 from offload.email import Address, EmailMessage, PermanentEmailError, send_email
-from offload.fastapi import Background, jobs_router
+from offload.fastapi import Background, RequestLogMiddleware, jobs_router
+from offload.logging import configure_logging
+from offload.metrics import render as render_metrics
+from offload.redaction import register_secret
 
 log = logging.getLogger("notify")
 
 DEV_TOKEN = "dev-token"
 API_TOKEN = os.environ.get("NOTIFY_API_TOKEN", DEV_TOKEN)
-if API_TOKEN == DEV_TOKEN:
-    log.warning("NOTIFY_API_TOKEN is not set; /jobs accepts the development token")
+if API_TOKEN != DEV_TOKEN and len(API_TOKEN) >= 4:
+    register_secret(API_TOKEN)  # never in a log line or an API answer
 
 jobs = Offload()
 
@@ -80,8 +92,30 @@ def require_token(
         )
 
 
-app = FastAPI(title="notify", lifespan=jobs.lifespan)
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    mode = os.environ.get("NOTIFY_LOG", "json")
+    if mode != "off":
+        configure_logging(json=mode != "console", level=os.environ.get("NOTIFY_LOG_LEVEL", "INFO"))
+    if API_TOKEN == DEV_TOKEN:
+        log.warning(
+            "NOTIFY_API_TOKEN is not set; /jobs accepts the development token",
+            extra={"action": "notify.dev_token"},
+        )
+    async with jobs.lifespan(app):
+        yield
+
+
+app = FastAPI(title="notify", lifespan=lifespan)
+app.add_middleware(RequestLogMiddleware)
 app.include_router(jobs_router(jobs, auth=require_token, prefix="/jobs"))
+
+
+# A route rather than a mount, so that the jobs API's auth dependency guards it too.
+@app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_token)])
+async def metrics() -> Response:
+    body, content_type = await render_metrics(jobs)
+    return Response(body, media_type=content_type)
 
 
 @app.post("/register", status_code=status.HTTP_202_ACCEPTED)

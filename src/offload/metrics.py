@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from offload.jobs import JobRecord
     from offload.stores.base import NewJob
 
-__all__ = ["PrometheusObserver", "install", "make_asgi_app", "serve"]
+__all__ = ["PrometheusObserver", "install", "make_asgi_app", "render", "serve"]
 
 # From a 5 ms email render to a 10-minute report; Prometheus wants seconds.
 DURATION_BUCKETS: Final = (
@@ -249,7 +249,7 @@ def make_asgi_app(jobs: Offload, registry: CollectorRegistry | None = None) -> A
     """An ASGI app serving the metrics in the text format; mount it behind your auth, e.g.
     ``app.mount("/metrics", make_asgi_app(jobs))`` (a mount has no dependencies: protect it
     with a middleware, or serve it on a loopback-only port)."""
-    observer = install(jobs, registry)
+    install(jobs, registry)
 
     async def metrics_app(
         scope: Scope,
@@ -261,12 +261,19 @@ def make_asgi_app(jobs: Offload, registry: CollectorRegistry | None = None) -> A
         if scope["method"] not in ("GET", "HEAD"):
             await _respond(send, 405, b"use GET\n", "text/plain; charset=utf-8")
             return
-        with contextlib.suppress(Exception):  # an outage shows the last known depth
-            await asyncio.wait_for(observer.refresh_depth(), DEPTH_TIMEOUT)
-        body = generate_latest(observer.registry)
-        await _respond(send, 200, b"" if scope["method"] == "HEAD" else body, CONTENT_TYPE_LATEST)
+        body, content_type = await render(jobs)
+        await _respond(send, 200, b"" if scope["method"] == "HEAD" else body, content_type)
 
     return metrics_app
+
+
+async def render(jobs: Offload) -> tuple[bytes, str]:
+    """The metrics page and its content type, for serving from a route of your own (say one
+    behind the same auth dependency as the jobs API)."""
+    observer = install(jobs)
+    with contextlib.suppress(Exception):  # an outage shows the last known depth
+        await asyncio.wait_for(observer.refresh_depth(), DEPTH_TIMEOUT)
+    return generate_latest(observer.registry), CONTENT_TYPE_LATEST
 
 
 async def _respond(

@@ -32,6 +32,8 @@ def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str) ->
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OFFLOAD_URL", db_url)
     monkeypatch.setenv("NOTIFY_API_TOKEN", TOKEN)
+    # The service would otherwise configure logging for the whole test process.
+    monkeypatch.setenv("NOTIFY_LOG", "off")
     for setting in ("HOST", "PORT", "TLS", "SENDER"):
         monkeypatch.delenv(f"OFFLOAD_SMTP_{setting}", raising=False)
 
