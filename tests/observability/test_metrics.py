@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from offload import Job, JobContext, JobState, Offload, Retry, Worker
 from offload.metrics import install, make_asgi_app
 from offload.redaction import Redactor, register_secret
-from tests.acceptance.test_cli import WorkerProcess, json_logs, wait_until, with_app
+from tests.acceptance.test_cli import APP, WorkerProcess, cli, json_logs, wait_until, with_app
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -148,3 +149,15 @@ class TestWorkerCommand:
             assert 0 == worker.wait()
         finally:
             worker.ensure_dead()
+
+    def test_port_in_use_is_a_usage_error(self, db_url: str) -> None:
+        """A taken port ends the command with one line naming the option, exit status 2."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = cli("worker", APP, "--url", db_url, "--metrics-port", str(port), "--json-logs")
+        assert 2 == result.returncode
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: cannot serve metrics on 127.0.0.1:{port}")
+        assert "--metrics-port" in last
