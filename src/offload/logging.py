@@ -12,10 +12,13 @@ Applications with their own logging set-up can add :class:`CorrelationFilter` an
 
 from __future__ import annotations
 
+import atexit
 import logging
 import logging.handlers
 import os
+import queue
 import sys
+import threading
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -23,13 +26,20 @@ from typing import Any, TextIO
 import structlog
 
 from offload import correlation
-from offload.redaction import REDACTED, Redactor, default_redactor
+from offload.redaction import (
+    REDACTED,
+    Redactor,
+    current_scoped_secrets,
+    default_redactor,
+    scoped_secrets,
+)
 
 __all__ = [
     "CorrelationFilter",
     "RedactingFilter",
     "add_correlation",
     "configure_logging",
+    "flush_logging",
     "redact_event",
 ]
 
@@ -165,6 +175,96 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
         return str(rendered)
 
 
+# Attribute carrying a record's scoped secrets to the writer thread (never rendered).
+_SCOPED_ATTR = "_offload_scoped_secrets"
+
+
+class _HandOff(logging.handlers.QueueHandler):
+    """Puts records on the writer thread's queue, with what only this thread knows.
+
+    Rendering and writing a JSON line costs several times what creating the record does; on
+    the writer thread that cost stays off the request (or job) that logged. The correlation
+    fields and the scoped secrets live in context variables, which the writer thread cannot
+    see, so they are read here and travel on the record."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        if not isinstance(record.msg, dict):  # structlog's own events stay dicts
+            record.msg = record.getMessage()
+            record.args = None
+        fields = record.__dict__
+        for key, value in correlation.current().items():
+            fields.setdefault(key, value)
+        scoped = current_scoped_secrets()
+        if scoped:
+            fields[_SCOPED_ATTR] = scoped
+        return record
+
+
+class _Writer(logging.handlers.QueueListener):
+    def handle(self, record: logging.LogRecord) -> None:
+        scoped = record.__dict__.pop(_SCOPED_ATTR, None)
+        if scoped:
+            with scoped_secrets(scoped):
+                super().handle(record)
+        else:
+            super().handle(record)
+
+
+_writer: _Writer | None = None
+_writer_lock = threading.Lock()
+
+
+def _start_writer(handlers: list[logging.Handler]) -> _HandOff:
+    global _writer
+    records: queue.Queue[logging.LogRecord] = queue.Queue()
+    writer = _Writer(records, *handlers, respect_handler_level=True)
+    writer.start()
+    with _writer_lock:
+        _writer = writer
+    return _HandOff(records)
+
+
+def _stop_writer() -> None:
+    """Write what is queued, then stop the thread (at exit, and before a new set-up)."""
+    global _writer
+    with _writer_lock:
+        writer, _writer = _writer, None
+    if writer is not None:
+        writer.stop()
+
+
+def _restart_writer_after_fork() -> None:
+    # A forked child has the queue but not the thread: give it its own writer for the same
+    # handlers, so a pre-forking server's workers keep logging.
+    global _writer
+    writer = _writer
+    if writer is None:
+        return
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        if isinstance(old, _HandOff):
+            root.removeHandler(old)
+    _writer = None
+    hand_off = _start_writer(list(writer.handlers))
+    hand_off._offload = True  # type: ignore[attr-defined]
+    root.addHandler(hand_off)
+
+
+atexit.register(_stop_writer)
+os.register_at_fork(after_in_child=_restart_writer_after_fork)
+
+
+def flush_logging(timeout: float = 5.0) -> None:
+    """Wait until every record logged so far is written (with ``background=True``)."""
+    writer = _writer
+    if writer is None:
+        return
+    records = writer.queue
+    if isinstance(records, queue.Queue):
+        with records.all_tasks_done:
+            records.all_tasks_done.wait_for(lambda: records.unfinished_tasks == 0, timeout)
+
+
 def configure_logging(
     json: bool | None = True,
     level: str | int = "INFO",
@@ -173,6 +273,7 @@ def configure_logging(
     stream: TextIO | None = None,
     file_max_bytes: int = FILE_MAX_BYTES,
     file_backups: int = FILE_BACKUPS,
+    background: bool = True,
 ) -> None:
     """Render every stdlib record (with its ``extra={...}`` fields) on stderr.
 
@@ -180,6 +281,11 @@ def configure_logging(
     colour on a terminal); ``json=None`` picks JSON unless the stream is a terminal. ``file``
     adds a size-rotated JSON log file. Calling it again replaces the previous set-up.
     Raises ``ValueError`` for an unknown level name.
+
+    With ``background=True`` lines are rendered and written on one writer thread, so a
+    request or job pays only for creating the record; what is queued is written at exit
+    (``flush_logging()`` waits for it at any time), but a process killed outright loses the
+    last few milliseconds of lines.
     """
     numeric = _level(level)
     out = stream if stream is not None else sys.stderr
@@ -203,6 +309,12 @@ def configure_logging(
         root.removeHandler(old)
         if getattr(old, "_offload", False):  # only close what an earlier call opened
             old.close()
+    previous = _writer
+    _stop_writer()  # writes what it holds first
+    for old in previous.handlers if previous is not None else ():
+        old.close()
+    if background:
+        handlers = [_start_writer(handlers)]
     for new in handlers:
         new._offload = True  # type: ignore[attr-defined]
         root.addHandler(new)

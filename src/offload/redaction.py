@@ -236,6 +236,11 @@ def secret_values(data: Any) -> Iterator[str]:
             yield from secret_values(v)
 
 
+def current_scoped_secrets() -> frozenset[str]:
+    """The values ``scoped_secrets`` hides in this context (for handing work to a thread)."""
+    return _scoped.get()
+
+
 @contextlib.contextmanager
 def scoped_secrets(values: Iterable[str]) -> Iterator[None]:
     """Hide ``values`` in everything redacted within this context (and tasks it starts)."""

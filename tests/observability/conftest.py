@@ -12,7 +12,7 @@ import pytest
 import structlog
 
 from offload import redaction
-from offload.logging import configure_logging
+from offload.logging import configure_logging, flush_logging
 
 LogLines = Callable[[], list[dict[str, Any]]]
 
@@ -29,6 +29,7 @@ def json_logs() -> Iterator[LogLines]:
     configure_logging(json=True, level="DEBUG", stream=buffer)
 
     def lines() -> list[dict[str, Any]]:
+        flush_logging()  # lines are written on the writer thread
         return [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
 
     try:

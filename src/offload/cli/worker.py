@@ -138,7 +138,7 @@ def worker(
 ) -> None:
     """Run jobs until SIGTERM or SIGINT; a first signal drains, a second stops at once."""
     # structlog is imported only by the command that logs, to keep `offload jobs ...` snappy.
-    from offload.logging import configure_logging
+    from offload.logging import configure_logging, flush_logging
 
     try:
         configure_logging(
@@ -177,6 +177,7 @@ def worker(
             "exiting with sync tasks still running on abandoned threads",
             extra={"action": "worker.abandon_threads", "threads": len(stuck)},
         )
+        flush_logging()
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
