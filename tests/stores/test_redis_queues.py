@@ -96,3 +96,24 @@ async def test_a_failed_shared_round_trip_reaches_every_caller(
     assert all(isinstance(o, Exception) for o in outcomes)
     [after] = await producer.enqueue([new_job()])
     assert JobState.QUEUED == after.state
+
+
+async def test_a_lost_queue_registry_is_rebuilt_by_the_next_enqueue(
+    pair: tuple[RedisStore, RedisStore],
+) -> None:
+    """After the registry of queues is lost (FLUSHDB, a restart without persistence), a
+    producer that keeps running registers its queue again, so workers serving all queues
+    still find its jobs."""
+    worker, producer = pair
+    queue = f"q-{uuid.uuid4().hex[:6]}"
+    await producer.enqueue([new_job(queue=queue)])
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    async for key in client.scan_iter(match=f"*{producer._conn.opts.prefix}*", count=1000):
+        await client.delete(key)
+    await client.aclose()
+    [job] = await producer.enqueue([new_job(queue=queue)])
+    await worker.wait(None, 0.05)  # the wake-up from the re-registered queue, if any
+    await worker._conn.refresh_known(0.0)
+    assert [job.id] == [r.id for r in await worker.claim(None, 10, "w", TTL)]

@@ -161,10 +161,12 @@ class RedisStore:
                 groups.setdefault(queue, []).append(i)
             commands: list[tuple[Any, ...]] = []
             fresh = [q for q in groups if q not in self._conn.registered]
-            if fresh:
-                # New queues join the registry (and wake workers serving all queues) before
-                # their first job exists, so no job sits in a queue nobody knows about.
-                commands.append(("SADD", layout.queues_key, *fresh))
+            # Every batch's queues join the registry before their jobs exist, so no job sits
+            # in a queue that workers serving all queues do not know about: not even after
+            # the registry was lost (FLUSHDB, or a restart without persistence) while this
+            # process kept running. It rides in the same round trip.
+            commands.append(("SADD", layout.queues_key, *groups))
+            if fresh:  # new to this process: wake workers serving all queues right away
                 commands.append(("LPUSH", layout.wake_key, "1"))
                 commands.append(("LTRIM", layout.wake_key, 0, 63))
             for queue, members in groups.items():
@@ -195,6 +197,11 @@ class RedisStore:
             results = await self._conn.run(commands)
         if fresh:
             self._conn.add_known(fresh)
+        elif results[0]:  # the registry had lost a queue this process knew: wake workers now
+            async with self._conn.guard("enqueue"):
+                await self._conn.run(
+                    [("LPUSH", layout.wake_key, "1"), ("LTRIM", layout.wake_key, 0, 63)]
+                )
         out: list[JobRecord | None] = [None] * len(jobs)
         for (_, members), result in zip(groups.items(), results[-len(groups) :], strict=True):
             enqueued_at = float(result[0])
