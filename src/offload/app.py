@@ -372,7 +372,8 @@ class Offload:
             raise
         if observers:
             notify(observers, "enqueued", new_jobs, records)
-        if log.isEnabledFor(logging.INFO):
+        # DEBUG: a batch of thousands would otherwise cost a line each on the caller's path.
+        if log.isEnabledFor(logging.DEBUG):
             _log_enqueued(new_jobs, records)
         jobs = [
             Job(record, self.store, item.task.codec.decode_result)
@@ -397,7 +398,7 @@ def _log_enqueued(new_jobs: Sequence[Any], records: Sequence[JobRecord]) -> None
     for new, record in zip(new_jobs, records, strict=True):
         fields = correlation.job_fields(record)
         del fields["attempt"]
-        log.info(
+        log.debug(
             "job enqueued" if new.id == record.id else "job already enqueued under this key",
             extra={"action": "job.enqueued", "existing": new.id != record.id, **fields},
         )

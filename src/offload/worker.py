@@ -337,8 +337,9 @@ class Worker:
         started = time.perf_counter()
         try:
             with scoped_secrets(secrets_):
-                if log.isEnabledFor(logging.INFO):
-                    log.info("job started", extra={"action": "job.started"})
+                # DEBUG: at INFO each attempt gets one line, when it ends (with its duration).
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("job started", extra={"action": "job.started"})
                 if observers:
                     notify(observers, "started", record)
                 outcome = await self._outcome(record)
