@@ -10,10 +10,11 @@ call `recorder.hit` with it: `noop` at once, `sleep` after sleeping 10 ms.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -55,6 +56,8 @@ class Peer(ABC):
     delivery: ClassVar[str]
     # Processes and concurrency actually run (x slots in total for the I/O ideal).
     slots: ClassVar[int] = WORKERS * CONCURRENCY
+    # A cap on the jobs per figure, for a library too slow to run the full count in time.
+    max_jobs: ClassVar[int | None] = None
     # Worker processes that fork a child per job and expect children to inherit the slot.
     inherit_record: ClassVar[bool] = False
 
@@ -99,3 +102,17 @@ class AsyncPeer(Peer):
 
     async def close(self) -> None:
         """Disconnect the producer."""
+
+
+IN_FLIGHT = 100  # redis-py's default connection pool size (asyncio): more calls would fail
+
+
+async def concurrently(calls: Sequence[Callable[[], Awaitable[object]]]) -> None:
+    """The batch for libraries without a batch API: every call at once, `IN_FLIGHT` in flight."""
+    gate = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one(call: Callable[[], Awaitable[object]]) -> None:
+        async with gate:
+            await call()
+
+    await asyncio.gather(*(one(c) for c in calls))

@@ -119,17 +119,35 @@ def _redis(url: str) -> Any:
     return redis.Redis.from_url(url)
 
 
-def command_calls(client: Any) -> int:
-    """Commands the server has run, by `INFO commandstats` (scripts' inner calls included)."""
+SCRIPT_COMMANDS = {"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"}
+
+
+def command_calls(client: Any) -> tuple[int, int]:
+    """Commands the server has run, and how many of them were script calls.
+
+    `INFO commandstats` counts every command a Lua script or function runs as well as the
+    script call itself, and each command inside MULTI/EXEC: work done by the server, not
+    round trips.
+    """
     stats = client.info("commandstats")
-    return sum(int(v["calls"]) for v in stats.values())
+    total = sum(int(v["calls"]) for v in stats.values())
+    scripts = sum(
+        int(v["calls"]) for k, v in stats.items() if k.removeprefix("cmdstat_") in SCRIPT_COMMANDS
+    )
+    return total, scripts
+
+
+def commands_since(client: Any, before: tuple[int, int], jobs: int) -> tuple[float, float]:
+    """Commands and script calls per job since `before`, less the harness's own INFO call."""
+    total, scripts = command_calls(client)
+    return (total - before[0] - 1) / jobs, (scripts - before[1]) / jobs
 
 
 def background_rate(client: Any, seconds: float = 1.0) -> float:
     """Commands per second other clients send while the harness is idle."""
-    before = command_calls(client)
+    before = command_calls(client)[0]
     time.sleep(seconds)
-    return max(0, command_calls(client) - before - 1) / seconds
+    return max(0, command_calls(client)[0] - before - 1) / seconds
 
 
 # -- worker processes -------------------------------------------------------------------------
@@ -303,7 +321,9 @@ async def bench_library(name: str, url: str, sizes: Sizes, tmp: Path) -> dict[st
     peer = module.Adapter()
     r: dict[str, Any] = {"version": peer.version()}
     client = _redis(url)
-    n = sizes.jobs
+    n = min(sizes.jobs, peer.max_jobs or sizes.jobs)
+    io = min(sizes.io, peer.max_jobs or sizes.io)
+    r["jobs"], r["io_jobs"] = n, io
 
     async def flush() -> None:
         client.flushdb()
@@ -315,7 +335,7 @@ async def bench_library(name: str, url: str, sizes: Sizes, tmp: Path) -> dict[st
     # 1. one by one, no workers.
     before = command_calls(client)
     seconds = await one_by_one(peer, "noop", n)
-    r["enqueue_cmds"] = (command_calls(client) - before - 1) / n
+    r["enqueue_cmds"], r["enqueue_scripts"] = commands_since(client, before, n)
     r["one_by_one"] = n / seconds
     await flush()
 
@@ -329,7 +349,7 @@ async def bench_library(name: str, url: str, sizes: Sizes, tmp: Path) -> dict[st
         cpu0: dict[int, float] = {}
         await wait_done(ws, n, sizes.wait, on_first=lambda: cpu0.update(ws.cpu()))
         cpu1 = ws.cpu()
-        r["drain_cmds"] = (command_calls(client) - before - 1) / n
+        r["drain_cmds"], r["drain_scripts"] = commands_since(client, before, n)
         snap = ws.reader.snapshot()
         r["drain"] = n / (snap.last - snap.first)
         r["cpu_us"] = sum(v - cpu0.get(pid, 0.0) for pid, v in cpu1.items()) / n * 1e6
@@ -353,14 +373,14 @@ async def bench_library(name: str, url: str, sizes: Sizes, tmp: Path) -> dict[st
     await flush()
 
     # 6. 10 ms sleeps: backlog first, then fresh workers.
-    await batched(peer, "sleep", sizes.io, BATCH)
+    await batched(peer, "sleep", io, BATCH)
     ws = start_workers(peer, tmp, "io")
     try:
-        await wait_done(ws, sizes.io, sizes.wait)
+        await wait_done(ws, io, sizes.wait)
         snap = ws.reader.snapshot()
     finally:
         ws.stop()
-    ideal = sizes.io * SLEEP / 64
+    ideal = io * SLEEP / 64
     r["io_pct"] = ideal / (snap.last - snap.first) * 100
     await call(peer, "close")
     await flush()
@@ -383,7 +403,9 @@ def _fmt(r: dict[str, Any], key: str, spec: str) -> str:
     return spec.format(r[key]) if key in r else "—"
 
 
-def table(results: dict[str, dict[str, Any]], meta: dict[str, Any], counted: bool) -> str:
+def table(
+    results: dict[str, dict[str, Any]], meta: dict[str, Any], counted: bool, jobs: int
+) -> str:
     cols = [
         "library",
         "enqueue one by one (jobs/s)",
@@ -394,6 +416,7 @@ def table(results: dict[str, dict[str, Any]], meta: dict[str, Any], counted: boo
         "10 ms sleeps (% of ideal)",
         "worker CPU per job (µs)",
         "Redis commands per job (enqueue + drain)",
+        "of which script calls",
         "delivery and results (defaults)",
     ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -402,11 +425,12 @@ def table(results: dict[str, dict[str, Any]], meta: dict[str, Any], counted: boo
         if "error" in r:
             lines.append(f"| {label} | failed: {r['error']} |" + " |" * (len(cols) - 2))
             continue
-        cmds = (
-            f"{r['enqueue_cmds']:.1f} + {r['drain_cmds']:.1f}"
-            if counted and "drain_cmds" in r
-            else "n/a"
-        )
+        cmds = scripts = "n/a"
+        if counted and "drain_cmds" in r:
+            cmds = f"{r['enqueue_cmds']:.1f} + {r['drain_cmds']:.1f}"
+            scripts = f"{r['enqueue_scripts']:.1f} + {r['drain_scripts']:.1f}"
+        if r.get("jobs", jobs) != jobs:
+            label += f" ({r['jobs']:,} jobs)"
         lat = f"{r['p50']:.2f} / {r['p99']:.2f}" if "p99" in r else "—"
         lines.append(
             "| "
@@ -421,6 +445,7 @@ def table(results: dict[str, dict[str, Any]], meta: dict[str, Any], counted: boo
                     _fmt(r, "io_pct", "{:.0f} %"),
                     _fmt(r, "cpu_us", "{:,.0f}"),
                     cmds,
+                    scripts,
                     meta[name]["delivery"],
                 ]
             )
@@ -576,7 +601,7 @@ def run_all(names: list[str], url: str, sizes: Sizes, ns: argparse.Namespace) ->
         client.flushdb()
         print(f"  {name}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     counted = busy < 5
-    print(table(results, meta, counted))
+    print(table(results, meta, counted, sizes.jobs))
     print()
     for line in ratios(results):
         print(line)
