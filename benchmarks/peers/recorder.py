@@ -144,6 +144,13 @@ class Reader:
                 all_lags.extend(struct.unpack_from(f"<{count}d", self.map, offset + SLOT_HEAD))
         return Snapshot(done, min(firsts, default=0.0), max(lasts, default=0.0), slots, all_lags)
 
+    def pids(self) -> list[int]:
+        """The processes that have taken a slot, in the order they took it."""
+        return [
+            struct.unpack_from("<Q", self.map, HEADER + i * SLOT + 24)[0]
+            for i in range(self._slots())
+        ]
+
     def reset(self) -> None:
         """Zero the counters of every slot (call only while no job runs)."""
         for i in range(self._slots()):

@@ -47,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,17 +232,30 @@ def start_workers(peer: Any, tmp: Path, tag: str) -> WorkerSet:
     return WorkerSet(procs, record, log, recorder.Reader(record))
 
 
-async def wait_done(
-    ws: WorkerSet, total: int, timeout: float, on_first: Callable[[], None] | None = None
-) -> None:
-    """Poll shared memory (no syscall, no Redis) until `total` jobs have run."""
+async def wait_done(ws: WorkerSet, total: int, timeout: float, track_cpu: bool = False) -> None:
+    """Poll shared memory (no syscall, no Redis) until `total` jobs have run.
+
+    With `track_cpu`, each process's CPU baseline is taken when it takes its recorder slot
+    (its first job, or RQ's worker start), and the rest of the process tree's at the first
+    job anywhere, so interpreter start-up and imports are not counted as work.
+    """
     deadline = time.monotonic() + timeout
     checked = time.monotonic()
+    slots = 0
+    first = False
     while True:
         done = ws.reader.done()
-        if on_first is not None and done:
-            on_first()
-            on_first = None
+        if track_cpu:
+            pids = ws.reader.pids()
+            if len(pids) > slots:
+                now_cpu = ws.cpu()
+                for pid in pids[slots:]:
+                    ws.baseline.setdefault(pid, now_cpu.get(pid, 0.0))
+                slots = len(pids)
+            if done and not first:
+                first = True
+                for pid, value in ws.cpu().items():
+                    ws.baseline.setdefault(pid, value)
         if done >= total:
             return
         now = time.monotonic()
@@ -346,13 +359,12 @@ async def bench_library(name: str, url: str, sizes: Sizes, tmp: Path) -> dict[st
     before = command_calls(client)
     ws = start_workers(peer, tmp, "drain")
     try:
-        cpu0: dict[int, float] = {}
-        await wait_done(ws, n, sizes.wait, on_first=lambda: cpu0.update(ws.cpu()))
+        await wait_done(ws, n, sizes.wait, track_cpu=True)
         cpu1 = ws.cpu()
         r["drain_cmds"], r["drain_scripts"] = commands_since(client, before, n)
         snap = ws.reader.snapshot()
         r["drain"] = n / (snap.last - snap.first)
-        r["cpu_us"] = sum(v - cpu0.get(pid, 0.0) for pid, v in cpu1.items()) / n * 1e6
+        r["cpu_us"] = sum(v - ws.baseline.get(pid, 0.0) for pid, v in cpu1.items()) / n * 1e6
 
         # 4. online: the same workers, the producer enqueues in batches of 100.
         ws.reader.reset()
@@ -527,7 +539,7 @@ def main() -> None:
     ns = parser.parse_args()
 
     if ns.quick:
-        sizes = Sizes(jobs=2_000, latency=200, io=1_000, wait=120)
+        sizes = Sizes(jobs=2_000, latency=200, io=1_000, wait=300)
     else:
         sizes = Sizes(jobs=ns.jobs, latency=1_000, io=5_000, wait=600)
     if ns.child:
@@ -598,6 +610,11 @@ def run_all(names: list[str], url: str, sizes: Sizes, ns: argparse.Namespace) ->
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 results[name] = {"error": f"no result within {timeout:.0f} s"}
+            except KeyboardInterrupt:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                client.flushdb()
+                raise
         client.flushdb()
         print(f"  {name}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     counted = busy < 5
