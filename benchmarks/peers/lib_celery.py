@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from celery import Celery, group
+from celery import Celery, group  # type: ignore[import-untyped]
 
 from benchmarks.peers import recorder
 from benchmarks.peers.common import CONCURRENCY, SLEEP, WORKERS, Kind, SyncPeer, bin_argv, redis_url
@@ -14,12 +14,12 @@ from benchmarks.peers.common import CONCURRENCY, SLEEP, WORKERS, Kind, SyncPeer,
 app = Celery("peers", broker=redis_url())  # no result backend: Celery's default
 
 
-@app.task
+@app.task  # type: ignore[untyped-decorator]
 def noop(t: float) -> None:
     recorder.hit(t)
 
 
-@app.task
+@app.task  # type: ignore[untyped-decorator]
 def sleep(t: float) -> None:
     time.sleep(SLEEP)
     recorder.hit(t)

@@ -12,7 +12,7 @@ from dramatiq.brokers.redis import RedisBroker
 from benchmarks.peers import recorder
 from benchmarks.peers.common import CONCURRENCY, SLEEP, WORKERS, Kind, SyncPeer, bin_argv, redis_url
 
-broker = RedisBroker(url=redis_url())
+broker = RedisBroker(url=redis_url())  # type: ignore[no-untyped-call]
 dramatiq.set_broker(broker)
 
 
@@ -57,4 +57,5 @@ class Adapter(SyncPeer):
         ACTORS[kind].send(t)
 
     def enqueue_batch(self, kind: Kind, ts: Sequence[float]) -> None:
-        dramatiq.group(ACTORS[kind].message(t) for t in ts).run()
+        batch = dramatiq.group(ACTORS[kind].message(t) for t in ts)  # type: ignore[no-untyped-call]
+        batch.run()  # type: ignore[no-untyped-call]

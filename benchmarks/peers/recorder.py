@@ -122,7 +122,8 @@ class Reader:
             os.close(fd)
 
     def _slots(self) -> int:
-        return min(struct.unpack_from("<Q", self.map, 0)[0], SLOTS)
+        taken: int = struct.unpack_from("<Q", self.map, 0)[0]
+        return min(taken, SLOTS)
 
     def done(self) -> int:
         return sum(
@@ -130,7 +131,10 @@ class Reader:
         )
 
     def snapshot(self, lags: bool = False) -> Snapshot:
-        done, firsts, lasts, all_lags = 0, [], [], []
+        done = 0
+        firsts: list[float] = []
+        lasts: list[float] = []
+        all_lags: list[float] = []
         slots = self._slots()
         for i in range(slots):
             offset = HEADER + i * SLOT

@@ -50,7 +50,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from benchmarks.peers.common import Kind
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -153,6 +156,14 @@ def background_rate(client: Any, seconds: float = 1.0) -> float:
 # -- worker processes -------------------------------------------------------------------------
 
 
+def _psutil() -> Any:
+    # Imported late: the harness starts in the project's venv, which has no psutil, and
+    # re-runs itself in the peers' venv.
+    import psutil  # type: ignore[import-untyped]  # no stubs in the peers' venv
+
+    return psutil
+
+
 @dataclass
 class WorkerSet:
     """The worker commands of one library, started together, recording into one file."""
@@ -167,7 +178,7 @@ class WorkerSet:
         return any(p.poll() is None for p in self.procs)
 
     def _tree(self) -> list[Any]:
-        import psutil
+        psutil = _psutil()
 
         out = []
         for p in self.procs:
@@ -179,7 +190,7 @@ class WorkerSet:
 
     def cpu(self) -> dict[int, float]:
         """CPU seconds per process: its own plus its reaped children's (RQ forks per job)."""
-        import psutil
+        psutil = _psutil()
 
         out = {}
         for proc in self._tree():
@@ -189,7 +200,7 @@ class WorkerSet:
         return out
 
     def stop(self) -> None:
-        import psutil
+        psutil = _psutil()
 
         tree = self._tree()
         for p in self.procs:
@@ -273,7 +284,7 @@ async def wait_done(ws: WorkerSet, total: int, timeout: float, track_cpu: bool =
 # -- producers --------------------------------------------------------------------------------
 
 
-async def one_by_one(peer: Any, kind: str, n: int, rate: float | None = None) -> float:
+async def one_by_one(peer: Any, kind: Kind, n: int, rate: float | None = None) -> float:
     """Enqueue `n` jobs with one call each; returns the seconds it took."""
     from benchmarks.peers.common import AsyncPeer
 
@@ -296,7 +307,7 @@ async def one_by_one(peer: Any, kind: str, n: int, rate: float | None = None) ->
     return time.perf_counter() - start
 
 
-async def batched(peer: Any, kind: str, n: int, size: int) -> float:
+async def batched(peer: Any, kind: Kind, n: int, size: int) -> float:
     """Enqueue `n` jobs through the library's batch API, `size` a call."""
     from benchmarks.peers.common import AsyncPeer
 
@@ -558,9 +569,9 @@ def main() -> None:
 
 
 def run_all(names: list[str], url: str, sizes: Sizes, ns: argparse.Namespace) -> None:
-    from redis.connection import parse_url
+    from urllib.parse import urlsplit
 
-    db = int(parse_url(url).get("db", 0))
+    db = int(urlsplit(url).path.strip("/") or 0)
     if db == 0:
         sys.exit("refusing to use Redis DB 0 (others keep data there): give --redis .../15")
     client = _redis(url)
