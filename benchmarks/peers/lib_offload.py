@@ -42,7 +42,7 @@ class Adapter(AsyncPeer):
     package = "offload"
     settings: ClassVar[str] = (
         f"{WORKERS} × `offload worker --concurrency {CONCURRENCY}`; "
-        "defaults otherwise (3 attempts, lease 30 s, prefetch a quarter of concurrency, "
+        "defaults otherwise (3 retries, lease 30 s, prefetch a quarter of concurrency, "
         "a JSON log line per job at INFO)"
     )
     batch_api = "`jobs.enqueue_many([task.prepare(...)])`, 1,000 a call"

@@ -44,7 +44,9 @@ class Adapter(AsyncPeer):
         f"{WORKERS} worker processes), `concurrency={CONCURRENCY}`; defaults otherwise"
     )
     batch_api = "none: 1,000 `queue.enqueue()` calls at once, 100 in flight (redis-py's pool size)"
-    delivery = "at-least-once (swept after a timeout, retried if retries allow); results kept"
+    # A job whose worker died is swept and retried only while attempts < `retries`, which
+    # defaults to 1: by default it ends aborted, not re-run.
+    delivery = "at-most-once (`retries=1`: a swept job is aborted); results kept 600 s"
 
     def worker_commands(self) -> list[list[str]]:
         return [bin_argv("saq", "benchmarks.peers.lib_saq.settings", "--workers", str(WORKERS))]

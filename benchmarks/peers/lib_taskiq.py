@@ -47,7 +47,10 @@ class Adapter(AsyncPeer):
         "taskiq-redis `RedisStreamBroker` with its defaults (XREADGROUP 100 at a time)"
     )
     batch_api = "none: 1,000 `kiq()` calls at once, 100 in flight (redis-py's pool size)"
-    delivery = "at-least-once (acks when the result is saved); no results (no backend set)"
+    delivery = (
+        "at-least-once (acks once the result is saved; unacked messages reclaimed after "
+        "10 min); no results (no backend set)"
+    )
 
     def worker_commands(self) -> list[list[str]]:
         return [
