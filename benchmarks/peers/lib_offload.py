@@ -42,7 +42,7 @@ class Adapter(AsyncPeer):
     package = "offload"
     settings: ClassVar[str] = (
         f"{WORKERS} × `offload worker --concurrency {CONCURRENCY}`; "
-        "defaults otherwise (3 retries, lease 30 s, prefetch a quarter of concurrency, "
+        "defaults otherwise (3 retries, lease 30 s, adaptive prefetch, "
         "a JSON log line per job at INFO)"
     )
     batch_api = "`jobs.enqueue_many([task.prepare(...)])`, 1,000 a call"
@@ -74,8 +74,7 @@ class Adapter(AsyncPeer):
         await self.app.enqueue_many([task.prepare(t) for t in ts])
 
     async def reset(self) -> None:
-        # A store announces each queue once (the set workers read to find queues); after
-        # FLUSHDB a fresh app announces it again.
+        # Each step starts from a fresh app and connections, as after a restart.
         await self.app.close()
         self.app, self.tasks = make_app()
         await self.app.open()
