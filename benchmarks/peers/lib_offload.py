@@ -43,7 +43,7 @@ class Adapter(AsyncPeer):
     settings: ClassVar[str] = (
         f"{WORKERS} × `offload worker --concurrency {CONCURRENCY}`; "
         "defaults otherwise (3 retries, lease 30 s, adaptive prefetch, "
-        "a JSON log line per job at INFO)"
+        "a JSON log line per finished job at INFO)"
     )
     batch_api = "`jobs.enqueue_many([task.prepare(...)])`, 1,000 a call"
     delivery = "at-least-once; results kept"
