@@ -11,7 +11,6 @@ shared-memory counter rather than of the table.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 import time
@@ -22,20 +21,14 @@ from urllib.parse import parse_qs, urlsplit
 
 from offload.errors import ConfigError, InvalidTransition, StoreUnavailable
 from offload.jobs import JobRecord, JobState, Progress
+from offload.stores import sqlite_ops as ops
 from offload.stores._common import (
     decode_cursor,
-    dump_error,
     dump_progress,
     encode_cursor,
-    lease_expired_error,
-    lease_requeued_error,
-    load_error,
-    load_progress,
     queue_list,
-    queued_record,
-    sort_key,
 )
-from offload.stores.base import JobFilter, NewJob, Outcome, OutcomeKind, Page, ScheduleState
+from offload.stores.base import JobFilter, NewJob, Outcome, Page, ScheduleState
 from offload.stores.sqlite_writer import Op, Writer
 
 T = TypeVar("T")
@@ -43,42 +36,6 @@ log = logging.getLogger("offload.store.sqlite")
 
 # Cross-process wake-up poll: from 1 ms, doubling while idle, to at most this interval.
 MAX_POLL_SECONDS = 0.005
-
-COLUMNS = (
-    "id, task, queue, args, kwargs, state, priority, attempt, max_attempts, run_at, "
-    "enqueued_at, timeout, started_at, finished_at, lease_until, worker_id, key, result, "
-    "error, progress, meta, cancel_requested"
-)
-
-_STATES = {s.value: s for s in JobState}
-
-
-def _record(row: tuple[Any, ...]) -> JobRecord:
-    meta = row[20]
-    return JobRecord(
-        id=row[0],
-        task=row[1],
-        queue=row[2],
-        args=row[3],
-        kwargs=row[4],
-        state=_STATES[row[5]],
-        priority=row[6],
-        attempt=row[7],
-        max_attempts=row[8],
-        run_at=row[9],
-        enqueued_at=row[10],
-        timeout=row[11],
-        started_at=row[12],
-        finished_at=row[13],
-        lease_until=row[14],
-        worker_id=row[15],
-        key=row[16],
-        result=row[17],
-        error=load_error(row[18]),
-        progress=load_progress(row[19]),
-        meta={} if meta == "{}" else json.loads(meta),
-        cancel_requested=bool(row[21]),
-    )
 
 
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
@@ -182,7 +139,7 @@ class SQLiteStore:
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
         jobs = list(jobs)
         clock = self._clock
-        records = await self._run(lambda conn: _enqueue(conn, jobs, clock()), durable=True)
+        records = await self._run(lambda conn: ops.enqueue(conn, jobs, clock()), durable=True)
         self._local.set()
         return records
 
@@ -193,20 +150,20 @@ class SQLiteStore:
         self._seen_version = self._data_version()
         qs = queue_list(queues)
         clock = self._clock
-        return await self._run(lambda conn: _claim(conn, qs, limit, worker_id, ttl, clock()))
+        return await self._run(lambda conn: ops.claim(conn, qs, limit, worker_id, ttl, clock()))
 
     async def heartbeat(
         self, leases: Sequence[tuple[str, int]], worker_id: str, ttl: float
     ) -> tuple[set[str], set[str]]:
         leases = list(leases)
         clock = self._clock
-        return await self._run(lambda conn: _heartbeat(conn, leases, worker_id, ttl, clock()))
+        return await self._run(lambda conn: ops.heartbeat(conn, leases, worker_id, ttl, clock()))
 
     async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
         outcomes = list(outcomes)
         clock = self._clock
-        applied = await self._run(lambda conn: _complete(conn, outcomes, clock()))
-        if any(o.kind in _REQUEUED for o in outcomes):
+        applied = await self._run(lambda conn: ops.complete(conn, outcomes, clock()))
+        if any(o.kind in ops.REQUEUED for o in outcomes):
             self._local.set()
         return applied
 
@@ -227,7 +184,7 @@ class SQLiteStore:
 
     async def requeue_expired(self) -> int:
         clock = self._clock
-        count = await self._run(lambda conn: _requeue_expired(conn, clock()))
+        count = await self._run(lambda conn: ops.requeue_expired(conn, clock()))
         if count:
             self._local.set()
         return count
@@ -244,13 +201,13 @@ class SQLiteStore:
                 "UPDATE offload_jobs SET cancel_requested=1 WHERE id=? AND state='running'",
                 (job_id,),
             )
-            return _get(conn, job_id)
+            return ops.get(conn, job_id)
 
         return await self._run(op, durable=True)
 
     async def retry(self, job_id: str) -> JobRecord | None:
         def op(conn: sqlite3.Connection) -> JobRecord | None:
-            job = _get(conn, job_id)
+            job = ops.get(conn, job_id)
             if job is None:
                 return None
             if job.state not in (JobState.FAILED, JobState.CANCELLED):
@@ -263,7 +220,7 @@ class SQLiteStore:
                 "error=NULL, cancel_requested=0, lease_until=NULL WHERE id=?",
                 (self._clock(), job_id),
             )
-            return _get(conn, job_id)
+            return ops.get(conn, job_id)
 
         record = await self._run(op, durable=True)
         self._local.set()
@@ -324,7 +281,7 @@ class SQLiteStore:
         return await self._run(op, write=False)
 
     async def get(self, job_id: str) -> JobRecord | None:
-        return await self._run(lambda conn: _get(conn, job_id), write=False)
+        return await self._run(lambda conn: ops.get(conn, job_id), write=False)
 
     async def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
         after = decode_cursor(cursor) if cursor else None
@@ -343,13 +300,13 @@ class SQLiteStore:
             if after is not None:
                 where.append("id < ?")
                 params.append(after)
-            sql = f"SELECT {COLUMNS} FROM offload_jobs"
+            sql = f"SELECT {ops.COLUMNS} FROM offload_jobs"
             if where:
                 sql += " WHERE " + " AND ".join(where)
             sql += " ORDER BY id DESC LIMIT ?"
             params.append(limit + 1)
             rows = conn.execute(sql, params).fetchall()
-            jobs = [_record(r) for r in rows[:limit]]
+            jobs = [ops.record(r) for r in rows[:limit]]
             more = len(rows) > limit
             return Page(jobs, encode_cursor(jobs[-1].id) if more and jobs else None)
 
@@ -360,7 +317,7 @@ class SQLiteStore:
             rows = conn.execute(
                 "SELECT queue, state, count(*) FROM offload_jobs GROUP BY queue, state"
             ).fetchall()
-            return {(q, _STATES[s]): n for q, s, n in rows}
+            return {(q, ops.STATES[s]): n for q, s, n in rows}
 
         return await self._run(op, write=False)
 
@@ -397,213 +354,3 @@ class SQLiteStore:
                 interval = min(interval * 2, MAX_POLL_SECONDS)
             else:
                 return
-
-
-# --- operations, run on the writer thread ----------------------------------------------
-
-_INSERT = (
-    "INSERT INTO offload_jobs (id, task, queue, args, kwargs, state, priority, attempt, "
-    "max_attempts, run_at, enqueued_at, timeout, key, meta) "
-    "VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?)"
-)
-
-
-def _enqueue(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> list[JobRecord]:
-    records: list[JobRecord] = []
-    plain: list[tuple[Any, ...]] = []
-    for new in jobs:
-        run_at = new.run_at if new.run_at is not None else now + new.delay
-        meta = json.dumps(new.meta) if new.meta else "{}"
-        row = (
-            new.id,
-            new.task,
-            new.queue,
-            new.args,
-            new.kwargs,
-            new.priority,
-            new.max_attempts,
-            run_at,
-            now,
-            new.timeout,
-            new.key,
-            meta,
-        )
-        if new.key is not None:
-            # Flush earlier keyless rows first so that the batch keeps its order.
-            if plain:
-                conn.executemany(_INSERT, plain)
-                plain = []
-            cur = conn.execute(
-                _INSERT + " ON CONFLICT (task, key) WHERE key IS NOT NULL DO NOTHING", row
-            )
-            if cur.rowcount == 0:
-                existing = conn.execute(
-                    f"SELECT {COLUMNS} FROM offload_jobs WHERE task=? AND key=?",
-                    (new.task, new.key),
-                ).fetchone()
-                records.append(_record(existing))
-                continue
-        else:
-            plain.append(row)
-        records.append(queued_record(new, now))
-    if plain:
-        conn.executemany(_INSERT, plain)
-    queues = {new.queue for new in jobs}
-    conn.executemany(
-        "INSERT OR IGNORE INTO offload_queues (name) VALUES (?)", [(q,) for q in queues]
-    )
-    return records
-
-
-_CLAIM_SET = (
-    "UPDATE offload_jobs SET state='running', attempt=attempt+1, lease_until=?, worker_id=?, "
-    "started_at=?, cancel_requested=0 WHERE id IN ({select}) RETURNING " + COLUMNS
-)
-_CLAIM_PICK = (
-    "SELECT id FROM offload_jobs WHERE state='queued' {queue} AND run_at<=? "
-    "ORDER BY priority DESC, run_at, id LIMIT ?"
-)
-
-
-def _claim(
-    conn: sqlite3.Connection,
-    queues: list[str] | None,
-    limit: int,
-    worker_id: str,
-    ttl: float,
-    now: float,
-) -> list[JobRecord]:
-    params: list[Any] = [now + ttl, worker_id, now]
-    if queues is None:
-        queues = [row[0] for row in conn.execute("SELECT name FROM offload_queues")]
-        if not queues:
-            return []
-    if len(queues) == 1:
-        select = _CLAIM_PICK.format(queue="AND queue=?")
-        params += [queues[0], now, limit]
-    else:
-        # One index range per queue, merged: an IN list would make SQLite sort every due row.
-        parts = []
-        for q in queues:
-            parts.append(
-                "SELECT * FROM (SELECT id, priority, run_at FROM offload_jobs "
-                "WHERE state='queued' AND queue=? AND run_at<=? "
-                "ORDER BY priority DESC, run_at, id LIMIT ?)"
-            )
-            params += [q, now, limit]
-        select = (
-            "SELECT id FROM (" + " UNION ALL ".join(parts) + ") "
-            "ORDER BY priority DESC, run_at, id LIMIT ?"
-        )
-        params.append(limit)
-    rows = conn.execute(_CLAIM_SET.format(select=select), params).fetchall()
-    records = [_record(r) for r in rows]
-    records.sort(key=sort_key)
-    return records
-
-
-def _heartbeat(
-    conn: sqlite3.Connection,
-    leases: list[tuple[str, int]],
-    worker_id: str,
-    ttl: float,
-    now: float,
-) -> tuple[set[str], set[str]]:
-    lease_until = now + ttl
-    lost: set[str] = set()
-    cancel: set[str] = set()
-    for job_id, attempt in leases:
-        row = conn.execute(
-            "UPDATE offload_jobs SET lease_until=? WHERE id=? AND state='running' "
-            "AND worker_id=? AND attempt=? RETURNING cancel_requested",
-            (lease_until, job_id, worker_id, attempt),
-        ).fetchone()
-        if row is None:
-            lost.add(job_id)
-        elif row[0]:
-            cancel.add(job_id)
-    return lost, cancel
-
-
-_FENCE = " WHERE id=? AND state='running' AND worker_id=? AND attempt=?"
-
-
-_REQUEUED = (OutcomeKind.RETRY, OutcomeKind.REQUEUE, OutcomeKind.RELEASE)
-
-
-def _complete(conn: sqlite3.Connection, outcomes: list[Outcome], now: float) -> list[bool]:
-    applied: list[bool] = []
-    for o in outcomes:
-        fence = (o.id, o.worker_id, o.attempt)
-        kind = o.kind
-        if kind is OutcomeKind.SUCCEEDED:
-            cur = conn.execute(
-                "UPDATE offload_jobs SET state='succeeded', result=?, error=NULL, "
-                "finished_at=?, lease_until=NULL, cancel_requested=0" + _FENCE,
-                (o.result, now, *fence),
-            )
-        elif kind is OutcomeKind.FAILED or kind is OutcomeKind.CANCELLED:
-            cur = conn.execute(
-                "UPDATE offload_jobs SET state=?, error=?, finished_at=?, lease_until=NULL, "
-                "cancel_requested=0" + _FENCE,
-                (kind.value, dump_error(o.error), now, *fence),
-            )
-        elif kind is OutcomeKind.RELEASE:
-            cur = conn.execute(
-                "UPDATE offload_jobs SET "
-                "state=CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END, "
-                "finished_at=CASE WHEN cancel_requested THEN ? ELSE finished_at END, "
-                "run_at=?, attempt=attempt-CASE WHEN cancel_requested THEN 0 ELSE 1 END, "
-                "started_at=CASE WHEN attempt=1 AND NOT cancel_requested THEN NULL "
-                "ELSE started_at END, "
-                "worker_id=CASE WHEN attempt=1 AND NOT cancel_requested THEN NULL "
-                "ELSE worker_id END, "
-                "lease_until=NULL, cancel_requested=0" + _FENCE,
-                (now, now, *fence),
-            )
-        elif kind is OutcomeKind.RETRY:
-            cur = conn.execute(
-                "UPDATE offload_jobs SET state='queued', error=?, run_at=?, lease_until=NULL, "
-                "cancel_requested=0" + _FENCE,
-                (dump_error(o.error), now + o.delay, *fence),
-            )
-        else:
-            cur = conn.execute(
-                "UPDATE offload_jobs SET state='queued', run_at=?, lease_until=NULL, "
-                "max_attempts=max(max_attempts, attempt+1)" + _FENCE,
-                (now, *fence),
-            )
-        applied.append(cur.rowcount == 1)
-    return applied
-
-
-def _requeue_expired(conn: sqlite3.Connection, now: float) -> int:
-    rows = conn.execute(
-        "SELECT id, attempt, max_attempts, worker_id FROM offload_jobs "
-        "WHERE state='running' AND lease_until < ?",
-        (now,),
-    ).fetchall()
-    for job_id, attempt, max_attempts, worker_id in rows:
-        if attempt >= max_attempts:
-            conn.execute(
-                "UPDATE offload_jobs SET state='failed', error=?, finished_at=?, "
-                "lease_until=NULL WHERE id=? AND state='running' AND attempt=?",
-                (dump_error(lease_expired_error(worker_id)), now, job_id, attempt),
-            )
-        else:
-            conn.execute(
-                "UPDATE offload_jobs SET state='queued', run_at=?, lease_until=NULL, "
-                "error=? WHERE id=? AND state='running' AND attempt=?",
-                (
-                    now,
-                    dump_error(lease_requeued_error(worker_id)),
-                    job_id,
-                    attempt,
-                ),
-            )
-    return len(rows)
-
-
-def _get(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:
-    row = conn.execute(f"SELECT {COLUMNS} FROM offload_jobs WHERE id=?", (job_id,)).fetchone()
-    return None if row is None else _record(row)
