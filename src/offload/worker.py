@@ -337,7 +337,7 @@ class Worker:
         started = time.perf_counter()
         try:
             with scoped_secrets(secrets_):
-                # DEBUG: at INFO each attempt gets one line, when it ends (with its duration).
+                # DEBUG: at INFO each attempt gets one line, when it ends.
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("job started", extra={"action": "job.started"})
                 if observers:
