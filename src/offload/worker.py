@@ -2,7 +2,8 @@
 
 One asyncio loop per process (DESIGN §5). Up to ``concurrency`` jobs are in flight; a
 heartbeat renews their leases at a third of the lease; a reaper (every worker runs one)
-requeues jobs whose worker died. SIGTERM drains, a second signal stops at once.
+requeues jobs whose worker died. SIGTERM drains, a second signal stops at once. What one
+attempt's ending means (success, retry, failure, cancellation) is ``runner.py``'s.
 """
 
 from __future__ import annotations
@@ -10,27 +11,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import os
 import secrets
 import signal
 import time
-import traceback
 from collections.abc import Sequence
-from typing import Any
 
-from offload import correlation
 from offload.app import Offload
-from offload.errors import Cancel, Fail, Retry
-from offload.executors import Executors, RemoteTaskError
-from offload.jobs import JobContext, JobError, JobRecord
+from offload.executors import Executors
+from offload.jobs import JobRecord
 from offload.observers import notify
-from offload.redaction import SECRET_ARGS_META, redact_text, scoped_secrets, secret_values
+from offload.runner import JobRunner
 from offload.schedules import Scheduler
-from offload.serialization import PayloadError
 from offload.stores.base import Outcome, OutcomeKind
-from offload.tasks import Task
 
 log = logging.getLogger("offload.worker")
 
@@ -51,31 +45,6 @@ PREFETCH_MAX = 512
 RUN_TIME_WEIGHT = 0.05
 # Purge of finished jobs past retention: rare, cheap, idempotent across workers.
 PURGE_INTERVAL = 600.0
-# Keep stored tracebacks readable and rows small.
-MAX_TRACEBACK = 16_000
-
-
-def _error_of(exc: BaseException, tb: bool = True) -> JobError:
-    if isinstance(exc, RemoteTaskError):
-        return JobError(exc.type_name, str(exc), exc.remote_traceback[-MAX_TRACEBACK:])
-    text = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK:] if tb else None
-    return JobError(type(exc).__name__, str(exc), text)
-
-
-def _secret_args(record: JobRecord) -> list[str]:
-    """The values of the job's ``Secret`` parameters, read from its stored arguments."""
-    marked = record.meta.get(SECRET_ARGS_META) or ()
-    try:
-        args, kwargs = json.loads(record.args), json.loads(record.kwargs)
-    except ValueError:
-        return []
-    values: list[str] = []
-    for mark in marked:
-        if isinstance(mark, int) and isinstance(args, list) and 0 <= mark < len(args):
-            values.extend(secret_values(args[mark]))
-        elif isinstance(mark, str) and isinstance(kwargs, dict) and mark in kwargs:
-            values.extend(secret_values(kwargs[mark]))
-    return values
 
 
 class Worker:
@@ -130,6 +99,9 @@ class Worker:
         self._slot = asyncio.Event()
         self._flushed = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self._runner = JobRunner(
+            app, self.id, self.executors, self.stats, self._cancel_requested, self._stop
+        )
 
     # --- control -----------------------------------------------------------------------
 
@@ -316,7 +288,7 @@ class Worker:
         outcome: Outcome
         began = time.monotonic()
         try:
-            outcome = await self._attempt(record)
+            outcome = await self._runner.run(record)
         finally:
             self._mean_run += (time.monotonic() - began - self._mean_run) * RUN_TIME_WEIGHT
             del self._running[record.id]
@@ -326,204 +298,6 @@ class Worker:
             self._slot.set()
         self._pending.append(outcome)
         self._pending_event.set()
-
-    async def _attempt(self, record: JobRecord) -> Outcome:
-        """Run one attempt with the job's ids bound for every log line written meanwhile,
-        including the task's own, and its secret arguments hidden in them (DESIGN §9)."""
-        token = correlation.bind(correlation.job_fields(record))
-        observers = self.app.observers
-        secrets_ = _secret_args(record) if SECRET_ARGS_META in record.meta else ()
-        kind = "interrupted"
-        started = time.perf_counter()
-        try:
-            with scoped_secrets(secrets_):
-                # DEBUG: at INFO each attempt gets one line, when it ends.
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("job started", extra={"action": "job.started"})
-                if observers:
-                    notify(observers, "started", record)
-                outcome = await self._outcome(record)
-                kind = outcome.kind.value
-        finally:
-            if observers:
-                notify(observers, "finished", record, kind, time.perf_counter() - started)
-            correlation.reset(token)
-        error = outcome.error
-        if error is not None:
-            # The stored error is shown by the API and the CLI: hide secret argument values a
-            # message or traceback may quote, and registered secrets.
-            outcome.error = JobError(
-                error.type,
-                redact_text(error.message, secrets_),
-                None if error.traceback is None else redact_text(error.traceback, secrets_),
-            )
-        return outcome
-
-    async def _outcome(self, record: JobRecord) -> Outcome:
-        task = self.app.tasks.get(record.task)
-        if task is None:
-            return self._failed(
-                record,
-                JobError(
-                    "UnknownTask",
-                    f"task {record.task!r} is not registered in this worker; register it "
-                    "(or deploy the code that does) and retry the job",
-                ),
-            )
-        try:
-            result = await self._invoke(task, record)
-        except asyncio.CancelledError:
-            if record.id in self._cancel_requested:
-                self._cancel_requested.discard(record.id)
-                self.stats["cancelled"] += 1
-                return Outcome(
-                    record.id,
-                    self.id,
-                    record.attempt,
-                    OutcomeKind.CANCELLED,
-                    error=JobError("Cancelled", "cancelled while running"),
-                )
-            if self._stop.is_set():
-                log.warning(
-                    "job interrupted by shutdown; requeued",
-                    extra={"action": "job.requeued", **self._job_extra(record)},
-                )
-                return Outcome(record.id, self.id, record.attempt, OutcomeKind.REQUEUE)
-            raise
-        except PayloadError as exc:
-            return self._failed(record, JobError("PayloadError", str(exc)))
-        except Retry as exc:
-            return self._retry_or_fail(record, exc, task, explicit=exc.after)
-        except Fail as exc:
-            return self._failed(record, JobError("Fail", exc.reason))
-        except Cancel as exc:
-            self.stats["cancelled"] += 1
-            return Outcome(
-                record.id,
-                self.id,
-                record.attempt,
-                OutcomeKind.CANCELLED,
-                error=JobError("Cancel", str(exc) or "cancelled by the task"),
-            )
-        except Exception as exc:
-            return self._retry_or_fail(record, exc, task)
-        try:
-            encoded = task.codec.encode_result(result)
-        except TypeError as exc:
-            return self._failed(record, _error_of(exc))
-        self.stats["succeeded"] += 1
-        if log.isEnabledFor(logging.INFO):
-            log.info("job succeeded", extra={"action": "job.succeeded", **self._job_extra(record)})
-        return Outcome(record.id, self.id, record.attempt, OutcomeKind.SUCCEEDED, result=encoded)
-
-    async def _invoke(self, task: Task[Any, Any], record: JobRecord) -> Any:
-        timeout = record.timeout
-        if task.config.cpu_bound:
-            call = self.executors.run_process(
-                task, record.args, record.kwargs, (record.id, record.queue, record.attempt)
-            )
-            raw = await self._with_timeout(call, timeout, record, thread=True)
-            return task.codec.decode_result(raw)
-        args, kwargs = task.codec.decode_args(record.args, record.kwargs)
-        if task.codec.context_param is not None:
-            task.codec.add_context(args, kwargs, self._context(record))
-        if task.is_async:
-            return await self._with_timeout(task.fn(*args, **kwargs), timeout, record, False)
-        return await self._with_timeout(
-            self.executors.run_sync(task, args, kwargs), timeout, record, thread=True
-        )
-
-    async def _with_timeout(
-        self, call: Any, timeout: float | None, record: JobRecord, thread: bool
-    ) -> Any:
-        if timeout is None:
-            return await call
-        try:
-            async with asyncio.timeout(timeout):
-                return await call
-        except TimeoutError:
-            if thread:
-                log.warning(
-                    "sync task timed out; its thread is abandoned and may still be running",
-                    extra={"action": "job.thread_abandoned", **self._job_extra(record)},
-                )
-            raise TimeoutError(f"task exceeded its timeout of {timeout:g} s") from None
-
-    def _context(self, record: JobRecord) -> JobContext:
-        store = self.store
-        worker_id = self.id
-
-        async def progress(fraction: float, message: str) -> None:
-            await store.set_progress(record.id, worker_id, record.attempt, fraction, message)
-
-        return JobContext(
-            job_id=record.id,
-            task=record.task,
-            queue=record.queue,
-            attempt=record.attempt,
-            meta=record.meta,
-            progress=progress,
-        )
-
-    def _retry_or_fail(
-        self,
-        record: JobRecord,
-        exc: BaseException,
-        task: Task[Any, Any],
-        explicit: float | None = None,
-    ) -> Outcome:
-        policy = task.config.policy
-        error = _error_of(exc)
-        if isinstance(exc, Retry):
-            if record.attempt >= record.max_attempts:
-                return self._failed(
-                    record,
-                    JobError(
-                        "Retry",
-                        f"the task asked to retry but all {record.max_attempts} attempts are used"
-                        + (f": {exc.reason}" if exc.reason else ""),
-                    ),
-                )
-            delay = explicit if explicit is not None else policy.delay(record.attempt)
-        else:
-            decision = policy.decide(record.attempt, exc, record.max_attempts)
-            if decision is None:
-                return self._failed(record, error)
-            delay = decision.delay
-        self.stats["retried"] += 1
-        log.info(
-            "job will be retried",
-            extra={
-                "action": "job.retry",
-                "delay": delay,
-                "error": f"{error.type}: {error.message}",
-                **self._job_extra(record),
-            },
-        )
-        return Outcome(
-            record.id, self.id, record.attempt, OutcomeKind.RETRY, error=error, delay=delay
-        )
-
-    def _failed(self, record: JobRecord, error: JobError) -> Outcome:
-        self.stats["failed"] += 1
-        log.error(
-            "job failed",
-            extra={
-                "action": "job.failed",
-                "error": f"{error.type}: {error.message}",
-                **self._job_extra(record),
-            },
-        )
-        return Outcome(record.id, self.id, record.attempt, OutcomeKind.FAILED, error=error)
-
-    @staticmethod
-    def _job_extra(record: JobRecord) -> dict[str, Any]:
-        return {
-            "job_id": record.id,
-            "task": record.task,
-            "attempt": record.attempt,
-            "queue": record.queue,
-        }
 
     # --- completions, leases, reaping ---------------------------------------------------
 
@@ -631,6 +405,6 @@ class Worker:
                 return ran
             for record in records:
                 self._leases[record.id] = record.attempt
-                self._pending.append(await self._attempt(record))
+                self._pending.append(await self._runner.run(record))
                 ran += 1
             await self._flush_now()
