@@ -13,6 +13,7 @@ Applications with their own logging set-up can add :class:`CorrelationFilter` an
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import logging.handlers
 import os
@@ -124,8 +125,28 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
 }
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def _iso(created: float) -> str:
-    return datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z")
+    """ISO 8601 in UTC with microseconds; the date and time part is reused within a second,
+    since a busy worker writes thousands of lines in each."""
+    global _second
+    whole = int(created)
+    second, prefix = _second
+    if whole != second:
+        prefix = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second = (whole, prefix)
+    return f"{prefix}.{int((created - whole) * 1_000_000):06d}Z"
+
+
+# One encoder for every line: json.dumps builds a new one per call when given ``default``.
+# Anything JSON cannot hold is written as its repr, as structlog's renderer does.
+_ENCODER = json.JSONEncoder(default=repr)
+
+
+def _dumps(event: Any, **_: Any) -> str:
+    return _ENCODER.encode(event)
 
 
 class _Formatter(structlog.stdlib.ProcessorFormatter):
@@ -291,7 +312,7 @@ def configure_logging(
     out = stream if stream is not None else sys.stderr
     is_tty = out.isatty()
     as_json = json if json is not None else not is_tty
-    json_renderer = structlog.processors.JSONRenderer()
+    json_renderer = structlog.processors.JSONRenderer(serializer=_dumps)
     renderer: structlog.typing.Processor = (
         json_renderer if as_json else structlog.dev.ConsoleRenderer(colors=is_tty)
     )
