@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 import redis.asyncio
@@ -24,18 +23,12 @@ import redis.asyncio
 from offload import JobState
 from offload.errors import StoreUnavailable
 from offload.stores import Store, open_store
-from tests.conftest import IN_CI
+from tests.stores.conftest import drop_redis_keys, redis_unreachable, unavailable
 from tests.stores.redis_helpers import read_acked, read_runs, spawn
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 
 SHARED = "redis://127.0.0.1:6379/0"
-
-
-def _unavailable(reason: str) -> NoReturn:
-    if IN_CI:
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 async def _succeeded(store: Store) -> int:
@@ -83,14 +76,12 @@ async def shared_url() -> AsyncIterator[str]:
         await client.ping()
     except Exception as exc:
         await client.aclose()
-        _unavailable(f"Redis not reachable at 127.0.0.1:6379: {exc}")
+        redis_unreachable(exc)
+    await client.aclose()
     try:
         yield f"{SHARED}?prefix={prefix}"
     finally:
-        keys = [key async for key in client.scan_iter(match=f"*{prefix}*", count=1000)]
-        for start in range(0, len(keys), 1000):
-            await client.unlink(*keys[start : start + 1000])
-        await client.aclose()
+        await drop_redis_keys(prefix)
 
 
 def _free_port() -> int:
@@ -152,7 +143,7 @@ class OwnRedis:
 def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     binary = shutil.which("redis-server")
     if binary is None:
-        _unavailable("redis-server is not installed (needed to crash a server of our own)")
+        unavailable("redis-server is not installed (needed to crash a server of our own)")
     server = OwnRedis(tmp_path, binary)
     server.start()
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -14,7 +13,7 @@ from offload.jobs import JobState
 from offload.stores import open_store
 from offload.stores.redis import RedisStore
 from offload.testing.conformance import TTL, new_job
-from tests.stores.conftest import REDIS_URL
+from tests.stores.conftest import REDIS_URL, drop_redis_keys, redis_unreachable
 
 
 @pytest.fixture
@@ -29,21 +28,13 @@ async def pair() -> AsyncIterator[tuple[RedisStore, RedisStore]]:
         await worker.open()
         await producer.open()
     except StoreUnavailable as exc:
-        reason = f"Redis not reachable at 127.0.0.1:6379: {exc}"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(reason)
-        pytest.skip(reason)
+        redis_unreachable(exc)
     try:
         yield worker, producer
     finally:
         await worker.close()
         await producer.close()
-        import redis.asyncio
-
-        client = redis.asyncio.Redis.from_url(REDIS_URL)
-        async for key in client.scan_iter(match=f"*{prefix}*", count=1000):
-            await client.delete(key)
-        await client.aclose()
+        await drop_redis_keys(prefix)
 
 
 async def test_worker_claims_from_a_queue_born_while_it_waited(
@@ -107,12 +98,7 @@ async def test_a_lost_queue_registry_is_rebuilt_by_the_next_enqueue(
     worker, producer = pair
     queue = f"q-{uuid.uuid4().hex[:6]}"
     await producer.enqueue([new_job(queue=queue)])
-    import redis.asyncio
-
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    async for key in client.scan_iter(match=f"*{producer._conn.opts.prefix}*", count=1000):
-        await client.delete(key)
-    await client.aclose()
+    await drop_redis_keys(producer._conn.opts.prefix)
     [job] = await producer.enqueue([new_job(queue=queue)])
     await worker.wait(None, 0.05)  # the wake-up from the re-registered queue, if any
     await worker._conn.refresh_known(0.0)
