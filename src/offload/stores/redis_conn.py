@@ -51,6 +51,14 @@ WAIT_ERROR_PAUSE = 0.2
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 
 
+def _not_open() -> StoreUnavailable:
+    return StoreUnavailable("the Redis store is not open: use `async with jobs:` or jobs.lifespan")
+
+
+async def _dropped(_error: Exception) -> None:
+    """Retry hook: nothing to do, the failed connection was already dropped."""
+
+
 class RedisConnection:
     """What every store operation needs: a client, the scripts, and where queues and jobs are."""
 
@@ -71,7 +79,14 @@ class RedisConnection:
         # Connections for the hot path (see _exchange); at most MAX_CONNECTIONS are busy.
         self._lean: ConnectionPool | None = None
         self._idle: list[AbstractConnection] = []
-        self._backoff = ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE)
+        # The policy redis-py applies to its own clients, for _exchange. (redis-py wraps
+        # socket errors in ConnectionError; a bare OSError is retried too, in case one
+        # slips through.)
+        self._retry = Retry(
+            ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE),
+            RETRIES,
+            supported_errors=(RedisConnectionError, RedisTimeoutError, OSError),  # type: ignore[arg-type]
+        )
 
     def _make_pool(self, blocking: bool, lean: bool = False) -> ConnectionPool:
         retry = Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), RETRIES)
@@ -123,9 +138,7 @@ class RedisConnection:
     def redis(self) -> Redis:
         client = self._client
         if client is None:
-            raise StoreUnavailable(
-                "the Redis store is not open: use `async with jobs:` or jobs.lifespan"
-            )
+            raise _not_open()
         return client
 
     @contextlib.asynccontextmanager
@@ -162,12 +175,11 @@ class RedisConnection:
         (by that deadline or a cancellation) can never leave replies for the next caller."""
         pool = self._lean
         if pool is None:
-            raise StoreUnavailable(
-                "the Redis store is not open: use `async with jobs:` or jobs.lifespan"
-            )
-        failures = 0
-        while True:
-            conn = self._idle.pop() if self._idle else pool.make_connection()  # type: ignore[no-untyped-call]
+            raise _not_open()
+        idle = self._idle
+
+        async def attempt() -> list[Any]:
+            conn = idle.pop() if idle else pool.make_connection()  # type: ignore[no-untyped-call]
             try:
                 await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
                 replies: list[Any] = []
@@ -176,21 +188,16 @@ class RedisConnection:
                         replies.append(await conn.read_response())
                     except ResponseError as exc:
                         replies.append(exc)
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                await conn.disconnect(nowait=True)
-                failures += 1
-                if failures > RETRIES:
-                    raise
-                await asyncio.sleep(self._backoff.compute(failures))
-                continue
             except BaseException:
                 await conn.disconnect(nowait=True)
                 raise
             if self._lean is pool:
-                self._idle.append(conn)
+                idle.append(conn)
             else:  # the store was closed meanwhile
                 await conn.disconnect(nowait=True)
             return replies
+
+        return await self._retry.call_with_retry(attempt, _dropped)
 
     @property
     def known(self) -> set[str]:
