@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -18,6 +19,7 @@ from pydantic import BaseModel
 from offload import (
     Cancel,
     Fail,
+    Job,
     JobCancelled,
     JobContext,
     JobFailed,
@@ -62,6 +64,12 @@ async def start(worker: Worker) -> asyncio.Task[None]:
 async def stop(worker: Worker, runner: asyncio.Task[None]) -> None:
     worker.stop()
     await asyncio.wait_for(runner, 10)
+
+
+async def until_running(job: Job[Any]) -> None:
+    while job.state is not JobState.RUNNING:
+        await asyncio.sleep(0.01)
+        await job.refresh()
 
 
 class TestSuccess:
@@ -422,13 +430,9 @@ class TestScheduling:
         a = Worker(jobs, concurrency=1, install_signals=False)
         b = Worker(jobs, concurrency=1, install_signals=False)
         runners = [await start(a)]
-        while handles[0].state is not JobState.RUNNING:
-            await asyncio.sleep(0.01)
-            await handles[0].refresh()
+        await until_running(handles[0])
         runners.append(await start(b))
-        while handles[1].state is not JobState.RUNNING:
-            await asyncio.sleep(0.01)
-            await handles[1].refresh()
+        await until_running(handles[1])
         assert {a.id, b.id} == {h.record.worker_id for h in handles}
         gate.set()
         for h in handles:
