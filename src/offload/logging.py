@@ -74,13 +74,18 @@ redact_event = _redactor_processor(default_redactor)
 """structlog processor: secret keys' values and secret strings hidden (run it last)."""
 
 
+def _add_correlation_fields(record: logging.LogRecord) -> None:
+    """The fields bound in this context onto ``record``, where its ``extra`` has none."""
+    for key, value in correlation.current().items():
+        if not hasattr(record, key):
+            setattr(record, key, value)
+
+
 class CorrelationFilter(logging.Filter):
     """For your own handlers: adds the bound correlation fields to each record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in correlation.current().items():
-            if not hasattr(record, key):
-                setattr(record, key, value)
+        _add_correlation_fields(record)
         return True
 
 
@@ -212,12 +217,10 @@ class _HandOff(logging.handlers.QueueHandler):
         if not isinstance(record.msg, dict):  # structlog's own events stay dicts
             record.msg = record.getMessage()
             record.args = None
-        fields = record.__dict__
-        for key, value in correlation.current().items():
-            fields.setdefault(key, value)
+        _add_correlation_fields(record)
         scoped = current_scoped_secrets()
         if scoped:
-            fields[_SCOPED_ATTR] = scoped
+            record.__dict__[_SCOPED_ATTR] = scoped
         return record
 
 
@@ -257,7 +260,6 @@ def _stop_writer() -> None:
 def _restart_writer_after_fork() -> None:
     # A forked child has the queue but not the thread: give it its own writer for the same
     # handlers, so a pre-forking server's workers keep logging.
-    global _writer
     writer = _writer
     if writer is None:
         return
@@ -265,7 +267,6 @@ def _restart_writer_after_fork() -> None:
     for old in root.handlers[:]:
         if isinstance(old, _HandOff):
             root.removeHandler(old)
-    _writer = None
     hand_off = _start_writer(list(writer.handlers))
     hand_off._offload = True  # type: ignore[attr-defined]
     root.addHandler(hand_off)
