@@ -27,6 +27,7 @@ from offload.stores._common import (
     dump_progress,
     encode_cursor,
     queue_list,
+    queued_record,
 )
 from offload.stores.base import JobFilter, NewJob, Outcome, Page, ScheduleState
 from offload.stores.sqlite_writer import Op, Writer
@@ -70,7 +71,8 @@ class SQLiteStore:
 
     def __init__(self, url: str, clock: Callable[[], float] | None = None) -> None:
         self.url = url
-        # Read on the writer thread, inside each transaction; a test clock replaces it.
+        # Read on the writer thread inside each transaction (enqueue reads it just before
+        # handing over its batch); a test clock replaces it.
         self._clock: Callable[[], float] = clock or time.time
         path, options = parse_sqlite_url(url)
         self.path = path
@@ -138,8 +140,12 @@ class SQLiteStore:
 
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
         jobs = list(jobs)
-        clock = self._clock
-        records = await self._run(lambda conn: ops.enqueue(conn, jobs, clock()), durable=True)
+        now = self._clock()
+        taken = self._run(lambda conn: ops.enqueue(conn, jobs, now), durable=True)
+        # Built here while the writer thread inserts (it releases the GIL while SQLite works).
+        records = [queued_record(new, now) for new in jobs]
+        for i, found in (await taken).items():
+            records[i] = found
         self._local.set()
         return records
 

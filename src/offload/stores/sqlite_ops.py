@@ -17,7 +17,6 @@ from offload.stores._common import (
     lease_requeued_error,
     load_error,
     load_progress,
-    queued_record,
     sort_key,
 )
 from offload.stores.base import NewJob, Outcome, OutcomeKind
@@ -59,19 +58,46 @@ def record(row: tuple[Any, ...]) -> JobRecord:
     )
 
 
-_INSERT = (
+_COLS = (
     "INSERT INTO offload_jobs (id, task, queue, args, kwargs, state, priority, attempt, "
-    "max_attempts, run_at, enqueued_at, timeout, key, meta) "
-    "VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?)"
+    "max_attempts, run_at, enqueued_at, timeout, key, meta) VALUES "
 )
+_ROW = "(?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?)"
+_PARAMS = 12
+_INSERT = _COLS + _ROW
+_INSERT_KEYED = _INSERT + " ON CONFLICT (task, key) WHERE key IS NOT NULL DO NOTHING"
+# Rows per multi-row INSERT. One statement of many rows binds and steps once instead of once a
+# row, which is most of what an insert costs from Python; statements are cached per size, and
+# sizes are powers of two so a batch of any length needs at most eight of them. Builds of
+# SQLite before 3.32 allow only 999 bound variables, hence the cap from the connection.
+_CHUNK = 128
+_MULTI = {n: _COLS + ", ".join([_ROW] * n) for n in (1 << i for i in range(8))}
 
 
-def enqueue(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> list[JobRecord]:
-    records: list[JobRecord] = []
-    plain: list[tuple[Any, ...]] = []
-    for new in jobs:
-        run_at = new.run_at if new.run_at is not None else now + new.delay
-        meta = json.dumps(new.meta) if new.meta else "{}"
+def _insert_rows(conn: sqlite3.Connection, flat: list[Any]) -> None:
+    rows = len(flat) // _PARAMS
+    start = 0
+    size = _CHUNK
+    while size * _PARAMS > conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER):
+        size >>= 1
+    while rows:
+        while size > rows:
+            size >>= 1
+        end = start + size * _PARAMS
+        conn.execute(_MULTI[size], flat[start:end])
+        start = end
+        rows -= size
+
+
+def enqueue(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> dict[int, JobRecord]:
+    """Insert ``jobs``; returns the existing job for each index whose key was already taken.
+
+    The caller builds the records of the inserted jobs itself (``queued_record`` with the same
+    ``now``), off this thread, while the statements run.
+    """
+    existing: dict[int, JobRecord] = {}
+    flat: list[Any] = []
+    for i, new in enumerate(jobs):
         row = (
             new.id,
             new.task,
@@ -80,37 +106,31 @@ def enqueue(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> list[Jo
             new.kwargs,
             new.priority,
             new.max_attempts,
-            run_at,
+            new.run_at if new.run_at is not None else now + new.delay,
             now,
             new.timeout,
             new.key,
-            meta,
+            json.dumps(new.meta) if new.meta else "{}",
         )
-        if new.key is not None:
-            # Flush earlier keyless rows first so that the batch keeps its order.
-            if plain:
-                conn.executemany(_INSERT, plain)
-                plain = []
-            cur = conn.execute(
-                _INSERT + " ON CONFLICT (task, key) WHERE key IS NOT NULL DO NOTHING", row
-            )
-            if cur.rowcount == 0:
-                existing = conn.execute(
-                    f"SELECT {COLUMNS} FROM offload_jobs WHERE task=? AND key=?",
-                    (new.task, new.key),
-                ).fetchone()
-                records.append(record(existing))
-                continue
-        else:
-            plain.append(row)
-        records.append(queued_record(new, now))
-    if plain:
-        conn.executemany(_INSERT, plain)
+        if new.key is None:
+            flat.extend(row)
+            continue
+        # Flush earlier keyless rows first so that the batch keeps its order.
+        if flat:
+            _insert_rows(conn, flat)
+            flat = []
+        if conn.execute(_INSERT_KEYED, row).rowcount == 0:
+            found = conn.execute(
+                f"SELECT {COLUMNS} FROM offload_jobs WHERE task=? AND key=?", (new.task, new.key)
+            ).fetchone()
+            existing[i] = record(found)
+    if flat:
+        _insert_rows(conn, flat)
     queues = {new.queue for new in jobs}
     conn.executemany(
         "INSERT OR IGNORE INTO offload_queues (name) VALUES (?)", [(q,) for q in queues]
     )
-    return records
+    return existing
 
 
 _CLAIM_SET = (
