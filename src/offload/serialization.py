@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -53,6 +53,12 @@ class Codec:
         # Parameters annotated ``Secret`` or named like secrets: keyword ones by name,
         # positional-only ones by index, as they are stored (see ``offload.redaction``).
         self.secret_params: list[str | int] = []
+        # Stored in the JSON array, not by name: positional-only parameters, and with *args
+        # every parameter before it too (a call cannot name them and fill *args as well).
+        self.by_position: list[str] = []
+        has_var_positional = any(
+            p.kind is inspect.Parameter.VAR_POSITIONAL for p in signature.parameters.values()
+        )
         for index, param in enumerate(signature.parameters.values()):
             hint = hints.get(param.name, Any)
             if hint is JobContext:
@@ -60,9 +66,19 @@ class Codec:
                 self.context_first = index == 0
                 continue
             # A parameter named like a secret (``api_token``) is treated as one too.
+            positional = param.kind is inspect.Parameter.POSITIONAL_ONLY or (
+                has_var_positional and param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+            )
+            if positional:
+                self.by_position.append(param.name)
             if _is_secret(hint) or is_secret_key(param.name):
-                self.secret_params.append(self._secret_marker(param, len(params)))
+                self.secret_params.append(self._secret_marker(param, len(params), positional))
             params.append(param)
+            # The annotation of *args and **kwargs is that of each value in them.
+            if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                hint = tuple[hint, ...]  # type: ignore[valid-type]
+            elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                hint = dict[str, hint]  # type: ignore[valid-type]
             adapter: TypeAdapter[Any] = _ANY if hint is Any else TypeAdapter(hint)
             self.adapters[param.name] = adapter
             if param.kind is inspect.Parameter.VAR_POSITIONAL:
@@ -70,16 +86,26 @@ class Codec:
             elif param.kind is inspect.Parameter.VAR_KEYWORD:
                 self.var_keyword = param.name
         self.signature = signature.replace(parameters=params)
-        self.positional_only = [
-            p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_ONLY
-        ]
         self.no_params = not params
+        # Parameters that take plain names only (no *args, **kwargs or positional-only ones):
+        # the usual shape, whose calls can be matched to names without ``Signature.bind``,
+        # which costs more than the rest of encoding or decoding a small call.
+        self.simple = all(
+            p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            for p in params
+        )
+        self.positional_names = [
+            p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        ]
+        self.required = frozenset(p.name for p in params if p.default is inspect.Parameter.empty)
         ret = hints.get("return", Any)
         self.result_adapter: TypeAdapter[Any] = (
             _ANY if ret is Any or ret is type(None) else TypeAdapter(ret)
         )
 
-    def _secret_marker(self, param: inspect.Parameter, position: int) -> str | int:
+    def _secret_marker(
+        self, param: inspect.Parameter, position: int, by_position: bool
+    ) -> str | int:
         if param.kind is inspect.Parameter.VAR_KEYWORD:
             return param.name  # **secrets: hidden when shown, but values stay unknown
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
@@ -87,7 +113,7 @@ class Codec:
                 f"task {self.task_name!r}: Secret cannot mark *{param.name}; mark a named "
                 "parameter instead"
             )
-        return position if param.kind is inspect.Parameter.POSITIONAL_ONLY else param.name
+        return position if by_position else param.name
 
     def _dump(self, name: str, adapter: TypeAdapter[Any], value: Any) -> Any:
         try:
@@ -104,20 +130,25 @@ class Codec:
         """Check the call against the signature and encode it; raises ``TypeError``."""
         if not args and not kwargs and self.no_params:
             return EMPTY_ARGS, EMPTY_KWARGS
+        positional: list[Any] = []
+        named: dict[str, Any] = {}
+        adapters = self.adapters
+        fast = self._match(args, kwargs)
+        if fast is not None:
+            for name, value in fast:
+                named[name] = self._dump(name, adapters[name], value)
+            return EMPTY_ARGS, json.dumps(named) if named else EMPTY_KWARGS
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"task {self.task_name!r}: {exc}") from None
-        positional: list[Any] = []
-        named: dict[str, Any] = {}
-        adapters = self.adapters
         for name, value in bound.arguments.items():
             adapter = adapters[name]
             if name == self.var_positional:
                 positional.extend(self._dump(name, adapter, value))
             elif name == self.var_keyword:
                 named.update(self._dump(name, adapter, value))
-            elif name in self.positional_only:
+            elif name in self.by_position:
                 positional.append(self._dump(name, adapter, value))
             else:
                 named[name] = self._dump(name, adapter, value)
@@ -125,6 +156,24 @@ class Codec:
             json.dumps(positional) if positional else EMPTY_ARGS,
             json.dumps(named) if named else EMPTY_KWARGS,
         )
+
+    def _match(self, args: Sequence[Any], kwargs: dict[str, Any]) -> list[tuple[str, Any]] | None:
+        """The call as (name, value) pairs, as ``Signature.bind`` would give them, when the
+        shape is simple and the call fits; ``None`` sends the caller to ``bind`` (which also
+        words the error of a call that does not fit)."""
+        if not self.simple or len(args) > len(self.positional_names):
+            return None
+        pairs = list(zip(self.positional_names, args, strict=False))
+        if kwargs:
+            adapters = self.adapters
+            taken = self.positional_names[: len(args)]
+            for name in kwargs:
+                if name not in adapters or name in taken:
+                    return None
+            pairs.extend(kwargs.items())
+        if len(pairs) < len(self.required) or not self.required.issubset(name for name, _ in pairs):
+            return None
+        return pairs
 
     def decode_args(self, args: str, kwargs: str) -> tuple[list[Any], dict[str, Any]]:
         """Rebuild the call from stored JSON; raises ``PayloadError`` if it does not fit."""
@@ -135,14 +184,19 @@ class Codec:
             raw_kwargs = json.loads(kwargs)
             if not isinstance(raw_args, list) or not isinstance(raw_kwargs, dict):
                 raise PayloadError("args must be a JSON array and kwargs a JSON object")
-            bound = self.signature.bind(*raw_args, **raw_kwargs)
+            fast = self._match(raw_args, raw_kwargs)
+            pairs: Iterable[tuple[str, Any]] = (
+                fast
+                if fast is not None
+                else self.signature.bind(*raw_args, **raw_kwargs).arguments.items()
+            )
         except (TypeError, ValueError) as exc:
             raise PayloadError(
                 f"stored arguments do not fit task {self.task_name!r}: {exc}"
             ) from None
         out_args: list[Any] = []
         out_kwargs: dict[str, Any] = {}
-        for name, value in bound.arguments.items():
+        for name, value in pairs:
             adapter = self.adapters[name]
             try:
                 decoded = adapter.validate_python(value)
@@ -154,7 +208,7 @@ class Codec:
                 out_args.extend(decoded)
             elif name == self.var_keyword:
                 out_kwargs.update(decoded)
-            elif name in self.positional_only:
+            elif name in self.by_position:
                 out_args.append(decoded)
             else:
                 out_kwargs[name] = decoded

@@ -1,0 +1,74 @@
+"""The codec matches calls to parameter names without ``Signature.bind`` for plain signatures;
+whatever path it takes, a call must encode, decode and fail exactly as ``bind`` says."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Any
+
+import pytest
+
+from offload.serialization import Codec, PayloadError
+
+
+def plain(a: int, b: str = "x", *, c: float = 1.0) -> None: ...
+
+
+def required_kw(a: int, *, c: float) -> None: ...
+
+
+def varargs(a: int, *rest: int, **more: str) -> None: ...
+
+
+def posonly(a: int, /, b: int = 2) -> None: ...
+
+
+CALLS: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = [
+    (plain, (1,), {}),
+    (plain, (1, "y"), {}),
+    (plain, (1,), {"c": 2.5}),
+    (plain, (), {"a": 1, "b": "z"}),
+    (plain, (1, "y"), {"c": 3.0}),
+    (required_kw, (1,), {"c": 2.0}),
+    (varargs, (1, 2, 3), {"k": "v"}),
+    (posonly, (1,), {"b": 5}),
+]
+
+BAD: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = [
+    (plain, (), {}),  # missing a
+    (plain, (1, "y", 2.0), {}),  # c is keyword-only
+    (plain, (1,), {"a": 2}),  # a twice
+    (plain, (1,), {"zzz": 2}),  # unknown keyword
+    (required_kw, (1,), {}),  # missing c
+    (posonly, (), {"a": 1}),  # positional-only by name
+]
+
+
+def _bound(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    return dict(inspect.signature(fn).bind(*args, **kwargs).arguments)
+
+
+@pytest.mark.parametrize(("fn", "args", "kwargs"), CALLS)
+def test_a_call_round_trips_to_what_bind_gives(
+    fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    codec = Codec(fn, "t")
+    enc_args, enc_kwargs = codec.encode_args(args, kwargs)
+    out_args, out_kwargs = codec.decode_args(enc_args, enc_kwargs)
+    assert _bound(fn, tuple(out_args), out_kwargs) == _bound(fn, args, kwargs)
+
+
+@pytest.mark.parametrize(("fn", "args", "kwargs"), BAD)
+def test_a_call_that_does_not_fit_fails_as_bind_words_it(
+    fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(TypeError) as expected:
+        inspect.signature(fn).bind(*args, **kwargs)
+    codec = Codec(fn, "t")
+    with pytest.raises(TypeError, match="task 't'") as raised:
+        codec.encode_args(args, kwargs)
+    assert str(expected.value) in str(raised.value)
+    # The same call found in storage (written by other code or an older version of the task).
+    with pytest.raises(PayloadError, match="do not fit"):
+        codec.decode_args(json.dumps(list(args)), json.dumps(kwargs))
