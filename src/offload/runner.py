@@ -159,8 +159,12 @@ class JobRunner:
         except TypeError as exc:
             return self._failed(record, _error_of(exc))
         self.stats["succeeded"] += 1
-        if log.isEnabledFor(logging.INFO):
-            log.info("job succeeded", extra={"action": "job.succeeded", **self._job_extra(record)})
+        # DEBUG: at INFO this line cost more CPU than a short job's own run (about 45 µs
+        # rendered in line, 70 µs on the writer thread, against 75 µs for the rest of the
+        # job), halving a worker's throughput. Failures and retries stay at ERROR and INFO;
+        # counts of successes are in the metrics.
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("job succeeded", extra={"action": "job.succeeded", **self._job_extra(record)})
         return Outcome(record.id, self.id, record.attempt, OutcomeKind.SUCCEEDED, result=encoded)
 
     async def _invoke(self, task: Task[Any, Any], record: JobRecord) -> Any:

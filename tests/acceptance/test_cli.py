@@ -177,7 +177,7 @@ class TestWorker:
     ) -> None:
         """SIGTERM stops claiming, lets a 1 s job finish, and the process exits 0."""
         job = with_app(db_url, lambda s: s.nap.enqueue(str(runs), 1.0))
-        worker = workers("--lease", "5", "--grace", "10")
+        worker = workers("--lease", "5", "--grace", "10", "--log-level", "DEBUG")
         wait_until(lambda: len(lines(runs)) == 1)
 
         worker.signal(signal.SIGTERM)
@@ -195,7 +195,7 @@ class TestWorker:
     ) -> None:
         """Each log line is one JSON object carrying the record's extra fields."""
         job = with_app(db_url, lambda s: s.nap.enqueue(str(runs), 0.0))
-        worker = workers("--lease", "5")
+        worker = workers("--lease", "5", "--log-level", "DEBUG")
         wait_until(lambda: get(db_url, job.id).state is JobState.SUCCEEDED)
         worker.signal(signal.SIGTERM)
         assert 0 == worker.wait()
@@ -205,6 +205,20 @@ class TestWorker:
         succeeded = [e for e in entries if e.get("action") == "job.succeeded"]
         assert [job.id] == [e["job_id"] for e in succeeded]
         assert {"event", "level", "timestamp", "logger"} <= set(succeeded[0])
+
+    def test_at_info_a_successful_job_writes_no_line(
+        self, db_url: str, runs: Path, workers: Callable[..., WorkerProcess]
+    ) -> None:
+        """Successes are DEBUG (see docs/observability.md): the default shows the worker only."""
+        job = with_app(db_url, lambda s: s.nap.enqueue(str(runs), 0.0))
+        worker = workers("--lease", "5")
+        wait_until(lambda: get(db_url, job.id).state is JobState.SUCCEEDED)
+        worker.signal(signal.SIGTERM)
+        assert 0 == worker.wait()
+
+        actions = {e.get("action") for e in json_logs(worker.stderr_path)}
+        assert {"worker.start", "worker.stop"} <= actions
+        assert "job.succeeded" not in actions
 
     def test_second_signal_stops_at_once_and_requeues_the_job(
         self, db_url: str, runs: Path, workers: Callable[..., WorkerProcess]

@@ -131,10 +131,14 @@ class TestWorkerCommand:
             return str(job.id)
 
         job_id = with_app(db_url, enqueue)
-        worker = WorkerProcess(db_url, tmp_path / "worker.log", "--metrics-port", "0")
+        worker = WorkerProcess(
+            db_url, tmp_path / "worker.log", "--metrics-port", "0", "--log-level", "DEBUG"
+        )
         try:
             wait_until(lambda: worker.logged("worker.metrics") and worker.logged("job.succeeded"))
-            (line,) = [e for e in json_logs(worker.stderr_path) if e["action"] == "worker.metrics"]
+            (line,) = [
+                e for e in json_logs(worker.stderr_path) if e.get("action") == "worker.metrics"
+            ]
             assert "127.0.0.1" == line["host"]
             response = httpx.get(f"http://127.0.0.1:{line['port']}/metrics", timeout=10)
             samples = parse(response.text)
