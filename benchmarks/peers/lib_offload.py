@@ -42,8 +42,8 @@ class Adapter(AsyncPeer):
     package = "offload"
     settings: ClassVar[str] = (
         f"{WORKERS} × `offload worker --concurrency {CONCURRENCY}`; "
-        "defaults otherwise (3 retries, lease 30 s, adaptive prefetch, "
-        "a JSON log line per finished job at INFO)"
+        "defaults otherwise (3 retries, lease 30 s, adaptive prefetch, JSON logs at INFO: "
+        "a line per failed or retried attempt, successes at DEBUG)"
     )
     batch_api = "`jobs.enqueue_many([task.prepare(...)])`, 1,000 a call"
     delivery = "at-least-once; results kept"
