@@ -199,6 +199,8 @@ class Worker:
                 continue
             try:
                 records = await store.claim(self.queues, want, self.id, self.lease)
+                if not records:
+                    records = await self._idle(want)
             except Exception as exc:
                 log.error(
                     "claim failed; retrying",
@@ -210,13 +212,15 @@ class Worker:
                 if record.id in self._leases:  # a stale duplicate claim of our own
                     continue
                 self._leases[record.id] = record.attempt
-                if len(self._running) < self.concurrency:
+                # Claimed as the stop came: left waiting, so the drain gives them back.
+                if len(self._running) < self.concurrency and not stop.is_set():
                     self._start(record)
                 else:
                     ready.append(record)
             if records:
-                continue
-            await self._idle()
+                # Let the jobs just started reach their first await before the next claim
+                # is built and sent: a job that arrived at an idle worker starts sooner.
+                await asyncio.sleep(0)
 
     def _prefetch_target(self) -> int:
         """How many claimed jobs may wait for a slot: about ``PREFETCH_HORIZON`` seconds of work.
@@ -229,8 +233,9 @@ class Worker:
         ahead = self.concurrency * PREFETCH_HORIZON / max(self._mean_run, 1e-6)
         return min(int(ahead), PREFETCH_MAX, PREFETCH_PER_SLOT * self.concurrency)
 
-    async def _idle(self) -> None:
-        """Sleep until the store signals new work, the next delayed job is due, or stop."""
+    async def _idle(self, want: int) -> list[JobRecord]:
+        """Wait until the store signals new work, the next delayed job is due, or stop; then
+        claim up to ``want`` jobs (in the same round trip, where the store can)."""
         store = self.store
         timeout = IDLE_RECHECK
         try:
@@ -240,14 +245,8 @@ class Worker:
         except Exception:  # the next claim attempt will report the store's state
             timeout = IDLE_RECHECK
         if timeout <= 0:
-            return
-        waiter = asyncio.ensure_future(store.wait(self.queues, timeout))
-        stopper = asyncio.ensure_future(self._stop.wait())
-        try:
-            await asyncio.wait((waiter, stopper), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            stopper.cancel()
+            return []
+        return await store.wait_claim(self.queues, timeout, want, self.id, self.lease, self._stop)
 
     async def _sleep_or_stop(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -3,6 +3,7 @@ adapter around its own atomicity primitive."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from offload.jobs import JobError, JobRecord, JobState, Progress
-from offload.stores.base import JobFilter, NewJob, Outcome, OutcomeKind
+from offload.stores.base import JobFilter, NewJob, Outcome, OutcomeKind, Store
 
 LEASE_EXPIRED = "LeaseExpired"
 
@@ -145,3 +146,26 @@ def sort_key(job: JobRecord) -> tuple[int, float, str]:
 
 def queue_list(queues: Sequence[str] | None) -> list[str] | None:
     return None if queues is None else list(dict.fromkeys(queues))
+
+
+async def wait_then_claim(
+    store: Store,
+    queues: Sequence[str] | None,
+    timeout: float,
+    limit: int,
+    worker_id: str,
+    ttl: float,
+    stop: asyncio.Event,
+) -> list[JobRecord]:
+    """``Store.wait_claim`` in two steps, for stores that cannot block and claim at once."""
+    if not stop.is_set():
+        waiter = asyncio.ensure_future(store.wait(queues, timeout))
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait((waiter, stopper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+    if stop.is_set():
+        return []
+    return await store.claim(queues, limit, worker_id, ttl)

@@ -7,6 +7,7 @@ Every change of state is a single compare-and-set inside the store; the ``worker
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -111,6 +112,24 @@ class Store(Protocol):
     ) -> list[JobRecord]:
         """Move up to ``limit`` due jobs to running (priority desc, then FIFO) in one step,
         incrementing ``attempt`` and setting the lease. ``queues=None`` claims from all."""
+
+    async def wait_claim(
+        self,
+        queues: Sequence[str] | None,
+        timeout: float,
+        limit: int,
+        worker_id: str,
+        ttl: float,
+        stop: asyncio.Event,
+    ) -> list[JobRecord]:
+        """``wait``, then ``claim``: an idle worker's call. Like ``wait`` it may return early
+        with nothing (a spurious wake-up). Returns at once with nothing when ``stop`` is or
+        becomes set before work arrives (jobs it claimed anyway are returned, for the worker
+        to give back).
+
+        A store that can block and claim in one round trip saves the idle worker a round trip
+        on every wake-up, which is most of the latency of a job that arrives while workers
+        wait (``offload.stores._common.wait_then_claim`` is the two-step version)."""
 
     async def heartbeat(
         self, leases: Sequence[tuple[str, int]], worker_id: str, ttl: float

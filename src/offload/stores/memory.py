@@ -23,6 +23,7 @@ from offload.stores._common import (
     matches,
     queued_record,
     sort_key,
+    wait_then_claim,
 )
 from offload.stores.base import JobFilter, NewJob, Outcome, Page, ScheduleState
 
@@ -88,6 +89,17 @@ class MemoryStore:
             job.started_at = now
             claimed.append(job.copy())
         return claimed
+
+    async def wait_claim(
+        self,
+        queues: Sequence[str] | None,
+        timeout: float,
+        limit: int,
+        worker_id: str,
+        ttl: float,
+        stop: asyncio.Event,
+    ) -> list[JobRecord]:
+        return await wait_then_claim(self, queues, timeout, limit, worker_id, ttl, stop)
 
     async def heartbeat(
         self, leases: Sequence[tuple[str, int]], worker_id: str, ttl: float

@@ -24,6 +24,7 @@ from offload.stores._common import (
     dump_progress,
     lease_expired_error,
     lease_requeued_error,
+    wait_then_claim,
 )
 from offload.stores.base import JobFilter, NewJob, Outcome, Page, ScheduleState
 from offload.stores.redis_conn import RedisConnection
@@ -254,13 +255,44 @@ class RedisStore:
                     )
                 )
             results = await self._conn.run(commands)
+        return self._claimed(results)
+
+    def _claimed(self, results: list[Any]) -> list[JobRecord]:
         claimed = [record(flat) for result in results for flat in result[1:]]
-        if len(shares) > 1:
+        if len(results) > 1:
             claimed.sort(key=lambda r: (-r.priority, r.id))
         where = self._conn.where
         for r in claimed:
             where[r.id] = r.queue
         return claimed
+
+    async def wait_claim(
+        self,
+        queues: Sequence[str] | None,
+        timeout: float,
+        limit: int,
+        worker_id: str,
+        ttl: float,
+        stop: asyncio.Event,
+    ) -> list[JobRecord]:
+        """The claim rides behind the ``BLPOP`` (see ``RedisConnection.wait_then_run``) when
+        one queue is served; over several, the claim first weighs their heads (``_split``),
+        which needs a round trip of its own, so it waits and claims in two steps."""
+        conn = self._conn
+        if stop.is_set() or timeout <= 0:
+            return []
+        async with conn.guard("claim"):
+            names = await conn.queue_names(queues)
+        if len(names) != 1 or limit <= 0:
+            return await wait_then_claim(self, queues, timeout, limit, worker_id, ttl, stop)
+        keys = conn.layout.queue(names[0])
+        claim = conn.scripts.evalsha(
+            "claim",
+            [keys.ready, keys.delayed, keys.running, keys.counts],
+            [keys.job, limit, worker_id, ttl],
+        )
+        results = await conn.wait_then_run(queues, timeout, worker_id, stop, [claim])
+        return [] if results is None else self._claimed(results)
 
     async def _split(self, names: list[str], limit: int) -> dict[str, int]:
         """Share ``limit`` among queues by the priority and age of their first ready jobs,

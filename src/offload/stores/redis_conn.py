@@ -247,18 +247,26 @@ class RedisConnection:
             seconds, micros = await self.redis.time()
         return seconds + micros / 1_000_000
 
+    def _wait_keys(self, queues: Sequence[str] | None) -> list[str]:
+        # Serving all queues, the registry's list too, so a brand-new queue wakes us.
+        layout = self.layout
+        if queues is None:
+            return [layout.queue(q).wake for q in sorted(self._known)] + [layout.wake_key]
+        return [layout.queue(q).wake for q in dict.fromkeys(queues)]
+
+    def _woken(self, reply: Any) -> None:
+        if reply is not None and reply[0] == self.layout.wake_key:
+            # A new queue was registered: the next claim must see it, however fresh the
+            # cached list of queues is.
+            self._known_at = -math.inf
+
     async def wait(self, queues: Sequence[str] | None, timeout: float) -> None:
-        """Block in ``BLPOP`` on the queues' wake-up lists (plus the registry's, when serving
-        all queues, so a brand-new queue wakes us too). Writers push a token per change, so
-        a change made just before we block is still waiting for us when we do."""
+        """Block in ``BLPOP`` on the queues' wake-up lists. Writers push a token per change,
+        so a change made just before we block is still waiting for us when we do."""
         blocking = self._blocking
         if timeout <= 0 or blocking is None:
             return
-        layout = self.layout
-        if queues is None:
-            keys = [layout.queue(q).wake for q in sorted(self._known)] + [layout.wake_key]
-        else:
-            keys = [layout.queue(q).wake for q in dict.fromkeys(queues)]
+        keys = self._wait_keys(queues)
         # BLPOP reads 0 as "forever" and rounds to milliseconds.
         seconds = max(timeout, 0.01)
         try:
@@ -267,7 +275,41 @@ class RedisConnection:
         except _UNREACHABLE:
             await asyncio.sleep(min(timeout, WAIT_ERROR_PAUSE))
             return
-        if reply is not None and reply[0] == layout.wake_key:
-            # A new queue was registered: the next claim must see it, however fresh the
-            # cached list of queues is.
-            self._known_at = -math.inf
+        self._woken(reply)
+
+    async def wait_then_run(
+        self,
+        queues: Sequence[str] | None,
+        timeout: float,
+        waiter_id: str,
+        stop: asyncio.Event,
+        commands: list[tuple[Any, ...]],
+    ) -> list[Any] | None:
+        """``wait``, with ``commands`` pipelined behind the ``BLPOP``: Redis runs them the
+        moment it returns, on the same connection, so a wake-up and the work it leads to
+        cost one round trip instead of two. Returns their replies, or ``None`` when Redis
+        could not be reached (after a short pause, as ``wait``).
+
+        Never cancelled half-way (the commands may have run, and their replies would be
+        lost): ``stop`` pushes this waiter's own list, which ends the ``BLPOP`` at once."""
+        own = self.layout.waiter(waiter_id)
+        keys = [*self._wait_keys(queues), own]
+        seconds = max(timeout, 0.01)
+        poke = asyncio.ensure_future(self._poke_when(stop, own))
+        try:
+            async with asyncio.timeout(seconds + self.opts.op_timeout), self._slots:
+                replies = await self.run([("BLPOP", *keys, f"{seconds:.3f}"), *commands])
+        except _UNREACHABLE:
+            await asyncio.sleep(min(timeout, WAIT_ERROR_PAUSE))
+            return None
+        finally:
+            poke.cancel()
+        self._woken(replies[0])
+        return replies[1:]
+
+    async def _poke_when(self, stop: asyncio.Event, own: str) -> None:
+        await stop.wait()
+        # Expires on its own in case the wait had already returned for another reason.
+        with contextlib.suppress(StoreUnavailable):
+            async with self.guard("waking a waiting worker"):
+                await self.run([("LPUSH", own, "1"), ("PEXPIRE", own, 60_000)])

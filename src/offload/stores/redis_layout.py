@@ -156,6 +156,10 @@ class Layout:
             keys = self._queues[name] = QueueKeys(self.prefix, name)
         return keys
 
+    def waiter(self, worker_id: str) -> str:
+        """A worker's own wake-up list: pushed to end its blocking wait when it stops."""
+        return f"{{{self.prefix}}}:waiter:{worker_id}"
+
     def idempotency_key(self, task: str, key: str) -> str:
         # Length-prefixed so that ("a:b", "c") and ("a", "b:c") never collide; no hash tag,
         # so keys spread over a cluster's slots.

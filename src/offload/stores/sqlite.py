@@ -28,6 +28,7 @@ from offload.stores._common import (
     encode_cursor,
     queue_list,
     queued_record,
+    wait_then_claim,
 )
 from offload.stores.base import JobFilter, NewJob, Outcome, Page, ScheduleState
 from offload.stores.sqlite_writer import Op, Writer
@@ -157,6 +158,17 @@ class SQLiteStore:
         qs = queue_list(queues)
         clock = self._clock
         return await self._run(lambda conn: ops.claim(conn, qs, limit, worker_id, ttl, clock()))
+
+    async def wait_claim(
+        self,
+        queues: Sequence[str] | None,
+        timeout: float,
+        limit: int,
+        worker_id: str,
+        ttl: float,
+        stop: asyncio.Event,
+    ) -> list[JobRecord]:
+        return await wait_then_claim(self, queues, timeout, limit, worker_id, ttl, stop)
 
     async def heartbeat(
         self, leases: Sequence[tuple[str, int]], worker_id: str, ttl: float

@@ -25,7 +25,7 @@ import pytest
 
 from offload.errors import InvalidTransition
 from offload.ids import new_id
-from offload.jobs import JobError, JobState
+from offload.jobs import JobError, JobRecord, JobState
 from offload.stores.base import JobFilter, NewJob, Outcome, OutcomeKind, ScheduleState, Store
 
 TTL = 30.0
@@ -477,3 +477,47 @@ class StoreConformance:
         started = time.monotonic()
         await store.wait(None, 0.2)
         assert time.monotonic() - started >= 0.15
+
+    async def test_wait_claim_claims_what_arrives_while_waiting(self, store: Store) -> None:
+        """An idle worker's wait ends with the jobs that woke it already claimed, leased to it
+        (for one queue and for all), up to its limit. Like ``wait`` it may also return early
+        with nothing (a spurious wake-up), so the worker simply waits again."""
+        stop = asyncio.Event()
+
+        async def idle_worker(queues: list[str] | None) -> list[JobRecord]:
+            while True:
+                jobs = await store.wait_claim(queues, 5.0, 2, "w", TTL, stop)
+                if jobs:
+                    return jobs
+
+        for queues in (None, ["default"]):
+            assert [] == await store.claim(queues, 1, "w", TTL)
+            waiter = asyncio.create_task(idle_worker(queues))
+            await asyncio.sleep(0.05)
+            new = await store.enqueue([new_job() for _ in range(3)])
+            jobs = await asyncio.wait_for(waiter, 2.0)
+            assert [j.id for j in new[:2]] == [j.id for j in jobs]
+            assert all(j.state is JobState.RUNNING and j.worker_id == "w" for j in jobs)
+            rest = await store.claim(queues, 5, "w2", TTL)
+            assert [new[2].id] == [j.id for j in rest]
+
+    async def test_wait_claim_times_out_with_nothing(self, store: Store) -> None:
+        """With nothing queued, the wait returns empty after its timeout."""
+        assert [] == await store.claim(None, 1, "w", TTL)
+        started = time.monotonic()
+        assert [] == await store.wait_claim(None, 0.2, 5, "w", TTL, asyncio.Event())
+        assert time.monotonic() - started >= 0.15
+
+    async def test_wait_claim_returns_when_stop_is_set(self, store: Store) -> None:
+        """Setting ``stop`` ends the wait at once; a job that arrives later stays queued."""
+        await store.enqueue([new_job(queue="other")])
+        await store.claim(["other"], 5, "w", TTL)
+        stop = asyncio.Event()
+        waiter = asyncio.create_task(store.wait_claim(["default"], 30.0, 5, "w", TTL, stop))
+        await asyncio.sleep(0.05)
+        stop.set()
+        assert [] == await asyncio.wait_for(waiter, 5.0)
+        assert [] == await store.wait_claim(["default"], 30.0, 5, "w", TTL, stop)
+        [new] = await store.enqueue([new_job()])
+        [job] = await store.claim(["default"], 5, "w2", TTL)
+        assert new.id == job.id
