@@ -148,6 +148,16 @@ class Reader:
                 all_lags.extend(struct.unpack_from(f"<{count}d", self.map, offset + SLOT_HEAD))
         return Snapshot(done, min(firsts, default=0.0), max(lasts, default=0.0), slots, all_lags)
 
+    def per_process(self) -> list[tuple[int, float, float]]:
+        """Each process's (jobs done, first start, last completion), for processes that ran
+        at least one job."""
+        out = []
+        for i in range(self._slots()):
+            n, first, last, _ = _HEAD.unpack_from(self.map, HEADER + i * SLOT)
+            if n:
+                out.append((n, first, last))
+        return out
+
     def pids(self) -> list[int]:
         """The processes that have taken a slot, in the order they took it."""
         return [

@@ -24,7 +24,9 @@ Per library, in order:
 5. latency: 1,000 jobs enqueued one by one at 200/s; enqueue -> start p50 / p99, where enqueue
    is the producer's clock just before the call and start the task's first line;
 6. I/O: 5,000 jobs of a 10 ms sleep queued, then fresh workers; rate against the ideal of
-   64 slots x 100 jobs/s (5,000 jobs in 0.78 s).
+   64 slots x 100 jobs/s (5,000 jobs in 0.78 s), two ways: the sum of each worker process's
+   own rate (its jobs / (its last completion - its first start)), and all jobs / (last
+   completion - first start anywhere), which also counts the processes' start-up skew.
 
 Starts and completions reach the harness through shared memory (``recorder.py``), never
 through Redis, so they neither cost nor count commands.
@@ -401,10 +403,17 @@ async def bench_library(name: str, url: str, sizes: Sizes, tmp: Path) -> dict[st
     try:
         await wait_done(ws, io, sizes.wait)
         snap = ws.reader.snapshot()
+        procs = ws.reader.per_process()
     finally:
         ws.stop()
-    ideal = io * SLEEP / 64
-    r["io_pct"] = ideal / (snap.last - snap.first) * 100
+    slots = 64  # 2 x 32 for every library, RQ too (see docs/benchmarks.md)
+    ideal = io * SLEEP / slots
+    r["io_cold_pct"] = ideal / (snap.last - snap.first) * 100
+    # Each process's own rate, from its first start: worker processes started together on
+    # two cores begin up to a few hundred ms apart, which the figure above charges to the
+    # library as idle slots. A process with under 1 % of the jobs gives no steady rate.
+    rates = [n / (last - first) for n, first, last in procs if n >= io / 100 and last > first]
+    r["io_pct"] = sum(rates) / (slots / SLEEP) * 100
     await call(peer, "close")
     await flush()
     return r
@@ -436,7 +445,7 @@ def table(
         "drain (jobs/s)",
         "online (jobs/s)",
         "enqueue→start p50 / p99 (ms)",
-        "10 ms sleeps (% of ideal)",
+        "10 ms sleeps, % of ideal: per process / from the first start",
         "worker CPU per job (µs)",
         "Redis commands per job (enqueue + drain)",
         "of which script calls",
@@ -465,7 +474,7 @@ def table(
                     _fmt(r, "drain", "{:,.0f}"),
                     _fmt(r, "online", "{:,.0f}"),
                     lat,
-                    _fmt(r, "io_pct", "{:.0f} %"),
+                    _fmt(r, "io_pct", "{:.0f} %") + " / " + _fmt(r, "io_cold_pct", "{:.0f} %"),
                     _fmt(r, "cpu_us", "{:,.0f}"),
                     cmds,
                     scripts,
@@ -500,7 +509,10 @@ def ratios(results: dict[str, dict[str, Any]]) -> list[str]:
         f"{value:,.0f}/s); target ≥ 1×"
     )
     out.append(f"- enqueue→start p99: {me['p99']:.2f} ms; target ≤ 1 ms")
-    out.append(f"- 10 ms sleeps: {me['io_pct']:.0f} % of ideal; target ≥ 95 %")
+    out.append(
+        f"- 10 ms sleeps: {me['io_pct']:.0f} % of ideal per process "
+        f"({me['io_cold_pct']:.0f} % from the first start anywhere); target ≥ 95 %"
+    )
     return out
 
 
