@@ -24,6 +24,12 @@ def varargs(a: int, *rest: int, **more: str) -> None: ...
 def posonly(a: int, /, b: int = 2) -> None: ...
 
 
+def natives(a: int, b: float, c: str = "", d: bool = False) -> None: ...
+
+
+def before_star(a: int, *rest: int) -> None: ...
+
+
 CALLS: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = [
     (plain, (1,), {}),
     (plain, (1, "y"), {}),
@@ -33,6 +39,10 @@ CALLS: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = [
     (required_kw, (1,), {"c": 2.0}),
     (varargs, (1, 2, 3), {"k": "v"}),
     (posonly, (1,), {"b": 5}),
+    (natives, (1, 2.5, "x", True), {}),
+    (natives, (1, 2), {"d": True}),  # an int for a float: pydantic's path
+    (natives, (True, 2.5), {}),  # a bool for an int: pydantic's path
+    (before_star, (1, 2, 3), {}),
 ]
 
 BAD: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = [
@@ -72,3 +82,11 @@ def test_a_call_that_does_not_fit_fails_as_bind_words_it(
     # The same call found in storage (written by other code or an older version of the task).
     with pytest.raises(PayloadError, match="do not fit"):
         codec.decode_args(json.dumps(list(args)), json.dumps(kwargs))
+
+
+def test_native_values_keep_their_exact_type() -> None:
+    codec = Codec(natives, "t")
+    enc = codec.encode_args((1, 2.5, "x", True), {})
+    assert (["[]", '{"a": 1, "b": 2.5, "c": "x", "d": true}']) == list(enc)
+    _, kwargs = codec.decode_args(*enc)
+    assert [int, float, str, bool] == [type(kwargs[k]) for k in "abcd"]
