@@ -10,15 +10,17 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
-from rich.console import Console
 
 from offload.app import Offload, resolve_url
 from offload.jobs import JobRecord
 from offload.stores import Store, open_store
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # Exit codes: 2 is what Click uses for a wrong command line, so scripts can tell "you asked
 # for something impossible" from "the store or the job said no" (1).
@@ -172,6 +174,9 @@ PIPE_WIDTH = 200
 
 def wide_console() -> Console:
     """A console for tables: terminal width on a terminal, wide when piped."""
+    # Imported here: rich is a sixth of every command's start-up, and only tables need it.
+    from rich.console import Console
+
     return Console(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
 
 

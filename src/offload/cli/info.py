@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from offload.cli._common import (
     app_option,
@@ -26,6 +24,9 @@ def info(
     app_target: str | None = app_option,
 ) -> None:
     """Show job counts per queue and state for the store."""
+    # rich only where a table is printed: it is a sixth of every command's start-up.
+    from rich.table import Table
+    from rich.text import Text
 
     async def fetch() -> tuple[str, dict[tuple[str, JobState], int]]:
         async with connected(url, app_target) as conn:

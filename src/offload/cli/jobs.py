@@ -12,8 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import typer
-from rich.table import Column, Table
-from rich.text import Text
 
 from offload.cli._common import (
     USAGE,
@@ -159,6 +157,9 @@ def list_jobs(
     app_target: str | None = app_option,
 ) -> None:
     """List jobs, newest first."""
+    from rich.table import Column, Table
+    from rich.text import Text
+
     flt = JobFilter(states=_states(state), tasks=_split(task), queues=_split(queue))
 
     async def fetch() -> tuple[list[JobRecord], str | None]:
@@ -207,6 +208,8 @@ def show(
     app_target: str | None = app_option,
 ) -> None:
     """Show every field of one job, including its error traceback and result."""
+    from rich.table import Table
+    from rich.text import Text
 
     async def fetch() -> dict[str, Any]:
         async with connected(url, app_target) as conn:

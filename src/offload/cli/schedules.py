@@ -10,8 +10,6 @@ import asyncio
 from typing import Any
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from offload.app import Offload
 from offload.cli._common import (
@@ -77,6 +75,9 @@ def list_schedules(
     url: str | None = url_option,
 ) -> None:
     """Show each schedule, whether it is paused, and its next fire times (UTC)."""
+    from rich.table import Table
+    from rich.text import Text
+
     jobs = _app(target, url)
 
     async def fetch() -> list[ScheduleStatus]:
