@@ -103,3 +103,17 @@ async def test_a_job_arriving_as_the_worker_stops_is_run_or_given_back(jobs: Off
             (JobState.SUCCEEDED, 1),
             (JobState.QUEUED, 0),
         }
+
+
+async def test_the_wake_up_list_stays_short_with_no_one_waiting(jobs: Offload) -> None:
+    """Each change pushes a token; with no worker to take them the list is cut at 64."""
+
+    @jobs.task
+    async def unread() -> None:
+        return None
+
+    for _ in range(100):
+        await unread.enqueue()
+    conn = jobs.store._conn  # type: ignore[attr-defined]
+    [length] = await conn.run([("LLEN", conn.layout.queue("default").wake)])
+    assert 64 == length

@@ -24,12 +24,14 @@ for i = 3, #ARGV, 11 do
     else
       run_num = tonumber(run_at)
     end
-    redis.call('HSET', k, 'id', id, 'task', ARGV[i + 1], 'queue', queue, 'args', ARGV[i + 2],
+    local fields = {'id', id, 'task', ARGV[i + 1], 'queue', queue, 'args', ARGV[i + 2],
       'kwargs', ARGV[i + 3], 'state', 'queued', 'priority', ARGV[i + 4], 'attempt', '0',
-      'max_attempts', ARGV[i + 5], 'run_at', run_at, 'enqueued_at', nows)
-    if ARGV[i + 8] ~= '' then redis.call('HSET', k, 'timeout', ARGV[i + 8]) end
-    if ARGV[i + 9] ~= '' then redis.call('HSET', k, 'key', ARGV[i + 9]) end
-    if ARGV[i + 10] ~= '' then redis.call('HSET', k, 'meta', ARGV[i + 10]) end
+      'max_attempts', ARGV[i + 5], 'run_at', run_at, 'enqueued_at', nows}
+    -- Optional fields join the same HSET: one call per job however many are set.
+    if ARGV[i + 8] ~= '' then fields[#fields + 1] = 'timeout'; fields[#fields + 1] = ARGV[i + 8] end
+    if ARGV[i + 9] ~= '' then fields[#fields + 1] = 'key'; fields[#fields + 1] = ARGV[i + 9] end
+    if ARGV[i + 10] ~= '' then fields[#fields + 1] = 'meta'; fields[#fields + 1] = ARGV[i + 10] end
+    redis.call('HSET', k, unpack(fields))
     if run_num > now then
       redis.call('ZADD', delayed, run_num, id)
     else

@@ -33,14 +33,16 @@ local function promote(ready, delayed, jp, now, cap)
   return #due
 end
 
--- One token per change, capped: a waiting worker wakes, the list never grows unbounded.
+-- One token per change, capped: a waiting worker wakes, the list never grows unbounded (it
+-- is trimmed only once it is long, so the usual wake-up is one call).
 local function wake(list, n)
   if n <= 0 then return end
   if n > 8 then n = 8 end
   local tokens = {}
   for i = 1, n do tokens[i] = '1' end
-  redis.call('LPUSH', list, unpack(tokens))
-  redis.call('LTRIM', list, 0, 63)
+  if redis.call('LPUSH', list, unpack(tokens)) > 64 then
+    redis.call('LTRIM', list, 0, 63)
+  end
 end
 
 local FINISHED = {succeeded = true, failed = true, cancelled = true}
