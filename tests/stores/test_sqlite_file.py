@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from importlib import resources
 from pathlib import Path
 
@@ -68,6 +67,9 @@ async def test_checkpoints_run_off_the_writer_and_stop_with_the_store(tmp_path: 
     path = tmp_path / "jobs.db"
     store = SQLiteStore(f"sqlite:///{path}")
     await store.open()
+    writer = store._writer
+    assert writer is not None
+    threads = [writer, writer.checkpointer]
     try:
         before = path.stat().st_size
         for _ in range(30):
@@ -83,4 +85,4 @@ async def test_checkpoints_run_off_the_writer_and_stop_with_the_store(tmp_path: 
         assert path.stat().st_size > before + 1_000_000
     finally:
         await store.close()
-    assert not [t for t in threading.enumerate() if t.name.startswith("offload-sqlite")]
+    assert not [t for t in threads if t.is_alive()]
