@@ -159,16 +159,8 @@ class SQLiteStore:
         clock = self._clock
         return await self._run(lambda conn: ops.claim(conn, qs, limit, worker_id, ttl, clock()))
 
-    async def wait_claim(
-        self,
-        queues: Sequence[str] | None,
-        timeout: float,
-        limit: int,
-        worker_id: str,
-        ttl: float,
-        stop: asyncio.Event,
-    ) -> list[JobRecord]:
-        return await wait_then_claim(self, queues, timeout, limit, worker_id, ttl, stop)
+    # No blocking claim here: wait, then claim (see Store.wait_claim).
+    wait_claim = wait_then_claim
 
     async def heartbeat(
         self, leases: Sequence[tuple[str, int]], worker_id: str, ttl: float
