@@ -291,7 +291,7 @@ class RedisStore:
             [keys.ready, keys.delayed, keys.running, keys.counts],
             [keys.job, limit, worker_id, ttl],
         )
-        results = await conn.wait_then_run(queues, timeout, worker_id, stop, [claim])
+        results = await conn.wait_then_run(queues, timeout, [claim], (worker_id, stop))
         return [] if results is None else self._claimed(results)
 
     async def _split(self, names: list[str], limit: int) -> dict[str, int]:

@@ -67,7 +67,6 @@ class RedisConnection:
         self.layout = Layout(self.opts.prefix)
         self.scripts = Scripts()
         self._client: Redis | None = None
-        self._blocking: Redis | None = None
         self._known: set[str] = set()
         self._known_at = -math.inf
         self.registered: set[str] = set()
@@ -88,7 +87,7 @@ class RedisConnection:
             supported_errors=(RedisConnectionError, RedisTimeoutError, OSError),  # type: ignore[arg-type]
         )
 
-    def _make_pool(self, blocking: bool, lean: bool = False) -> ConnectionPool:
+    def _make_pool(self, lean: bool) -> ConnectionPool:
         retry = Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), RETRIES)
         return ConnectionPool.from_url(
             self.opts.client_url,
@@ -99,19 +98,16 @@ class RedisConnection:
             retry=retry,
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
             socket_connect_timeout=CONNECT_TIMEOUT,
-            # Blocking calls wait server-side as long as asked; the others are bounded by
-            # op_timeout around the whole call (which is all the lean connections have).
-            socket_timeout=None if blocking or lean else self.opts.op_timeout,
+            # The lean connections (the hot path and blocking waits) are bounded by a deadline
+            # around the whole call; the client's by op_timeout per read.
+            socket_timeout=None if lean else self.opts.op_timeout,
             socket_keepalive=True,
         )
-
-    def _make_client(self, blocking: bool) -> Redis:
-        return Redis.from_pool(self._make_pool(blocking))
 
     async def open(self) -> None:
         if self._client is not None:
             return
-        client = self._make_client(blocking=False)
+        client = Redis.from_pool(self._make_pool(lean=False))
         try:
             async with self.guard("connecting"):
                 await client.ping()
@@ -120,19 +116,17 @@ class RedisConnection:
             await client.aclose()
             raise
         self._client = client
-        self._blocking = self._make_client(blocking=True)
-        self._lean = self._make_pool(blocking=False, lean=True)
+        self._lean = self._make_pool(lean=True)
         await self.refresh_known(0.0)
 
     async def close(self) -> None:
-        client, blocking = self._client, self._blocking
-        self._client = self._blocking = self._lean = None
+        client = self._client
+        self._client = self._lean = None
         idle, self._idle = self._idle, []
         for conn in idle:
             await conn.disconnect()
-        for c in (client, blocking):
-            if c is not None:
-                await c.aclose()
+        if client is not None:
+            await client.aclose()
 
     @property
     def redis(self) -> Redis:
@@ -263,39 +257,32 @@ class RedisConnection:
     async def wait(self, queues: Sequence[str] | None, timeout: float) -> None:
         """Block in ``BLPOP`` on the queues' wake-up lists. Writers push a token per change,
         so a change made just before we block is still waiting for us when we do."""
-        blocking = self._blocking
-        if timeout <= 0 or blocking is None:
-            return
-        keys = self._wait_keys(queues)
-        # BLPOP reads 0 as "forever" and rounds to milliseconds.
-        seconds = max(timeout, 0.01)
-        try:
-            async with asyncio.timeout(seconds + self.opts.op_timeout):
-                reply = await blocking.blpop(keys, timeout=seconds)  # type: ignore[misc,unused-ignore]
-        except _UNREACHABLE:
-            await asyncio.sleep(min(timeout, WAIT_ERROR_PAUSE))
-            return
-        self._woken(reply)
+        if timeout > 0 and self._lean is not None:  # a closed store has nothing to wait for
+            await self.wait_then_run(queues, timeout, [])
 
     async def wait_then_run(
         self,
         queues: Sequence[str] | None,
         timeout: float,
-        waiter_id: str,
-        stop: asyncio.Event,
         commands: list[tuple[Any, ...]],
+        waiter: tuple[str, asyncio.Event] | None = None,
     ) -> list[Any] | None:
         """``wait``, with ``commands`` pipelined behind the ``BLPOP``: Redis runs them the
         moment it returns, on the same connection, so a wake-up and the work it leads to
         cost one round trip instead of two. Returns their replies, or ``None`` when Redis
-        could not be reached (after a short pause, as ``wait``).
+        could not be reached (after a short pause, so that a worker does not spin).
 
-        Never cancelled half-way (the commands may have run, and their replies would be
-        lost): ``stop`` pushes this waiter's own list, which ends the ``BLPOP`` at once."""
-        own = self.layout.waiter(waiter_id)
-        keys = [*self._wait_keys(queues), own]
+        With commands, the wait must not be cancelled half-way (they may have run, and their
+        replies would be lost): ``waiter`` (the worker's id and its stop event) ends it
+        instead, by pushing the worker's own list when the event is set."""
+        keys = self._wait_keys(queues)
+        poke: asyncio.Future[None] | None = None
+        if waiter is not None:
+            own = self.layout.waiter(waiter[0])
+            keys.append(own)
+            poke = asyncio.ensure_future(self._poke_when(waiter[1], own))
+        # BLPOP reads 0 as "forever" and rounds to milliseconds.
         seconds = max(timeout, 0.01)
-        poke = asyncio.ensure_future(self._poke_when(stop, own))
         try:
             async with asyncio.timeout(seconds + self.opts.op_timeout), self._slots:
                 replies = await self.run([("BLPOP", *keys, f"{seconds:.3f}"), *commands])
@@ -303,7 +290,8 @@ class RedisConnection:
             await asyncio.sleep(min(timeout, WAIT_ERROR_PAUSE))
             return None
         finally:
-            poke.cancel()
+            if poke is not None:
+                poke.cancel()
         self._woken(replies[0])
         return replies[1:]
 
