@@ -64,14 +64,13 @@ _COLS = (
 )
 _ROW = "(?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?)"
 _PARAMS = 12
-_INSERT = _COLS + _ROW
-_INSERT_KEYED = _INSERT + " ON CONFLICT (task, key) WHERE key IS NOT NULL DO NOTHING"
+_INSERT_KEYED = _COLS + _ROW + " ON CONFLICT (task, key) WHERE key IS NOT NULL DO NOTHING"
 # Rows per multi-row INSERT. One statement of many rows binds and steps once instead of once a
 # row, which is most of what an insert costs from Python; statements are cached per size, and
 # sizes are powers of two so a batch of any length needs at most eight of them. Builds of
 # SQLite before 3.32 allow only 999 bound variables, hence the cap from the connection.
 _CHUNK = 128
-_MULTI = {n: _COLS + ", ".join([_ROW] * n) for n in (1 << i for i in range(8))}
+_MULTI = {n: _COLS + ", ".join([_ROW] * n) for n in (1 << i for i in range(_CHUNK.bit_length()))}
 
 
 def _insert_rows(conn: sqlite3.Connection, flat: list[Any]) -> None:
