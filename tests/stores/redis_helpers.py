@@ -28,6 +28,7 @@ CONCURRENCY = 16
 # Retries enough that repeated kills never exhaust a job; a failed job would read as "lost".
 RETRIES = 20
 BATCH = 25
+JOB_SECONDS = 0.02
 
 
 def make_app(url: str, runs: Path | None = None) -> Offload:
@@ -38,8 +39,10 @@ def make_app(url: str, runs: Path | None = None) -> Offload:
     @app.task(name=TASK, retries=RETRIES, backoff=0.05)
     async def record(ctx: JobContext, n: int) -> None:
         os.write(fd, f"{n} {ctx.attempt} {pid} {time.time():.6f}\n".encode())
-        # A short await so that a kill often lands while jobs are in flight.
-        await asyncio.sleep(0.002)
+        # Each job holds its slot for JOB_SECONDS, so the run cannot outpace the kills: 3
+        # workers x 16 slots finish at most 2,400 jobs/s, and 20,000 jobs take 8 s or more
+        # however fast the machine is, which leaves room for several kills 2 s apart.
+        await asyncio.sleep(JOB_SECONDS)
 
     return app
 

@@ -191,7 +191,7 @@ class TestWorkerKills:
             _stop(workers + producers)
             await store.close()
         assert all(0 == p.returncode for p in producers), log.read_text()[-3000:]
-        assert victim >= 2, "the run ended before any worker was killed"
+        assert victim >= 3, f"the run ended after {victim} kills; it should outlast three"
         assert set(range(total)) == read_acked(acked)
         assert finished, f"not all jobs finished: {counts}"
         assert {("default", JobState.SUCCEEDED): total} == counts
