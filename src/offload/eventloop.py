@@ -16,9 +16,16 @@ missing (macOS, Windows) this is asyncio's default loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import select
 import selectors
+import sys
 from typing import Any
+
+# prctl(2) option, and the slack asked for: 1 µs instead of the default 50 µs.
+_PR_SET_TIMERSLACK = 29
+_TIMER_SLACK_NS = 1_000
 
 
 class _PreciseEpollSelector(selectors.EpollSelector):
@@ -41,8 +48,23 @@ class _PreciseEpollSelector(selectors.EpollSelector):
     _selector: Any
 
 
+def _tighten_timer_slack() -> None:
+    """Let the kernel wake this thread within 1 µs of a timeout instead of 50 µs.
+
+    Linux may defer a sleeping thread's wake-up by its "timer slack" to batch wake-ups; on
+    the loop's thread that is added to every timer. Threads started from here (the executor's)
+    inherit the setting. Best effort: on failure the default slack stays."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_TIMERSLACK, _TIMER_SLACK_NS, 0, 0, 0)
+
+
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    """A new event loop with precise timers (asyncio's default loop where epoll is missing)."""
+    """A new event loop with precise timers (asyncio's default loop where epoll is missing).
+
+    On Linux it also narrows the calling thread's timer slack (see ``_tighten_timer_slack``)."""
     if not hasattr(selectors, "EpollSelector"):
         return asyncio.new_event_loop()
+    _tighten_timer_slack()
     return asyncio.SelectorEventLoop(_PreciseEpollSelector())

@@ -10,6 +10,7 @@ import select
 import selectors
 import signal
 import socket
+import sys
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -86,3 +87,34 @@ def test_past_select_s_descriptor_limit_it_waits_as_epoll_does(
         return bool(selector._precise)
 
     assert run(main()) is False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux's per-thread timer slack")
+def test_the_loop_s_thread_wakes_with_a_narrow_timer_slack() -> None:
+    """Linux defers a sleeping thread's wake-up by up to 50 µs by default; the loop's thread
+    and the threads it starts (the executor's) ask for 1 µs."""
+    import ctypes
+    import threading
+
+    prctl = ctypes.CDLL(None).prctl
+    seen: dict[str, int] = {}
+
+    def slack() -> int:
+        return int(prctl(30, 0, 0, 0, 0))  # PR_GET_TIMERSLACK: this thread's, in ns
+
+    def on_a_fresh_thread() -> None:
+        prctl(29, 50_000, 0, 0, 0)  # PR_SET_TIMERSLACK: the default, whatever ran before
+        seen["before"] = slack()
+        loop = new_event_loop()
+        try:
+            seen["loop"] = slack()
+            seen["executor"] = loop.run_until_complete(loop.run_in_executor(None, slack))
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=on_a_fresh_thread)
+    thread.start()
+    thread.join()
+    assert seen["before"] == 50_000
+    assert seen["loop"] == 1_000
+    assert seen["executor"] == 1_000
