@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
+import hiredis
 from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from offload.errors import StoreUnavailable
@@ -31,6 +32,7 @@ from offload.stores.redis_layout import (
     connection_class,
     parse_redis_url,
 )
+from offload.stores.redis_link import Link
 
 # redis-py retries a command on a dropped connection this many times, backing off from 50 ms
 # to at most 0.5 s: enough to ride out a restart of a few seconds within op_timeout.
@@ -51,12 +53,108 @@ WAIT_ERROR_PAUSE = 0.2
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 
 
+@functools.cache
+def _driver_info() -> DriverInfo:
+    return DriverInfo()
+
+
 def _not_open() -> StoreUnavailable:
     return StoreUnavailable("the Redis store is not open: use `async with jobs:` or jobs.lifespan")
 
 
 async def _dropped(_error: Exception) -> None:
     """Retry hook: nothing to do, the failed connection was already dropped."""
+
+
+class Deadlines:
+    """Cancels tasks that overran their deadline, with one timer for all of them.
+
+    ``asyncio.timeout`` schedules and cancels a timer per operation; at thousands of
+    operations a second the loop's heap fills with cancelled timers (one per operation in the
+    last ``op_timeout`` seconds) and every operation pays for it. Here an operation only
+    records its deadline; one timer, set for the earliest deadline in flight, fires at most
+    once per expiry or per ``op_timeout``. Semantics match ``asyncio.timeout``: the task is
+    cancelled, and the guard that owns the deadline turns that cancellation (and only that
+    one, by ``Task.uncancel``) into a timeout.
+    """
+
+    def __init__(self) -> None:
+        self.due: dict[asyncio.Task[Any], float] = {}
+        self.expired: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        timer = self._timer
+        # (A timer of another loop, one the store was used from before, would never fire.)
+        if timer is None or self._loop is not loop:
+            if timer is not None:
+                timer.cancel()
+            self._loop = loop
+            self._timer = loop.call_at(when, self._check, loop)
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now = loop.time()
+        earliest = math.inf
+        for task, when in self.due.items():
+            if when > now:
+                earliest = min(earliest, when)
+            elif task not in self.expired:
+                self.expired.add(task)
+                task.cancel()
+        if earliest < math.inf:
+            self.arm(loop, earliest)
+
+
+class _Guard:
+    """``RedisConnection.guard``: a class, not a generator, since it wraps every operation."""
+
+    __slots__ = ("conn", "outer", "task", "what")
+
+    def __init__(self, conn: RedisConnection, what: str) -> None:
+        self.conn = conn
+        self.what = what
+
+    async def __aenter__(self) -> None:
+        conn = self.conn
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        if task is None:  # pragma: no cover - an async context manager always runs in a task
+            raise RuntimeError("a store operation must run in a task")
+        due = conn.deadlines.due
+        self.task = task
+        self.outer = outer = due.get(task)
+        when = loop.time() + conn.opts.op_timeout
+        due[task] = when if outer is None else min(outer, when)
+        conn.deadlines.arm(loop, when)
+        try:
+            await conn._slots.acquire()
+        except BaseException as exc:
+            if self._leave(type(exc)):
+                raise conn.unavailable(self.what, TimeoutError()) from exc
+            raise
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        self.conn._slots.release()
+        if self._leave(exc_type):
+            raise self.conn.unavailable(self.what, TimeoutError()) from exc
+        if exc is not None and isinstance(exc, _UNREACHABLE):
+            raise self.conn.unavailable(self.what, exc) from exc
+
+    def _leave(self, exc_type: type[BaseException] | None) -> bool:
+        """Drop this guard's deadline; true if it expired and cancelled the task."""
+        deadlines, task, outer = self.conn.deadlines, self.task, self.outer
+        if outer is None:
+            del deadlines.due[task]
+        else:
+            deadlines.due[task] = outer
+        if task not in deadlines.expired or (outer is not None and outer <= task.get_loop().time()):
+            return False  # not expired, or an outer guard owns the expiry
+        deadlines.expired.discard(task)
+        return task.uncancel() == 0 and exc_type is asyncio.CancelledError
 
 
 class RedisConnection:
@@ -75,9 +173,10 @@ class RedisConnection:
         """Queue of each job claimed through this store, so heartbeats and completions (which
         carry only ids) go straight to the right slot."""
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self.deadlines = Deadlines()
         # Connections for the hot path (see _exchange); at most MAX_CONNECTIONS are busy.
         self._lean: ConnectionPool | None = None
-        self._idle: list[AbstractConnection] = []
+        self._idle: list[Link] = []
         # The policy redis-py applies to its own clients, for _exchange. (redis-py wraps
         # socket errors in ConnectionError; a bare OSError is retried too, in case one
         # slips through.)
@@ -102,29 +201,38 @@ class RedisConnection:
             # around the whole call; the client's by op_timeout per read.
             socket_timeout=None if lean else self.opts.op_timeout,
             socket_keepalive=True,
+            # Built once: left to itself, redis-py looks its own version up in the installed
+            # packages' metadata for every new connection (about 1 ms of blocked event loop
+            # each, 32 of them as a worker warms up).
+            driver_info=_driver_info(),
         )
 
     async def open(self) -> None:
         if self._client is not None:
             return
         client = Redis.from_pool(self._make_pool(lean=False))
+        lean = self._make_pool(lean=True)
         try:
             async with self.guard("connecting"):
                 await client.ping()
                 await self.scripts.load(client)
+                # One hot-path connection up front: the first enqueue after start-up then
+                # costs one round trip, not a connect and a handshake as well.
+                first = await Link.open(lean.make_connection())  # type: ignore[no-untyped-call]
         except BaseException:
             await client.aclose()
             raise
         self._client = client
-        self._lean = self._make_pool(lean=True)
+        self._lean = lean
+        self._idle.append(first)
         await self.refresh_known(0.0)
 
     async def close(self) -> None:
         client = self._client
         self._client = self._lean = None
         idle, self._idle = self._idle, []
-        for conn in idle:
-            await conn.disconnect()
+        for link in idle:
+            await link.aclose()
         if client is not None:
             await client.aclose()
 
@@ -135,20 +243,17 @@ class RedisConnection:
             raise _not_open()
         return client
 
-    @contextlib.asynccontextmanager
-    async def guard(self, what: str) -> AsyncIterator[None]:
+    def guard(self, what: str) -> _Guard:
         """Bound ``what`` by ``op_timeout`` and turn an unreachable server into one clear error."""
-        timeout = self.opts.op_timeout
-        try:
-            async with asyncio.timeout(timeout), self._slots:
-                yield
-        except _UNREACHABLE as exc:
-            raise StoreUnavailable(
-                f"{what} failed: Redis at {self.opts.display_url} did not answer within "
-                f"{timeout:g} s ({type(exc).__name__}: {exc or 'timed out'}). Check that "
-                "redis-server is running and reachable from here, and the URL's password and "
-                "TLS settings; the operation may not have been applied."
-            ) from exc
+        return _Guard(self, what)
+
+    def unavailable(self, what: str, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"{what} failed: Redis at {self.opts.display_url} did not answer within "
+            f"{self.opts.op_timeout:g} s ({type(exc).__name__}: {exc or 'timed out'}). Check "
+            "that redis-server is running and reachable from here, and the URL's password and "
+            "TLS settings; the operation may not have been applied."
+        )
 
     async def run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send commands in one round trip (scripts by SHA, reloaded if the server lost them)."""
@@ -162,33 +267,34 @@ class RedisConnection:
         """Write ``commands`` at once and read their replies, on a connection of our own.
 
         The hot path skips redis-py's client layer (pool locks, a timeout per read, the
-        retry wrapper), which costs more than the round trip itself on a local server, and
-        uses its connections directly: connecting, AUTH, SELECT, TLS and the hiredis parser
-        stay redis-py's. The whole call is bounded by ``guard``'s deadline instead of one per
-        read. A connection is reused only after a complete exchange, so a call cut short
-        (by that deadline or a cancellation) can never leave replies for the next caller."""
+        retry wrapper) and its stream reader, which together cost more than the round trip
+        itself on a local server: connecting, AUTH, SELECT and TLS stay redis-py's, and a
+        ``Link`` reads the replies (see ``redis_link``). The whole call is bounded by
+        ``guard``'s deadline instead of one per read. A connection is reused only after a
+        complete exchange, so a call cut short (by that deadline or a cancellation) can never
+        leave replies for the next caller."""
         pool = self._lean
         if pool is None:
             raise _not_open()
         idle = self._idle
+        # hiredis packs in C; redis-py's pack_commands adds a Python loop around it.
+        packed = b"".join(map(hiredis.pack_command, commands))
+        count = len(commands)
 
         async def attempt() -> list[Any]:
-            conn = idle.pop() if idle else pool.make_connection()  # type: ignore[no-untyped-call]
-            try:
-                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-                replies: list[Any] = []
-                for _ in commands:
-                    try:
-                        replies.append(await conn.read_response())
-                    except ResponseError as exc:
-                        replies.append(exc)
-            except BaseException:
-                await conn.disconnect(nowait=True)
-                raise
+            # Links the server closed while they sat idle (a restart, a client timeout) are
+            # dropped here, not tried: each would cost a failed attempt and a backoff.
+            while idle and idle[-1].broken:
+                idle.pop()
+            if idle:
+                link = idle.pop()
+            else:
+                link = await Link.open(pool.make_connection())  # type: ignore[no-untyped-call]
+            replies = await link.exchange(packed, count)
             if self._lean is pool:
-                idle.append(conn)
+                idle.append(link)
             else:  # the store was closed meanwhile
-                await conn.disconnect(nowait=True)
+                await link.aclose()
             return replies
 
         return await self._retry.call_with_retry(attempt, _dropped)
