@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -180,23 +182,61 @@ async def bench_latency(tmp: Path, n: int) -> dict[str, float]:
 
 
 async def bench_io(tmp: Path, n: int) -> dict[str, float]:
+    """Two figures of 10 ms sleeps against the ideal (64 slots x 100 jobs/s).
+
+    The peer benchmarks' workload first: a queued backlog, then fresh worker processes, rated
+    per process (each one's jobs over its own first start to last end, summed) and from the
+    first start anywhere. Then a second backlog, enqueued in batches while those now warm
+    workers run, rated from its first claim to its last job's end."""
     url = _fresh_url(tmp, "io")
+    path = url.removeprefix("sqlite:///")
     mod = await _open(url)
+    backlog: list[str] = []
     for start in range(0, n, 1_000):
-        await mod.jobs.enqueue_many([mod.sleep10ms.prepare() for _ in range(min(1_000, n - start))])
+        batch = [mod.sleep10ms.prepare() for _ in range(min(1_000, n - start))]
+        backlog += [job.id for job in await mod.jobs.enqueue_many(batch)]
     procs = _spawn_workers(url, WORKERS)
     await _workers_ready(procs)
-    # Workers started draining during the warm-up pause; measure from a fresh backlog.
     await _wait_done(mod, n)
-    before = n
+    online: list[str] = []
     for start in range(0, n, 1_000):
-        await mod.jobs.enqueue_many([mod.sleep10ms.prepare() for _ in range(min(1_000, n - start))])
-    t = time.perf_counter()
-    end = await _wait_done(mod, before + n)
+        batch = [mod.sleep10ms.prepare() for _ in range(min(1_000, n - start))]
+        online += [job.id for job in await mod.jobs.enqueue_many(batch)]
+    await _wait_done(mod, 2 * n)
     _stop(procs)
     await mod.jobs.close()
-    ideal = n * 0.010 / (WORKERS * CONCURRENCY)
-    return {"io_seconds": end - t, "io_ideal": ideal, "io_pct": ideal / (end - t) * 100}
+    ideal_rate = WORKERS * CONCURRENCY / 0.010
+    # Starts are the claims (a job claimed ahead waits, so this is the stricter start); ends
+    # are the jobs' own clocks (the task returns it), not when the outcome was stored.
+    per_process = _spans(path, backlog)
+    per_online = _spans(path, online)
+    rates = [
+        count / (last - first)
+        for count, first, last in per_process
+        if count >= n / 100 and last > first
+    ]
+    return {
+        "io_pct": sum(rates) / ideal_rate * 100,
+        "io_cold_pct": n / _overall(per_process) / ideal_rate * 100,
+        "io_online_pct": n / _overall(per_online) / ideal_rate * 100,
+    }
+
+
+def _spans(path: str, ids: list[str]) -> list[tuple[int, float, float]]:
+    """(jobs, first claim, last end) of these jobs, per worker."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TEMP TABLE wanted (id TEXT PRIMARY KEY)")
+        db.executemany("INSERT INTO wanted VALUES (?)", [(i,) for i in ids])
+        rows = db.execute(
+            "SELECT count(*), min(started_at), max(CAST(result AS REAL))"
+            " FROM offload_jobs JOIN wanted USING (id) GROUP BY worker_id"
+        ).fetchall()
+    return [(int(count), float(first), float(last)) for count, first, last in rows]
+
+
+def _overall(spans: list[tuple[int, float, float]]) -> float:
+    """Seconds from the first start anywhere to the last end anywhere."""
+    return max(last for _, _, last in spans) - min(first for _, first, _ in spans)
 
 
 async def bench_memory(tmp: Path, n: int) -> dict[str, float]:
@@ -246,8 +286,9 @@ async def main(n: int, skip: set[str]) -> None:
         ("latency p99, worker in-process", "p99_in", "{:.2f} ms"),
         ("latency p50, 2 worker processes", "p50_x", "{:.2f} ms"),
         ("latency p99, 2 worker processes", "p99_x", "{:.2f} ms"),
-        ("5,000 x sleep(10 ms): time / ideal", "io_seconds", "{:.2f} s"),
-        ("5,000 x sleep(10 ms): % of ideal rate", "io_pct", "{:.0f} %"),
+        ("5,000 x sleep(10 ms), backlog then fresh workers: per process", "io_pct", "{:.0f} %"),
+        ("5,000 x sleep(10 ms), the same from the first start", "io_cold_pct", "{:.0f} %"),
+        ("5,000 x sleep(10 ms), enqueued while warm workers run", "io_online_pct", "{:.0f} %"),
         ("worker RSS after 10 % of 100,000 jobs", "rss_10pct_mib", "{:.1f} MiB"),
         ("worker RSS after 100,000 jobs", "rss_end_mib", "{:.1f} MiB"),
     ]
@@ -256,8 +297,6 @@ async def main(n: int, skip: set[str]) -> None:
     for label, key, fmt in rows:
         if key in r:
             value = fmt.format(r[key])
-            if key == "io_seconds":
-                value += f" / {r['io_ideal']:.2f} s"
             print(f"| {label} | {value} |")
 
 

@@ -112,6 +112,15 @@ def ensure_venv() -> None:
         )
         stamp.write_text(_stamp())
     python = str(_venv_python())
+    # Every library's workers import from bytecode compiled here, not from source at each
+    # start (PYTHONDONTWRITEBYTECODE may be set, and then nothing is cached on import). A
+    # file that does not compile (a template shipped as .py) only stays uncompiled.
+    subprocess.run(
+        [python, "-m", "compileall", "-q", "-j", "0", str(VENV / "lib"), str(ROOT / "src")],
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.execv(python, [python, "-m", "benchmarks.peers.run", *sys.argv[1:]])
 
 
@@ -557,6 +566,12 @@ def main() -> None:
         "--own-server", action="store_true", help="start a private redis-server for the run"
     )
     parser.add_argument("--flush", action="store_true", help="empty the DB first if it has keys")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every library this many times, taking turns; the table shows medians",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     ns = parser.parse_args()
@@ -578,6 +593,48 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(own_server()) if ns.own_server else ns.redis
         run_all(names, url, sizes, ns)
+
+
+def run_child(
+    name: str, url: str, ns: argparse.Namespace, timeout: float, client: Any
+) -> dict[str, Any]:
+    """One library's whole workload in a child process (and its process group)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        env = {**os.environ, "PEERS_REDIS_URL": url, "PYTHONPATH": str(ROOT)}
+        argv = [sys.executable, "-m", "benchmarks.peers.run", "--child", name, "--out", out.name]
+        if ns.quick:
+            argv.append("--quick")
+        else:
+            argv += ["--jobs", str(ns.jobs)]
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+            text = Path(out.name).read_text()
+            return json.loads(text) if text else {"error": f"exit {proc.returncode}"}
+        except subprocess.TimeoutExpired:
+            # The child and every worker it started share its process group.
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return {"error": f"no result within {timeout:.0f} s"}
+        except KeyboardInterrupt:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            client.flushdb()
+            raise
+
+
+def median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the rounds that produced a result (an error if none did)."""
+    good = [r for r in runs if "error" not in r]
+    if not good:
+        return runs[0]
+    merged = dict(good[0])
+    for key, value in good[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            merged[key] = statistics.median(r[key] for r in good if key in r)
+    if len(good) < len(runs):
+        merged["failed_rounds"] = len(runs) - len(good)
+    return merged
 
 
 def run_all(names: list[str], url: str, sizes: Sizes, ns: argparse.Namespace) -> None:
@@ -603,48 +660,29 @@ def run_all(names: list[str], url: str, sizes: Sizes, ns: argparse.Namespace) ->
             "settings": module.Adapter.settings,
             "batch": module.Adapter.batch_api,
         }
-    results: dict[str, dict[str, Any]] = {}
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     timeout = ns.timeout or (sizes.wait * 2 + 120)
-    for name in names:
-        print(f"running {name} ...", file=sys.stderr, flush=True)
-        with tempfile.NamedTemporaryFile(suffix=".json") as out:
-            env = {**os.environ, "PEERS_REDIS_URL": url, "PYTHONPATH": str(ROOT)}
-            argv = [
-                sys.executable,
-                "-m",
-                "benchmarks.peers.run",
-                "--child",
-                name,
-                "--out",
-                out.name,
-            ]
-            if ns.quick:
-                argv.append("--quick")
-            else:
-                argv += ["--jobs", str(ns.jobs)]
+    # Libraries take turns, round after round, so a slow spell on a shared machine lands on
+    # several of them rather than on one library's every run.
+    for turn in range(ns.rounds):
+        for name in names:
+            label = name if ns.rounds == 1 else f"{name} (round {turn + 1} of {ns.rounds})"
+            print(f"running {label} ...", file=sys.stderr, flush=True)
             started = time.monotonic()
-            proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)
-            try:
-                proc.wait(timeout=timeout)
-                text = Path(out.name).read_text()
-                results[name] = json.loads(text) if text else {"error": f"exit {proc.returncode}"}
-            except subprocess.TimeoutExpired:
-                # The child and every worker it started share its process group.
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                results[name] = {"error": f"no result within {timeout:.0f} s"}
-            except KeyboardInterrupt:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                client.flushdb()
-                raise
-        client.flushdb()
-        print(f"  {name}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+            rounds[name].append(run_child(name, url, ns, timeout, client))
+            client.flushdb()
+            print(f"  {name}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    results = {name: median_result(runs) for name, runs in rounds.items()}
     counted = busy < 5
     print(table(results, meta, counted, sizes.jobs))
     print()
     for line in ratios(results):
         print(line)
+    if ns.rounds > 1:
+        for turn in range(ns.rounds):
+            print(f"\nround {turn + 1}:")
+            for line in ratios({name: runs[turn] for name, runs in rounds.items()}):
+                print(line)
     if not counted:
         print(
             f"\nRedis commands not counted: other clients sent {busy:,.0f} commands/s to this "
