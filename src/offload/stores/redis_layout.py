@@ -7,6 +7,7 @@ so that the key layout (which ``docs/redis.md`` documents) lives in one place.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from hashlib import sha1
@@ -195,8 +196,46 @@ def connection_class(url: str) -> type[Connection]:
 
 def load_scripts() -> dict[str, str]:
     folder = resources.files("offload.stores").joinpath("redis_lua")
-    prelude = folder.joinpath("prelude.lua").read_text()
-    return {name: prelude + folder.joinpath(f"{name}.lua").read_text() for name in SCRIPTS}
+    blocks = _prelude_blocks(folder.joinpath("prelude.lua").read_text())
+    scripts = {}
+    for name in SCRIPTS:
+        body = folder.joinpath(f"{name}.lua").read_text()
+        scripts[name] = "".join(_needed(blocks, body)) + body
+    return scripts
+
+
+_DEFINES = re.compile(r"^local (?:function )?(\w+)", re.MULTILINE)
+_COMMENT = re.compile(r"--[^\n]*")
+
+
+def _prelude_blocks(prelude: str) -> list[tuple[set[str], str]]:
+    """The prelude's definitions, one block per blank-line-separated paragraph, with the
+    names each defines."""
+    blocks = []
+    for text in re.split(r"\n\s*\n", prelude):
+        text = text.strip("\n")
+        if text:
+            blocks.append((set(_DEFINES.findall(text)), text + "\n\n"))
+    return blocks
+
+
+def _needed(blocks: list[tuple[set[str], str]], body: str) -> list[str]:
+    """The blocks ``body`` uses, directly or through another block, in the prelude's order.
+
+    Redis runs a script's whole text on every call, so each helper a script does not use
+    (closures, the 22-name field table) would cost every call of it for nothing."""
+    chosen: set[int] = set()
+    code = _COMMENT.sub("", body)
+    while True:
+        more = {
+            i
+            for i, (names, _) in enumerate(blocks)
+            if i not in chosen and any(re.search(rf"\b{n}\b", code) for n in names)
+        }
+        if not more:
+            return [blocks[i][1] for i in sorted(chosen)]
+        chosen |= more
+        code += _COMMENT.sub("", "".join(blocks[i][1] for i in more))
 
 
 Exchange = Callable[[list[tuple[Any, ...]]], Awaitable[list[Any]]]

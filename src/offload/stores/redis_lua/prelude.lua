@@ -47,10 +47,10 @@ end
 
 local FINISHED = {succeeded = true, failed = true, cancelled = true}
 
--- A job as a fixed-order row (the client decodes by position; see redis_layout.FIELDS).
-local FIELDS = {'id', 'task', 'queue', 'args', 'kwargs', 'state', 'priority', 'attempt',
-  'max_attempts', 'run_at', 'enqueued_at', 'timeout', 'started_at', 'finished_at',
-  'lease_until', 'worker_id', 'key', 'result', 'error', 'progress', 'meta', 'cancel_requested'}
+-- A job as a fixed-order row (the client decodes by position; see redis_layout.FIELDS). The
+-- names are spelled out in the call, not kept in a table, so no table is built per call.
 local function row(k)
-  return redis.call('HMGET', k, unpack(FIELDS))
+  return redis.call('HMGET', k, 'id', 'task', 'queue', 'args', 'kwargs', 'state', 'priority',
+    'attempt', 'max_attempts', 'run_at', 'enqueued_at', 'timeout', 'started_at', 'finished_at',
+    'lease_until', 'worker_id', 'key', 'result', 'error', 'progress', 'meta', 'cancel_requested')
 end
