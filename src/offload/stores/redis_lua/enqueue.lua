@@ -19,8 +19,9 @@ for i = 3, #ARGV, 11 do
     local run_at = ARGV[i + 6]
     local run_num
     if run_at == '' then
-      run_num = now + tonumber(ARGV[i + 7])
-      run_at = fmt(run_num)
+      local delay = tonumber(ARGV[i + 7])
+      run_num = now + delay
+      run_at = delay == 0 and nows or fmt(run_num)
     else
       run_num = tonumber(run_at)
     end
