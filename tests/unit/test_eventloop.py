@@ -41,6 +41,32 @@ def test_a_timer_never_fires_early() -> None:
     assert all(extra >= -1e-6 for extra in run(main()))
 
 
+def test_waits_of_a_quarter_second_or_more_go_to_epoll_alone_and_never_end_early(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Short waits are made with select() on the epoll descriptor for microsecond timeouts;
+    a long one (a store's deadline seconds away) needs no such precision and skips it."""
+    timeouts: list[float] = []
+    real = select.select
+
+    def spy(r: Any, w: Any, x: Any, timeout: float) -> Any:
+        timeouts.append(timeout)
+        return real(r, w, x, timeout)
+
+    monkeypatch.setattr(select, "select", spy)
+
+    async def main() -> float:
+        await asyncio.sleep(0.01)
+        start = time.monotonic()
+        await asyncio.sleep(0.3)
+        return time.monotonic() - start
+
+    slept = run(main())
+    assert slept >= 0.3 - 1e-6
+    assert timeouts
+    assert max(timeouts) < 0.25
+
+
 def test_io_wakes_a_loop_that_waits_on_a_timer() -> None:
     async def main() -> bytes:
         a, b = socket.socketpair()
