@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from pydantic_core import PydanticSerializationError
+from pydantic_core import PydanticSerializationError, to_json
 
 from offload.jobs import JobContext
 from offload.redaction import Secret, is_secret_key
@@ -23,6 +23,16 @@ _ANY: TypeAdapter[Any] = TypeAdapter(Any)
 _NATIVE = (int, float, str, bool)
 EMPTY_ARGS = "[]"
 EMPTY_KWARGS = "{}"
+
+
+def _json(value: Any) -> str:
+    """Compact JSON of values already made JSON-ready (natives, or pydantic's JSON mode).
+
+    pydantic-core's encoder takes about 0.4 µs for a small call where ``json.dumps`` takes
+    2.5 (it builds a new C encoder each call): a sixth of preparing a job. Non-finite floats
+    are written as ``NaN``/``Infinity``, as ``json.dumps`` writes them, and read back by
+    ``json.loads``; text is UTF-8 rather than ``\\u`` escapes."""
+    return to_json(value).decode()
 
 
 class PayloadError(ValueError):
@@ -147,7 +157,7 @@ class Codec:
                     named[name] = value
                 else:
                     named[name] = self._dump(name, adapters[name], value)
-            return EMPTY_ARGS, json.dumps(named) if named else EMPTY_KWARGS
+            return EMPTY_ARGS, _json(named) if named else EMPTY_KWARGS
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -163,8 +173,8 @@ class Codec:
             else:
                 named[name] = self._dump(name, adapter, value)
         return (
-            json.dumps(positional) if positional else EMPTY_ARGS,
-            json.dumps(named) if named else EMPTY_KWARGS,
+            _json(positional) if positional else EMPTY_ARGS,
+            _json(named) if named else EMPTY_KWARGS,
         )
 
     def _match(self, args: Sequence[Any], kwargs: dict[str, Any]) -> list[tuple[str, Any]] | None:

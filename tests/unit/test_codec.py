@@ -87,6 +87,25 @@ def test_a_call_that_does_not_fit_fails_as_bind_words_it(
 def test_native_values_keep_their_exact_type() -> None:
     codec = Codec(natives, "t")
     enc = codec.encode_args((1, 2.5, "x", True), {})
-    assert (["[]", '{"a": 1, "b": 2.5, "c": "x", "d": true}']) == list(enc)
+    assert (["[]", '{"a":1,"b":2.5,"c":"x","d":true}']) == list(enc)
     _, kwargs = codec.decode_args(*enc)
     assert [int, float, str, bool] == [type(kwargs[k]) for k in "abcd"]
+
+
+def test_non_finite_floats_and_non_ascii_text_round_trip() -> None:
+    codec = Codec(natives, "t")
+    enc = codec.encode_args((1, float("inf"), "zürich ✓"), {})
+    assert '{"a":1,"b":Infinity,"c":"zürich ✓"}' == enc[1]
+    _, kwargs = codec.decode_args(*enc)
+    assert {"a": 1, "b": float("inf"), "c": "zürich ✓"} == kwargs
+    _, nan = codec.decode_args(*codec.encode_args((1, float("nan")), {}))
+    assert nan["b"] != nan["b"]
+
+
+def test_arguments_stored_in_json_dumps_style_still_decode() -> None:
+    """Jobs written before the compact encoding (spaces, \\u escapes) stay readable."""
+    codec = Codec(natives, "t")
+    stored = json.dumps({"a": 1, "b": 2.5, "c": "zürich"})
+    assert '"z\\u00fcrich"' in stored
+    _, kwargs = codec.decode_args("[]", stored)
+    assert {"a": 1, "b": 2.5, "c": "zürich"} == kwargs
