@@ -9,9 +9,8 @@ too (``asyncio.Runner(loop_factory=offload.eventloop.new_event_loop)``).
 The loop is asyncio's own selector loop with one change in how it waits: when the wait has a
 deadline under a quarter of a second, it waits on the epoll descriptor itself with
 ``select()``, whose timeout has microsecond resolution, then collects the ready events from
-epoll without blocking. All
-descriptors stay in epoll, so there is no limit on how many a job may open. Where epoll is
-missing (macOS, Windows) this is asyncio's default loop.
+epoll without blocking. All descriptors stay in epoll, so there is no limit on how many a job
+may open. Where epoll is missing (macOS, Windows) this is asyncio's default loop.
 """
 
 from __future__ import annotations

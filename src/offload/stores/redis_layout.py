@@ -223,7 +223,7 @@ def _needed(blocks: list[tuple[set[str], str]], body: str) -> list[str]:
     """The blocks ``body`` uses, directly or through another block, in the prelude's order.
 
     Redis runs a script's whole text on every call, so each helper a script does not use
-    (closures, the 22-name field table) would cost every call of it for nothing."""
+    (a closure, a table) would cost every call of it for nothing."""
     chosen: set[int] = set()
     code = _COMMENT.sub("", body)
     while True:

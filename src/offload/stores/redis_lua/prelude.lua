@@ -1,4 +1,7 @@
--- Shared by every offload script (prepended when the scripts are loaded).
+-- Helpers for the offload scripts. Each script is loaded with the paragraphs below that it
+-- uses, directly or through another (redis_layout.load_scripts): one group of definitions per
+-- paragraph, separated by blank lines.
+
 -- Times are the server's clock, as float seconds, stored with microsecond precision.
 local function now_s()
   local t = redis.call('TIME')
