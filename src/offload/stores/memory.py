@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import time
 from collections.abc import Callable, Sequence
 
@@ -72,16 +73,16 @@ class MemoryStore:
     ) -> list[JobRecord]:
         now = self._now()
         wanted = None if queues is None else set(queues)
-        due = [
+        due = (
             j
             for j in self._jobs.values()
             if j.state is JobState.QUEUED
             and j.run_at <= now
             and (wanted is None or j.queue in wanted)
-        ]
-        due.sort(key=sort_key)
+        )
         claimed = []
-        for job in due[:limit]:
+        # The first `limit` in claim order without sorting every due job.
+        for job in heapq.nsmallest(limit, due, key=sort_key):
             job.state = JobState.RUNNING
             job.attempt += 1
             job.lease_until = now + ttl
