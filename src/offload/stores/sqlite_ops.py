@@ -208,17 +208,47 @@ _FENCE = " WHERE id=? AND state='running' AND worker_id=? AND attempt=?"
 REQUEUED = (OutcomeKind.RETRY, OutcomeKind.REQUEUE, OutcomeKind.RELEASE)
 
 
+_SUCCEEDED = (
+    "UPDATE offload_jobs SET state='succeeded', result=?, error=NULL, finished_at=?, "
+    "lease_until=NULL, cancel_requested=0" + _FENCE
+)
+
+
+def _all_succeeded(conn: sqlite3.Connection, outcomes: list[Outcome], now: float) -> bool:
+    """Apply every success in one ``executemany``; ``False`` (and nothing applied) unless
+    each one's fence held.
+
+    Successes are nearly all of a busy worker's outcomes, and one statement call per job
+    costs a cursor and a bind from Python each. When a fence fails (a lease was lost, which
+    is rare), the statements are undone and the caller applies them one by one to learn
+    which."""
+    rows = [
+        (o.result, now, o.id, o.worker_id, o.attempt)
+        for o in outcomes
+        if o.kind is OutcomeKind.SUCCEEDED
+    ]
+    if len(rows) < 2:
+        return False
+    conn.execute("SAVEPOINT successes")
+    if conn.executemany(_SUCCEEDED, rows).rowcount == len(rows):
+        conn.execute("RELEASE successes")
+        return True
+    conn.execute("ROLLBACK TO successes")
+    conn.execute("RELEASE successes")
+    return False
+
+
 def complete(conn: sqlite3.Connection, outcomes: list[Outcome], now: float) -> list[bool]:
     applied: list[bool] = []
+    succeeded = _all_succeeded(conn, outcomes, now)
     for o in outcomes:
         fence = (o.id, o.worker_id, o.attempt)
         kind = o.kind
         if kind is OutcomeKind.SUCCEEDED:
-            cur = conn.execute(
-                "UPDATE offload_jobs SET state='succeeded', result=?, error=NULL, "
-                "finished_at=?, lease_until=NULL, cancel_requested=0" + _FENCE,
-                (o.result, now, *fence),
-            )
+            if succeeded:
+                applied.append(True)
+                continue
+            cur = conn.execute(_SUCCEEDED, (o.result, now, *fence))
         elif kind is OutcomeKind.FAILED or kind is OutcomeKind.CANCELLED:
             cur = conn.execute(
                 "UPDATE offload_jobs SET state=?, error=?, finished_at=?, lease_until=NULL, "

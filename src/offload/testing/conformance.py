@@ -212,6 +212,38 @@ class StoreConformance:
         assert JobState.FAILED == failed.state
         assert JobError("E", "bad", "tb") == failed.error
 
+    async def test_batch_of_successes_keeps_each_result_and_fence(self, store: Store) -> None:
+        """Successes applied together still store each job's own result, and one whose fence
+        fails leaves its job running while the rest of the batch is applied once."""
+        await store.enqueue([new_job() for _ in range(4)])
+        jobs = await store.claim(None, 4, "w", TTL)
+        ok = [
+            Outcome(j.id, "w", 1, OutcomeKind.SUCCEEDED, result=str(i)) for i, j in enumerate(jobs)
+        ]
+        assert [True, True, True] == await store.complete(ok[:3])
+        for i, job in enumerate(jobs[:3]):
+            got = await store.get(job.id)
+            assert got is not None
+            assert (JobState.SUCCEEDED, str(i)) == (got.state, got.result)
+        mixed = [ok[3], Outcome(jobs[0].id, "w", 1, OutcomeKind.SUCCEEDED, result="again")]
+        assert [True, False] == await store.complete(mixed)
+        first = await store.get(jobs[0].id)
+        last = await store.get(jobs[3].id)
+        assert first is not None
+        assert last is not None
+        assert (JobState.SUCCEEDED, "0") == (first.state, first.result)
+        assert (JobState.SUCCEEDED, "3") == (last.state, last.result)
+        await store.enqueue([new_job() for _ in range(2)])
+        pair = await store.claim(None, 2, "w", TTL)
+        fenced = [
+            Outcome(pair[0].id, "other", 1, OutcomeKind.SUCCEEDED, result="x"),
+            Outcome(pair[1].id, "w", 1, OutcomeKind.SUCCEEDED, result="y"),
+        ]
+        assert [False, True] == await store.complete(fenced)
+        still = await store.get(pair[0].id)
+        assert still is not None
+        assert (JobState.RUNNING, None) == (still.state, still.result)
+
     async def test_retry_outcome_requeues_later(self, store: Store) -> None:
         """A retry puts the job back in queued after the delay, keeping the attempt count."""
         await store.enqueue([new_job()])
