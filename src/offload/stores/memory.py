@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import itertools
 import time
 from collections.abc import Callable, Sequence
 
@@ -33,6 +34,13 @@ class MemoryStore:
     def __init__(self, url: str = "memory://", clock: Callable[[], float] | None = None) -> None:
         self.url = url
         self._jobs: dict[str, JobRecord] = {}
+        # Claim order without scanning every job: each job that becomes queued goes into
+        # ``_delayed`` (by run_at); a claim moves the due ones into their queue's ``_ready``
+        # heap (in claim order). Entries are never updated in place: one that no longer
+        # matches its job (claimed, cancelled, rescheduled, purged) is dropped when reached.
+        self._delayed: list[tuple[float, int, JobRecord]] = []
+        self._ready: dict[str, list[tuple[tuple[int, float, str], int, JobRecord]]] = {}
+        self._seq = itertools.count()
         self._keys: dict[tuple[str, str], str] = {}
         self._schedules: dict[str, ScheduleState] = {}
         self._changed = asyncio.Event()
@@ -50,6 +58,13 @@ class MemoryStore:
     def _wake(self) -> None:
         self._changed.set()
 
+    def _queued(self, job: JobRecord) -> None:
+        """Index a job that has just become queued (see ``claim``)."""
+        heapq.heappush(self._delayed, (job.run_at, next(self._seq), job))
+
+    def _live(self, job: JobRecord) -> bool:
+        return job.state is JobState.QUEUED and self._jobs.get(job.id) is job
+
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
         now = self._now()
         out: list[JobRecord] = []
@@ -61,6 +76,7 @@ class MemoryStore:
                     continue
             record = queued_record(new, now)
             self._jobs[record.id] = record
+            self._queued(record)
             if new.key is not None:
                 self._keys[(new.task, new.key)] = record.id
             out.append(record.copy())
@@ -72,17 +88,24 @@ class MemoryStore:
         self, queues: Sequence[str] | None, limit: int, worker_id: str, ttl: float
     ) -> list[JobRecord]:
         now = self._now()
-        wanted = None if queues is None else set(queues)
-        due = (
-            j
-            for j in self._jobs.values()
-            if j.state is JobState.QUEUED
-            and j.run_at <= now
-            and (wanted is None or j.queue in wanted)
-        )
-        claimed = []
-        # The first `limit` in claim order without sorting every due job.
-        for job in heapq.nsmallest(limit, due, key=sort_key):
+        delayed, ready = self._delayed, self._ready
+        while delayed and delayed[0][0] <= now:
+            run_at, seq, job = heapq.heappop(delayed)
+            if self._live(job) and job.run_at == run_at:
+                heapq.heappush(ready.setdefault(job.queue, []), (sort_key(job), seq, job))
+        names = list(ready) if queues is None else [q for q in dict.fromkeys(queues) if q in ready]
+        claimed: list[JobRecord] = []
+        while len(claimed) < limit:
+            best: list[tuple[tuple[int, float, str], int, JobRecord]] | None = None
+            for name in names:
+                heap = ready[name]
+                while heap and not (self._live(heap[0][2]) and heap[0][0] == sort_key(heap[0][2])):
+                    heapq.heappop(heap)
+                if heap and (best is None or heap[0][0] < best[0][0]):
+                    best = heap
+            if best is None:
+                break
+            job = heapq.heappop(best)[2]
             job.state = JobState.RUNNING
             job.attempt += 1
             job.lease_until = now + ttl
@@ -119,6 +142,8 @@ class MemoryStore:
                 applied.append(False)
                 continue
             apply_outcome(job, outcome, now)
+            if job.state is JobState.QUEUED:
+                self._queued(job)
             applied.append(True)
         self._wake()
         return applied
@@ -147,6 +172,7 @@ class MemoryStore:
                 else:
                     job.state = JobState.QUEUED
                     job.run_at = now
+                    self._queued(job)
                     job.error = lease_requeued_error(job.worker_id)
         if count:
             self._wake()
@@ -202,6 +228,7 @@ class MemoryStore:
         job.finished_at = None
         job.error = None
         job.cancel_requested = False
+        self._queued(job)
         self._wake()
         return job.copy()
 

@@ -415,6 +415,23 @@ class StoreConformance:
         assert 1 == again.attempt
         assert await store.retry(new_id()) is None
 
+    async def test_requeued_jobs_are_claimed_once_each_time(self, store: Store) -> None:
+        """A job queued more than once (cancelled and retried by hand, released) is claimed
+        once for each time it was queued, in claim order across queues."""
+        a = new_job(queue="a", priority=1)
+        b = new_job(queue="b", priority=2)
+        c = new_job(queue="a")
+        await store.enqueue([a, b, c])
+        await store.cancel(a.id)
+        await store.retry(a.id)
+        claimed = await store.claim(None, 10, "w", TTL)
+        assert [b.id, a.id, c.id] == [j.id for j in claimed]
+        released = [Outcome(j.id, "w", 1, OutcomeKind.RELEASE) for j in claimed]
+        assert [True, True, True] == await store.complete(released)
+        again = await store.claim(["a", "b"], 10, "w2", TTL)
+        assert [b.id, a.id, c.id] == [j.id for j in again]
+        assert [] == await store.claim(None, 10, "w2", TTL)
+
     async def test_purge_removes_only_old_finished_jobs(self, store: Store) -> None:
         """Purge deletes finished jobs older than the cut-off and nothing else."""
         await store.enqueue([new_job() for _ in range(3)])
