@@ -132,10 +132,46 @@ def enqueue(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> dict[in
     return existing
 
 
+# A claim returns only the columns it did not set itself: each returned column costs about
+# a third of a microsecond per job, on the writer's path that every worker takes turns on.
+_CLAIMED = (
+    "id, task, queue, args, kwargs, priority, attempt, max_attempts, run_at, enqueued_at, "
+    "timeout, finished_at, key, result, error, progress, meta"
+)
 _CLAIM_SET = (
     "UPDATE offload_jobs SET state='running', attempt=attempt+1, lease_until=?, worker_id=?, "
-    "started_at=?, cancel_requested=0 WHERE id IN ({select}) RETURNING " + COLUMNS
+    "started_at=?, cancel_requested=0 WHERE id IN ({select}) RETURNING " + _CLAIMED
 )
+
+
+def _claimed(row: tuple[Any, ...], lease_until: float, worker_id: str, now: float) -> JobRecord:
+    meta = row[16]
+    return JobRecord(
+        id=row[0],
+        task=row[1],
+        queue=row[2],
+        args=row[3],
+        kwargs=row[4],
+        state=JobState.RUNNING,
+        priority=row[5],
+        attempt=row[6],
+        max_attempts=row[7],
+        run_at=row[8],
+        enqueued_at=row[9],
+        timeout=row[10],
+        started_at=now,
+        finished_at=row[11],
+        lease_until=lease_until,
+        worker_id=worker_id,
+        key=row[12],
+        result=row[13],
+        error=load_error(row[14]),
+        progress=load_progress(row[15]),
+        meta={} if meta == "{}" else json.loads(meta),
+        cancel_requested=False,
+    )
+
+
 _CLAIM_PICK = (
     "SELECT id FROM offload_jobs WHERE state='queued' {queue} AND run_at<=? "
     "ORDER BY priority DESC, run_at, id LIMIT ?"
@@ -174,7 +210,8 @@ def claim(
         )
         params.append(limit)
     rows = conn.execute(_CLAIM_SET.format(select=select), params).fetchall()
-    records = [record(r) for r in rows]
+    lease_until = now + ttl
+    records = [_claimed(r, lease_until, worker_id, now) for r in rows]
     records.sort(key=sort_key)
     return records
 
