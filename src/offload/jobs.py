@@ -10,7 +10,7 @@ import asyncio
 import enum
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -93,7 +93,32 @@ class JobRecord:
     cancel_requested: bool = False
 
     def copy(self) -> JobRecord:
-        return replace(self, meta=dict(self.meta))
+        # Spelled out: ``dataclasses.replace`` walks the fields by name on every call, which
+        # made copying most of what the memory store does per job.
+        return JobRecord(
+            id=self.id,
+            task=self.task,
+            queue=self.queue,
+            args=self.args,
+            kwargs=self.kwargs,
+            state=self.state,
+            priority=self.priority,
+            attempt=self.attempt,
+            max_attempts=self.max_attempts,
+            run_at=self.run_at,
+            enqueued_at=self.enqueued_at,
+            timeout=self.timeout,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            lease_until=self.lease_until,
+            worker_id=self.worker_id,
+            key=self.key,
+            result=self.result,
+            error=self.error,
+            progress=self.progress,
+            meta=dict(self.meta),
+            cancel_requested=self.cancel_requested,
+        )
 
 
 def _dt(ts: float | None) -> datetime | None:
