@@ -241,13 +241,22 @@ def current_scoped_secrets() -> frozenset[str]:
     return _scoped.get()
 
 
-@contextlib.contextmanager
-def scoped_secrets(values: Iterable[str]) -> Iterator[None]:
+# Most jobs have no secret argument: they share this one instead of a generator each.
+_NOTHING_SCOPED = contextlib.nullcontext()
+
+
+def scoped_secrets(values: Iterable[str]) -> contextlib.AbstractContextManager[None]:
     """Hide ``values`` in everything redacted within this context (and tasks it starts)."""
-    values = frozenset(v for v in values if v)
-    if not values:
-        yield
-        return
+    kept = frozenset(values)
+    if "" in kept:
+        kept = kept - {""}
+    if not kept:
+        return _NOTHING_SCOPED
+    return _scoping(kept)
+
+
+@contextlib.contextmanager
+def _scoping(values: frozenset[str]) -> Iterator[None]:
     token = _scoped.set(_scoped.get() | values)
     try:
         yield
