@@ -10,6 +10,11 @@ import time
 _lock = threading.Lock()
 _last_ms = 0
 _seq = 0
+# The id's first 14 characters change once a millisecond, so they are formatted once each.
+_prefix = ""
+# The version digit and the 12-bit counter, with their dash: one lookup instead of a format.
+_COUNTER = [f"7{i:03x}-" for i in range(4096)]
+_VARIANT = 0x2 << 62
 
 
 def new_id() -> str:
@@ -18,24 +23,29 @@ def new_id() -> str:
     Within one millisecond a 12-bit counter keeps ids increasing, so jobs enqueued in one batch
     stay FIFO; past 4,096 ids in a millisecond the clock part is advanced by one.
     """
-    global _last_ms, _seq
+    global _last_ms, _seq, _prefix
+    ms = time.time_ns() // 1_000_000
     with _lock:
-        ms = time.time_ns() // 1_000_000
         if ms <= _last_ms:
             _seq += 1
             if _seq > 0xFFF:
                 _last_ms += 1
                 _seq = 0
-            ms = _last_ms
+                _prefix = _format_ms(_last_ms)
         else:
             _last_ms = ms
             _seq = 0
-        seq = _seq
+            _prefix = _format_ms(ms)
+        head = _prefix + _COUNTER[_seq]
     # Ids order and identify jobs; they are not secrets (every route that shows a job needs
     # credentials), so the fast non-cryptographic generator is enough.
-    value = (ms << 80) | (0x7 << 76) | (seq << 64) | (0x2 << 62) | _bits(62)
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    tail = f"{_VARIANT | _bits(62):016x}"
+    return f"{head}{tail[:4]}-{tail[4:]}"
+
+
+def _format_ms(ms: int) -> str:
+    h = f"{ms:012x}"
+    return f"{h[:8]}-{h[8:]}-"
 
 
 _bits = random.Random().getrandbits
