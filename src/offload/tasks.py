@@ -143,21 +143,24 @@ class Task(Generic[P, R]):
         cfg = self.config
         retries = opts.retries if opts.retries is not None else cfg.policy.retries
         secret = self.codec.secret_params
+        # By position, in NewJob's field order: keywords cost more than the rest of the job
+        # (id, task, queue, args, kwargs, priority, max_attempts, run_at, delay, timeout, key,
+        # meta).
         return Prepared(
             self,
             NewJob(
-                id=new_id(),
-                task=cfg.name,
-                queue=opts.queue or cfg.queue,
-                args=enc_args,
-                kwargs=enc_kwargs,
-                priority=cfg.priority if opts.priority is None else opts.priority,
-                max_attempts=retries + 1,
-                run_at=opts.run_at,
-                delay=opts.delay or 0.0,
-                timeout=opts.timeout if opts.timeout is not None else cfg.timeout,
-                key=opts.key,
-                meta={SECRET_ARGS_META: list(secret)} if secret else {},
+                new_id(),
+                cfg.name,
+                opts.queue or cfg.queue,
+                enc_args,
+                enc_kwargs,
+                cfg.priority if opts.priority is None else opts.priority,
+                retries + 1,
+                opts.run_at,
+                opts.delay or 0.0,
+                opts.timeout if opts.timeout is not None else cfg.timeout,
+                opts.key,
+                {SECRET_ARGS_META: list(secret)} if secret else {},
             ),
         )
 

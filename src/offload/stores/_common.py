@@ -121,18 +121,21 @@ def load_progress(raw: str | None) -> Progress | None:
 
 def queued_record(new: NewJob, now: float) -> JobRecord:
     """The row a fresh enqueue creates; ``now`` is the store's clock."""
+    # The required fields by position: a batch builds one per job, and keywords cost half
+    # again as much (id, task, queue, args, kwargs, state, priority, attempt, max_attempts,
+    # run_at, enqueued_at).
     return JobRecord(
-        id=new.id,
-        task=new.task,
-        queue=new.queue,
-        args=new.args,
-        kwargs=new.kwargs,
-        state=JobState.QUEUED,
-        priority=new.priority,
-        attempt=0,
-        max_attempts=new.max_attempts,
-        run_at=new.run_at if new.run_at is not None else now + new.delay,
-        enqueued_at=now,
+        new.id,
+        new.task,
+        new.queue,
+        new.args,
+        new.kwargs,
+        JobState.QUEUED,
+        new.priority,
+        0,
+        new.max_attempts,
+        new.run_at if new.run_at is not None else now + new.delay,
+        now,
         timeout=new.timeout,
         key=new.key,
         meta=dict(new.meta),
