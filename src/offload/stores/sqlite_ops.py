@@ -145,30 +145,11 @@ _CLAIM_SET = (
 
 
 def _claimed(row: tuple[Any, ...], lease_until: float, worker_id: str, now: float) -> JobRecord:
-    meta = row[16]
-    return JobRecord(
-        id=row[0],
-        task=row[1],
-        queue=row[2],
-        args=row[3],
-        kwargs=row[4],
-        state=JobState.RUNNING,
-        priority=row[5],
-        attempt=row[6],
-        max_attempts=row[7],
-        run_at=row[8],
-        enqueued_at=row[9],
-        timeout=row[10],
-        started_at=now,
-        finished_at=row[11],
-        lease_until=lease_until,
-        worker_id=worker_id,
-        key=row[12],
-        result=row[13],
-        error=load_error(row[14]),
-        progress=load_progress(row[15]),
-        meta={} if meta == "{}" else json.loads(meta),
-        cancel_requested=False,
+    """A claimed job's record: the columns returned (``_CLAIMED``), with the ones the claim
+    set put back in their places in ``COLUMNS`` (state after kwargs; started_at, then
+    lease_until and worker_id around finished_at; cancel_requested last)."""
+    return record(
+        (*row[:5], "running", *row[5:11], now, row[11], lease_until, worker_id, *row[12:], 0)
     )
 
 

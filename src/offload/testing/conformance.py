@@ -136,6 +136,23 @@ class StoreConformance:
         assert before + TTL - 1 <= job.lease_until <= before + TTL + 1
         assert job.started_at is not None
 
+    async def test_claimed_record_is_the_stored_job(self, store: Store) -> None:
+        """A claim returns each job as it is stored after the claim, field for field, also
+        for a job claimed again after a retry (with its last error and progress)."""
+        new = new_job(
+            args="[1]", kwargs='{"a": 2}', priority=3, key="k1", meta={"m": 1}, timeout=7.0
+        )
+        await store.enqueue([new])
+        [job] = await store.claim(None, 1, "w", TTL)
+        assert await store.get(new.id) == job
+        assert await store.set_progress(new.id, "w", 1, 0.5, "half")
+        err = JobError("RuntimeError", "boom", "tb")
+        retry = Outcome(new.id, "w", 1, OutcomeKind.RETRY, error=err, delay=0.0)
+        assert [True] == await store.complete([retry])
+        [again] = await store.claim(None, 1, "w2", TTL)
+        assert (2, "w2", err) == (again.attempt, again.worker_id, again.error)
+        assert await store.get(new.id) == again
+
     async def test_claim_order_priority_then_fifo(self, store: Store) -> None:
         """Higher priority first; within one priority, first in first out."""
         low = [new_job(priority=0) for _ in range(3)]
