@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from importlib import resources
 from pathlib import Path
 
+import pytest
+
+from offload.errors import StoreUnavailable
 from offload.ids import new_id
+from offload.jobs import JobState
 from offload.stores import sqlite_ops
 from offload.stores.base import NewJob
 from offload.stores.sqlite import SQLiteStore
@@ -86,3 +91,25 @@ async def test_checkpoints_run_off_the_writer_and_stop_with_the_store(tmp_path: 
     finally:
         await store.close()
     assert not [t for t in threads if t.is_alive()]
+
+
+async def test_counts_do_not_wait_for_the_writer_thread(tmp_path: Path) -> None:
+    """A count over every row is read beside the writer thread, not on it: a metrics scrape
+    or ``offload info`` never holds up the process's enqueues, claims and completions."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    await store.open()
+    release = threading.Event()
+    try:
+        await store.enqueue([_new(queue="a") for _ in range(3)])
+        # Occupy the writer thread until released, as a long transaction would.
+        busy = store._run(lambda conn: release.wait(10), write=False)
+        counts = await asyncio.wait_for(store.counts(), 5)
+        assert {("a", JobState.QUEUED): 3} == counts
+        assert not busy.done()
+        release.set()
+        assert await busy
+    finally:
+        release.set()
+        await store.close()
+    with pytest.raises(StoreUnavailable, match="not open"):
+        await store.counts()
