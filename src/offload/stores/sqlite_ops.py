@@ -167,7 +167,8 @@ def claim(
     ttl: float,
     now: float,
 ) -> list[JobRecord]:
-    params: list[Any] = [now + ttl, worker_id, now]
+    lease_until = now + ttl
+    params: list[Any] = [lease_until, worker_id, now]
     if queues is None:
         queues = [row[0] for row in conn.execute("SELECT name FROM offload_queues")]
         if not queues:
@@ -191,7 +192,6 @@ def claim(
         )
         params.append(limit)
     rows = conn.execute(_CLAIM_SET.format(select=select), params).fetchall()
-    lease_until = now + ttl
     records = [_claimed(r, lease_until, worker_id, now) for r in rows]
     records.sort(key=sort_key)
     return records
