@@ -34,12 +34,16 @@ class MemoryStore:
     def __init__(self, url: str = "memory://", clock: Callable[[], float] | None = None) -> None:
         self.url = url
         self._jobs: dict[str, JobRecord] = {}
-        # Claim order without scanning every job: each job that becomes queued goes into
-        # ``_delayed`` (by run_at); a claim moves the due ones into their queue's ``_ready``
-        # heap (in claim order). Entries are never updated in place: one that no longer
-        # matches its job (claimed, cancelled, rescheduled, purged) is dropped when reached.
-        self._delayed: list[tuple[float, int, JobRecord]] = []
+        # Claim order without scanning every job: each job that becomes queued goes into its
+        # queue's ``_delayed`` heap (by run_at); a claim moves the due ones into the queue's
+        # ``_ready`` heap (in claim order). Entries are never updated in place: one that no
+        # longer matches its job (claimed, cancelled, rescheduled, purged) is dropped when
+        # reached. Every queue that ever held a queued job has a ``_delayed`` heap.
+        self._delayed: dict[str, list[tuple[float, int, JobRecord]]] = {}
         self._ready: dict[str, list[tuple[tuple[int, float, str], int, JobRecord]]] = {}
+        # Jobs claimed and perhaps still running, so the reaper looks at these only; an entry
+        # whose job has since left the running state is dropped when the reaper reaches it.
+        self._running: dict[str, JobRecord] = {}
         self._seq = itertools.count()
         self._keys: dict[tuple[str, str], str] = {}
         self._schedules: dict[str, ScheduleState] = {}
@@ -60,10 +64,15 @@ class MemoryStore:
 
     def _queued(self, job: JobRecord) -> None:
         """Index a job that has just become queued (see ``claim``)."""
-        heapq.heappush(self._delayed, (job.run_at, next(self._seq), job))
+        heapq.heappush(self._delayed.setdefault(job.queue, []), (job.run_at, next(self._seq), job))
 
     def _live(self, job: JobRecord) -> bool:
         return job.state is JobState.QUEUED and self._jobs.get(job.id) is job
+
+    def _queue_names(self, queues: Sequence[str] | None) -> list[str]:
+        if queues is None:
+            return list(self._delayed)
+        return [q for q in dict.fromkeys(queues) if q in self._delayed]
 
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
         now = self._now()
@@ -88,12 +97,14 @@ class MemoryStore:
         self, queues: Sequence[str] | None, limit: int, worker_id: str, ttl: float
     ) -> list[JobRecord]:
         now = self._now()
-        delayed, ready = self._delayed, self._ready
-        while delayed and delayed[0][0] <= now:
-            run_at, seq, job = heapq.heappop(delayed)
-            if self._live(job) and job.run_at == run_at:
-                heapq.heappush(ready.setdefault(job.queue, []), (sort_key(job), seq, job))
-        names = list(ready) if queues is None else [q for q in dict.fromkeys(queues) if q in ready]
+        ready = self._ready
+        for name in self._queue_names(queues):
+            delayed = self._delayed[name]
+            while delayed and delayed[0][0] <= now:
+                run_at, seq, job = heapq.heappop(delayed)
+                if self._live(job) and job.run_at == run_at:
+                    heapq.heappush(ready.setdefault(name, []), (sort_key(job), seq, job))
+        names = [q for q in self._queue_names(queues) if q in ready]
         claimed: list[JobRecord] = []
         while len(claimed) < limit:
             best: list[tuple[tuple[int, float, str], int, JobRecord]] | None = None
@@ -106,6 +117,7 @@ class MemoryStore:
             if best is None:
                 break
             job = heapq.heappop(best)[2]
+            self._running[job.id] = job
             job.state = JobState.RUNNING
             job.attempt += 1
             job.lease_until = now + ttl
@@ -142,6 +154,8 @@ class MemoryStore:
                 applied.append(False)
                 continue
             apply_outcome(job, outcome, now)
+            if job.state is not JobState.RUNNING:
+                self._running.pop(job.id, None)
             if job.state is JobState.QUEUED:
                 self._queued(job)
             applied.append(True)
@@ -160,9 +174,13 @@ class MemoryStore:
     async def requeue_expired(self) -> int:
         now = self._now()
         count = 0
-        for job in self._jobs.values():
-            expired = job.lease_until is not None and job.lease_until < now
-            if job.state is JobState.RUNNING and expired:
+        running = self._running
+        for job in list(running.values()):
+            if job.state is not JobState.RUNNING or self._jobs.get(job.id) is not job:
+                del running[job.id]  # finished, requeued or purged since its claim
+                continue
+            if job.lease_until is not None and job.lease_until < now:
+                del running[job.id]
                 count += 1
                 job.lease_until = None
                 if job.attempt >= job.max_attempts:
@@ -245,13 +263,24 @@ class MemoryStore:
         return len(doomed)
 
     async def next_run_at(self, queues: Sequence[str] | None) -> float | None:
-        wanted = None if queues is None else set(queues)
-        times = [
-            j.run_at
-            for j in self._jobs.values()
-            if j.state is JobState.QUEUED and (wanted is None or j.queue in wanted)
-        ]
-        return min(times) if times else None
+        # A worker asks after a claim found nothing due: then its queues' ready heaps hold
+        # only stale entries, and each delayed heap's first live entry is its earliest job.
+        best: float | None = None
+        for name in self._queue_names(queues):
+            delayed = self._delayed[name]
+            while delayed and not (
+                self._live(delayed[0][2]) and delayed[0][2].run_at == delayed[0][0]
+            ):
+                heapq.heappop(delayed)
+            if delayed and (best is None or delayed[0][0] < best):
+                best = delayed[0][0]
+            heap = self._ready.get(name, [])
+            while heap and not (self._live(heap[0][2]) and heap[0][0] == sort_key(heap[0][2])):
+                heapq.heappop(heap)
+            if heap:  # due jobs waiting for a claim: the earliest of them, by a scan
+                first = min(e[2].run_at for e in heap if self._live(e[2]))
+                best = first if best is None else min(best, first)
+        return best
 
     async def wait(self, queues: Sequence[str] | None, timeout: float) -> None:
         self._changed.clear()

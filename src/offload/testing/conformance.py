@@ -490,6 +490,46 @@ class StoreConformance:
         """With nothing queued there is no next run time."""
         assert await store.next_run_at(None) is None
 
+    async def test_next_run_at_follows_the_queues_asked(self, store: Store) -> None:
+        """The earliest queued job of the queues asked about, due or not; cancelled and
+        claimed jobs no longer count."""
+        [a] = await store.enqueue([new_job(queue="a", delay=50)])
+        [b] = await store.enqueue([new_job(queue="b", delay=100)])
+        [c] = await store.enqueue([new_job(queue="c")])
+        for queues, want in ((["a"], a.run_at), (["b"], b.run_at), (["b", "a"], a.run_at)):
+            due = await store.next_run_at(queues)
+            assert due is not None
+            assert abs(due - want) < 0.001
+        due = await store.next_run_at(None)
+        assert due is not None
+        assert abs(due - c.run_at) < 0.001
+        assert await store.next_run_at(["elsewhere"]) is None
+        await store.cancel(a.id)
+        assert await store.next_run_at(["a"]) is None
+        [claimed] = await store.claim(["c"], 1, "w", TTL)
+        assert c.id == claimed.id
+        due = await store.next_run_at(None)
+        assert due is not None
+        assert abs(due - b.run_at) < 0.001
+
+    async def test_reaper_sees_every_claim_of_a_job(self, store: Store) -> None:
+        """Each claim's lease is reaped when it lapses, the second claim's too; a job
+        finished in time is left alone."""
+        [job] = await store.enqueue([new_job(max_attempts=3)])
+        [kept] = await store.enqueue([new_job(queue="k", max_attempts=3)])
+        for worker in ("w1", "w2"):
+            [claimed] = await store.claim(["default"], 1, worker, 0.05)
+            assert job.id == claimed.id
+            await asyncio.sleep(0.1)
+            assert 1 == await store.requeue_expired()
+        [other] = await store.claim(["k"], 1, "w3", 0.05)
+        assert kept.id == other.id
+        assert [True] == await store.complete([done(kept.id, "w3", attempt=1)])
+        [last] = await store.claim(["default"], 1, "w4", TTL)
+        assert (job.id, 3) == (last.id, last.attempt)
+        await asyncio.sleep(0.1)
+        assert 0 == await store.requeue_expired()
+
     # --- schedules ----------------------------------------------------------------------
 
     async def test_unknown_schedules_have_no_state(self, store: Store) -> None:
