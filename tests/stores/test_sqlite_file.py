@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -15,12 +16,13 @@ from offload.errors import StoreUnavailable
 from offload.ids import new_id
 from offload.jobs import JobState
 from offload.stores import sqlite_ops
-from offload.stores.base import NewJob
+from offload.jobs import JobError
+from offload.stores.base import NewJob, Outcome, OutcomeKind
 from offload.stores.sqlite import SQLiteStore
 from offload.stores.sqlite_writer import BACKSTOP_PAGES
 
 
-def _new(key: str | None = None, queue: str = "default") -> NewJob:
+def _new(key: str | None = None, queue: str = "default", max_attempts: int = 1) -> NewJob:
     return NewJob(
         id=new_id(),
         task="t",
@@ -28,7 +30,7 @@ def _new(key: str | None = None, queue: str = "default") -> NewJob:
         args="[]",
         kwargs="{}",
         priority=0,
-        max_attempts=1,
+        max_attempts=max_attempts,
         key=key,
     )
 
@@ -113,3 +115,119 @@ async def test_counts_do_not_wait_for_the_writer_thread(tmp_path: Path) -> None:
         await store.close()
     with pytest.raises(StoreUnavailable, match="not open"):
         await store.counts()
+
+
+def _recount(path: Path) -> dict[tuple[str, JobState], int]:
+    """Counts the slow way: over every row."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT queue, state, count(*) FROM offload_jobs GROUP BY queue, state"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {(q, JobState(s)): n for q, s, n in rows}
+
+
+async def test_counts_follow_every_transition(tmp_path: Path) -> None:
+    """Finished jobs are counted from running totals: after every kind of move into or out
+    of a finished state, on the fast and the slow completion paths, from this process's
+    claims and another's, the counts equal a count over every row."""
+    path = tmp_path / "jobs.db"
+    store, other = SQLiteStore(f"sqlite:///{path}"), SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    await other.open()
+
+    async def check() -> None:
+        assert _recount(path) == await store.counts()
+
+    def done(job_id: str, kind: OutcomeKind, worker: str = "w", attempt: int = 1) -> Outcome:
+        error = None if kind is OutcomeKind.SUCCEEDED else JobError("E", "boom")
+        return Outcome(job_id, worker, attempt, kind, result="null", error=error)
+
+    try:
+        await store.enqueue([_new(queue=q, max_attempts=3) for q in "aab" * 6])
+        await check()
+        # A batch of successes applied at once, from two queues.
+        claimed = await store.claim(None, 4, "w", 30)
+        assert [True] * 4 == await store.complete(
+            [done(j.id, OutcomeKind.SUCCEEDED) for j in claimed]
+        )
+        await check()
+        # Claimed by one process, completed through another (its queue looked up).
+        claimed = await store.claim(["a"], 3, "w", 30)
+        assert [True] * 3 == await other.complete(
+            [done(j.id, OutcomeKind.SUCCEEDED) for j in claimed]
+        )
+        await check()
+        # One success whose fence fails sends the batch down the one-by-one path.
+        claimed = await store.claim(None, 2, "w", 30)
+        applied = await store.complete(
+            [
+                done(claimed[0].id, OutcomeKind.SUCCEEDED),
+                done(claimed[1].id, OutcomeKind.SUCCEEDED, attempt=9),
+            ]
+        )
+        assert [True, False] == applied
+        await check()
+        # Failed, cancelled, retried, requeued and released outcomes.
+        claimed = await store.claim(None, 5, "w", 30)
+        await store.cancel(claimed[4].id)  # requested while running: its release cancels it
+        kinds = [
+            OutcomeKind.FAILED,
+            OutcomeKind.CANCELLED,
+            OutcomeKind.RETRY,
+            OutcomeKind.REQUEUE,
+            OutcomeKind.RELEASE,
+        ]
+        assert [True] * 5 == await store.complete(
+            [done(j.id, kind) for j, kind in zip(claimed, kinds, strict=True)]
+        )
+        await check()
+        # Lapsed leases: one job with no attempts left fails, the others go back.
+        [last] = await store.enqueue([_new(queue="c")])
+        claimed = await store.claim(None, 100, "w", 0.01)
+        assert last.id in {j.id for j in claimed}
+        await asyncio.sleep(0.05)
+        assert len(claimed) == await store.requeue_expired()
+        await check()
+        # Cancelled while queued; retried by hand from failed and from cancelled.
+        [queued] = await store.enqueue([_new(queue="b")])
+        await store.cancel(queued.id)
+        await check()
+        await store.retry(queued.id)
+        await store.retry(last.id)
+        await check()
+        # Purged: every finished job goes, and with it its count.
+        assert await store.purge(time.time() + 1) > 0
+        await check()
+        assert not {state for _, state in await store.counts() if state.finished}
+    finally:
+        await other.close()
+        await store.close()
+
+
+async def test_counts_of_a_file_made_before_the_totals(tmp_path: Path) -> None:
+    """A file whose finished jobs were stored before the totals existed gets them from its
+    rows when it is next opened."""
+    path = tmp_path / "jobs.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    try:
+        await store.enqueue([_new(queue=q) for q in "aabbb"])
+        claimed = await store.claim(None, 4, "w", 30)
+        await store.complete([Outcome(j.id, "w", 1, OutcomeKind.SUCCEEDED) for j in claimed])
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE offload_counts")
+    conn.commit()
+    conn.close()
+    again = SQLiteStore(f"sqlite:///{path}")
+    await again.open()
+    try:
+        counts = await again.counts()
+        assert _recount(path) == counts
+        assert 4 == sum(n for (_, state), n in counts.items() if state is JobState.SUCCEEDED)
+    finally:
+        await again.close()

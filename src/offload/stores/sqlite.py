@@ -39,6 +39,8 @@ log = logging.getLogger("offload.store.sqlite")
 
 # Cross-process wake-up poll: from 1 ms, doubling while idle, to at most this interval.
 MAX_POLL_SECONDS = 0.005
+# Claims remembered for the finished counts (``SQLiteStore._claimed``) at most.
+CLAIMED_MAX = 100_000
 
 
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
@@ -83,6 +85,10 @@ class SQLiteStore:
         self._watch: sqlite3.Connection | None = None
         self._seen_version = 0
         self._local = asyncio.Event()
+        # Queue of each job claimed here and not yet completed, so the finished counts need
+        # no lookup per completed job (see ``sqlite_ops.FINISHED``); bounded, and a job
+        # missing from it is looked up instead.
+        self._claimed: dict[str, str] = {}
 
     # --- plumbing --------------------------------------------------------------------
 
@@ -156,7 +162,13 @@ class SQLiteStore:
         self._seen_version = self._data_version()
         qs = queue_list(queues)
         clock = self._clock
-        return await self._run(lambda conn: ops.claim(conn, qs, limit, worker_id, ttl, clock()))
+        records = await self._run(lambda conn: ops.claim(conn, qs, limit, worker_id, ttl, clock()))
+        claimed = self._claimed
+        if len(claimed) > CLAIMED_MAX:  # claims that were never completed here
+            claimed.clear()
+        for record in records:
+            claimed[record.id] = record.queue
+        return records
 
     # No blocking claim here: wait, then claim (see Store.wait_claim).
     wait_claim = wait_then_claim
@@ -171,7 +183,9 @@ class SQLiteStore:
     async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
         outcomes = list(outcomes)
         clock = self._clock
-        applied = await self._run(lambda conn: ops.complete(conn, outcomes, clock()))
+        claimed = self._claimed
+        queues = [claimed.pop(o.id, None) for o in outcomes]
+        applied = await self._run(lambda conn: ops.complete(conn, outcomes, clock(), queues))
         if any(o.kind in ops.REQUEUED for o in outcomes):
             self._local.set()
         return applied
@@ -201,11 +215,12 @@ class SQLiteStore:
     async def cancel(self, job_id: str) -> JobRecord | None:
         def op(conn: sqlite3.Connection) -> JobRecord | None:
             now = self._clock()
-            conn.execute(
+            cancelled = conn.execute(
                 "UPDATE offload_jobs SET state='cancelled', finished_at=? "
-                "WHERE id=? AND state='queued'",
+                "WHERE id=? AND state='queued' RETURNING queue",
                 (now, job_id),
-            )
+            ).fetchall()
+            ops.tally(conn, {(queue, "cancelled"): 1 for (queue,) in cancelled})
             conn.execute(
                 "UPDATE offload_jobs SET cancel_requested=1 WHERE id=? AND state='running'",
                 (job_id,),
@@ -229,6 +244,7 @@ class SQLiteStore:
                 "error=NULL, cancel_requested=0, lease_until=NULL WHERE id=?",
                 (self._clock(), job_id),
             )
+            ops.tally(conn, {(job.queue, job.state.value): -1})
             return ops.get(conn, job_id)
 
         record = await self._run(op, durable=True)
@@ -236,12 +252,17 @@ class SQLiteStore:
         return record
 
     async def purge(self, older_than: float) -> int:
+        doomed = (
+            "FROM offload_jobs WHERE finished_at IS NOT NULL AND finished_at < ? "
+            "AND state IN ('succeeded', 'failed', 'cancelled')"
+        )
+
         def op(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "DELETE FROM offload_jobs WHERE finished_at IS NOT NULL AND finished_at < ? "
-                "AND state IN ('succeeded', 'failed', 'cancelled')",
-                (older_than,),
-            )
+            gone = conn.execute(
+                f"SELECT queue, state, count(*) {doomed} GROUP BY queue, state", (older_than,)
+            ).fetchall()
+            cur = conn.execute(f"DELETE {doomed}", (older_than,))
+            ops.tally(conn, {(queue, state): -n for queue, state, n in gone})
             return cur.rowcount
 
         return await self._run(op)
@@ -324,10 +345,11 @@ class SQLiteStore:
     async def counts(self) -> dict[tuple[str, JobState], int]:
         """Counts by queue and state, read on a connection of its own in a worker thread.
 
-        The count goes over every row kept (finished jobs stay for the retention period, so
-        millions of them): about 0.8 µs a row here. On the writer thread, every metrics
-        scrape or ``offload info`` would hold up this process's enqueues, claims and
-        completions for that long; WAL lets a reader run beside the writer instead."""
+        Finished jobs come from their running totals (``sqlite_ops.FINISHED``); queued and
+        running ones are counted over their partial indexes, so the read grows with the
+        backlog, not with the jobs kept. It stays off the writer thread, whose enqueues,
+        claims and completions a large backlog's count would otherwise hold up; WAL lets a
+        reader run beside the writer."""
         if self._writer is None:
             raise _not_open()
         path = self.path
@@ -336,9 +358,7 @@ class SQLiteStore:
             try:
                 conn = sqlite3.connect(path, timeout=LOCK_WAIT_SECONDS)
                 try:
-                    rows = conn.execute(
-                        "SELECT queue, state, count(*) FROM offload_jobs GROUP BY queue, state"
-                    ).fetchall()
+                    rows = conn.execute(ops.COUNTS).fetchall()
                 finally:
                     conn.close()
             except sqlite3.Error as exc:

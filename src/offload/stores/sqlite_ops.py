@@ -29,6 +29,71 @@ COLUMNS = (
 
 STATES = {s.value: s for s in JobState}
 
+# Finished jobs per queue and state, kept as running totals in ``offload_counts``: finished
+# rows stay for the retention period (millions of them), and counting them on every metrics
+# scrape or ``offload info`` cost about 0.8 µs a row. Every statement that moves a job into or
+# out of a finished state, or deletes one, adds its change here in the same transaction.
+# Queued and running jobs are few by comparison and are counted over their partial indexes.
+FINISHED = ("succeeded", "failed", "cancelled")
+
+_COUNTS_TABLE = """
+CREATE TABLE offload_counts (
+    queue TEXT NOT NULL,
+    state TEXT NOT NULL,
+    n     INTEGER NOT NULL,
+    PRIMARY KEY (queue, state)
+) WITHOUT ROWID"""
+
+_TALLY = (
+    "INSERT INTO offload_counts (queue, state, n) VALUES (?, ?, ?) "
+    "ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n"
+)
+
+Tally = dict[tuple[str, str], int]
+
+
+def ensure_counts(conn: sqlite3.Connection) -> None:
+    """Create ``offload_counts`` from the rows already there, once per file.
+
+    Under the write lock, so that no finished job lands between the count and the table's
+    first use; a file made before the table existed gets its totals here."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='offload_counts'"
+        ).fetchone()
+        if exists is None:
+            conn.execute(_COUNTS_TABLE)
+            conn.execute(
+                "INSERT INTO offload_counts (queue, state, n) "
+                "SELECT queue, state, count(*) FROM offload_jobs "
+                "WHERE state IN ('succeeded', 'failed', 'cancelled') GROUP BY queue, state"
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def tally(conn: sqlite3.Connection, changes: Tally) -> None:
+    rows = [(queue, state, n) for (queue, state), n in changes.items() if n]
+    if rows:
+        conn.executemany(_TALLY, rows)
+
+
+def _count(changes: Tally, queue: str, state: str, n: int = 1) -> None:
+    key = (queue, state)
+    changes[key] = changes.get(key, 0) + n
+
+
+COUNTS = (
+    "SELECT queue, state, n FROM offload_counts WHERE n > 0 "
+    "UNION ALL SELECT queue, 'queued', count(*) FROM offload_jobs "
+    "WHERE state='queued' GROUP BY queue "
+    "UNION ALL SELECT queue, 'running', count(*) FROM offload_jobs "
+    "WHERE state='running' GROUP BY queue"
+)
+
 
 def record(row: tuple[Any, ...]) -> JobRecord:
     meta = row[20]
@@ -256,9 +321,19 @@ def _all_succeeded(conn: sqlite3.Connection, outcomes: list[Outcome], now: float
     return False
 
 
-def complete(conn: sqlite3.Connection, outcomes: list[Outcome], now: float) -> list[bool]:
+def complete(
+    conn: sqlite3.Connection,
+    outcomes: list[Outcome],
+    now: float,
+    queues: list[str | None],
+) -> list[bool]:
+    """Apply ``outcomes``; ``queues`` holds each one's queue where the caller knows it (from
+    its claim), for the finished counts; the others are looked up."""
     applied: list[bool] = []
+    changes: Tally = {}
     succeeded = _all_succeeded(conn, outcomes, now)
+    if succeeded:
+        _count_successes(conn, outcomes, queues, changes)
     for o in outcomes:
         fence = (o.id, o.worker_id, o.attempt)
         kind = o.kind
@@ -266,11 +341,11 @@ def complete(conn: sqlite3.Connection, outcomes: list[Outcome], now: float) -> l
             if succeeded:
                 applied.append(True)
                 continue
-            cur = conn.execute(_SUCCEEDED, (o.result, now, *fence))
+            cur = conn.execute(_SUCCEEDED + _RETURNING, (o.result, now, *fence))
         elif kind is OutcomeKind.FAILED or kind is OutcomeKind.CANCELLED:
             cur = conn.execute(
                 "UPDATE offload_jobs SET state=?, error=?, finished_at=?, lease_until=NULL, "
-                "cancel_requested=0" + _FENCE,
+                "cancel_requested=0" + _FENCE + _RETURNING,
                 (kind.value, dump_error(o.error), now, *fence),
             )
         elif kind is OutcomeKind.RELEASE:
@@ -283,38 +358,69 @@ def complete(conn: sqlite3.Connection, outcomes: list[Outcome], now: float) -> l
                 "ELSE started_at END, "
                 "worker_id=CASE WHEN attempt=1 AND NOT cancel_requested THEN NULL "
                 "ELSE worker_id END, "
-                "lease_until=NULL, cancel_requested=0" + _FENCE,
+                "lease_until=NULL, cancel_requested=0" + _FENCE + _RETURNING,
                 (now, now, *fence),
             )
         elif kind is OutcomeKind.RETRY:
             cur = conn.execute(
                 "UPDATE offload_jobs SET state='queued', error=?, run_at=?, lease_until=NULL, "
-                "cancel_requested=0" + _FENCE,
+                "cancel_requested=0" + _FENCE + _RETURNING,
                 (dump_error(o.error), now + o.delay, *fence),
             )
         else:
             cur = conn.execute(
                 "UPDATE offload_jobs SET state='queued', run_at=?, lease_until=NULL, "
-                "max_attempts=max(max_attempts, attempt+1)" + _FENCE,
+                "max_attempts=max(max_attempts, attempt+1)" + _FENCE + _RETURNING,
                 (now, *fence),
             )
-        applied.append(cur.rowcount == 1)
+        rows = cur.fetchall()
+        for queue, state in rows:
+            if state in FINISHED:
+                _count(changes, queue, state)
+        applied.append(len(rows) == 1)
+    tally(conn, changes)
     return applied
+
+
+_RETURNING = " RETURNING queue, state"
+
+
+def _count_successes(
+    conn: sqlite3.Connection, outcomes: list[Outcome], queues: list[str | None], changes: Tally
+) -> None:
+    """Add the successes of a batch applied at once to ``changes``, by queue."""
+    unknown: list[str] = []
+    for o, queue in zip(outcomes, queues, strict=True):
+        if o.kind is OutcomeKind.SUCCEEDED:
+            if queue is None:
+                unknown.append(o.id)
+            else:
+                _count(changes, queue, "succeeded")
+    for start in range(0, len(unknown), 500):
+        ids = unknown[start : start + 500]
+        for queue, n in conn.execute(
+            f"SELECT queue, count(*) FROM offload_jobs WHERE id IN ({','.join('?' * len(ids))}) "
+            "GROUP BY queue",
+            ids,
+        ):
+            _count(changes, queue, "succeeded", n)
 
 
 def requeue_expired(conn: sqlite3.Connection, now: float) -> int:
     rows = conn.execute(
-        "SELECT id, attempt, max_attempts, worker_id FROM offload_jobs "
+        "SELECT id, attempt, max_attempts, worker_id, queue FROM offload_jobs "
         "WHERE state='running' AND lease_until < ?",
         (now,),
     ).fetchall()
-    for job_id, attempt, max_attempts, worker_id in rows:
+    changes: Tally = {}
+    for job_id, attempt, max_attempts, worker_id, queue in rows:
         if attempt >= max_attempts:
-            conn.execute(
+            cur = conn.execute(
                 "UPDATE offload_jobs SET state='failed', error=?, finished_at=?, "
                 "lease_until=NULL WHERE id=? AND state='running' AND attempt=?",
                 (dump_error(lease_expired_error(worker_id)), now, job_id, attempt),
             )
+            _count(changes, queue, "failed", cur.rowcount)
         else:
             conn.execute(
                 "UPDATE offload_jobs SET state='queued', run_at=?, lease_until=NULL, "
@@ -326,6 +432,7 @@ def requeue_expired(conn: sqlite3.Connection, now: float) -> int:
                     attempt,
                 ),
             )
+    tally(conn, changes)
     return len(rows)
 
 

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from offload.errors import StoreUnavailable
+from offload.stores.sqlite_ops import ensure_counts
 
 # How long a write waits for another process's transaction before giving up. Long enough to
 # ride out a checkpoint, short enough that a wedged file surfaces as StoreUnavailable.
@@ -130,6 +131,7 @@ class Writer(threading.Thread):
         conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         schema = resources.files("offload.stores").joinpath("sqlite.sql").read_text()
         conn.executescript(schema)
+        ensure_counts(conn)
         # From here on, lock waits are ours (see LOCK_RETRY_FIRST).
         conn.execute("PRAGMA busy_timeout=0")
         return conn
