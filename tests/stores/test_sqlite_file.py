@@ -1,5 +1,5 @@
-"""The SQLite store's own mechanics, beyond the conformance suite: multi-row inserts and the
-checkpointer thread, on a real file."""
+"""The SQLite store's own mechanics, beyond the conformance suite: multi-row inserts, the
+checkpointer thread and the running totals behind counts, on a real file."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ import pytest
 
 from offload.errors import StoreUnavailable
 from offload.ids import new_id
-from offload.jobs import JobState
+from offload.jobs import JobError, JobState
 from offload.stores import sqlite_ops
-from offload.jobs import JobError
 from offload.stores.base import NewJob, Outcome, OutcomeKind
 from offload.stores.sqlite import SQLiteStore
 from offload.stores.sqlite_writer import BACKSTOP_PAGES
