@@ -1,7 +1,7 @@
 """The embedded default store: one SQLite file in WAL mode (``sqlite:///offload.db``).
 
 Every statement runs on one writer thread per process that owns the connection (all but the
-count over every row, see ``counts``); each hop to it runs a whole batch of operations inside
+counts, see ``counts``); each hop to it runs a whole batch of operations inside
 one ``BEGIN IMMEDIATE`` transaction (group commit), so a burst of enqueues, claims and
 completions pays one fsync. Several processes may share the file: SQLite's write lock
 serialises them and ``PRAGMA data_version`` tells a waiting worker that another process
