@@ -21,16 +21,23 @@ from offload.stores.sqlite import SQLiteStore
 from offload.stores.sqlite_writer import BACKSTOP_PAGES
 
 
-def _new(key: str | None = None, queue: str = "default", max_attempts: int = 1) -> NewJob:
+def _new(
+    key: str | None = None,
+    queue: str = "default",
+    max_attempts: int = 1,
+    priority: int = 0,
+    delay: float = 0.0,
+) -> NewJob:
     return NewJob(
         id=new_id(),
         task="t",
         queue=queue,
         args="[]",
         kwargs="{}",
-        priority=0,
+        priority=priority,
         max_attempts=max_attempts,
         key=key,
+        delay=delay,
     )
 
 
@@ -230,3 +237,30 @@ async def test_counts_of_a_file_made_before_the_totals(tmp_path: Path) -> None:
         assert 4 == sum(n for (_, state), n in counts.items() if state is JobState.SUCCEEDED)
     finally:
         await again.close()
+
+
+async def test_next_run_at_seeks_each_priority(tmp_path: Path) -> None:
+    """The earliest due time is found per queue and priority through the claim index, also
+    where it sits in a lower priority than the first, and past the priorities sought one by
+    one (``SEEK_PRIORITIES``), where the rest are scanned."""
+    path = tmp_path / "jobs.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    try:
+        jobs = [_new(queue="a", priority=p, delay=d) for p, d in ((5, 100), (0, 50), (-3, 10))]
+        many = sqlite_ops.SEEK_PRIORITIES + 6
+        jobs += [_new(queue="b", priority=p, delay=1000 + p) for p in range(many)]
+        [a_first] = [j for j in await store.enqueue(jobs) if j.priority == -3]
+        conn = sqlite3.connect(path)
+        try:
+            [(b_first,)] = conn.execute(
+                "SELECT min(run_at) FROM offload_jobs WHERE queue='b'"
+            ).fetchall()
+        finally:
+            conn.close()
+        assert a_first.run_at == await store.next_run_at(["a"])
+        assert b_first == await store.next_run_at(["b"])
+        assert a_first.run_at == await store.next_run_at(None)
+        assert await store.next_run_at(["c"]) is None
+    finally:
+        await store.close()

@@ -368,21 +368,8 @@ class SQLiteStore:
         return await asyncio.to_thread(read)
 
     async def next_run_at(self, queues: Sequence[str] | None) -> float | None:
-        def op(conn: sqlite3.Connection) -> float | None:
-            if queues is None:
-                row = conn.execute(
-                    "SELECT min(run_at) FROM offload_jobs WHERE state='queued'"
-                ).fetchone()
-            else:
-                qs = list(queues)
-                row = conn.execute(
-                    "SELECT min(run_at) FROM offload_jobs WHERE state='queued' "
-                    f"AND queue IN ({','.join('?' * len(qs))})",
-                    qs,
-                ).fetchone()
-            return None if row[0] is None else float(row[0])
-
-        return await self._run(op, write=False)
+        qs = queue_list(queues)
+        return await self._run(lambda conn: ops.next_run_at(conn, qs), write=False)
 
     async def wait(self, queues: Sequence[str] | None, timeout: float) -> None:
         loop = asyncio.get_running_loop()
