@@ -67,6 +67,7 @@ def test_multi_row_insert_respects_a_low_bound_variable_limit(tmp_path: Path) ->
     # Builds of SQLite before 3.32 allow 999 bound variables; 128 rows of 12 would exceed it.
     conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
     conn.executescript(resources.files("offload.stores").joinpath("sqlite.sql").read_text())
+    sqlite_ops.ensure_counts(conn)
     conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
     jobs = [_new() for _ in range(300)]
     conn.execute("BEGIN")
@@ -153,6 +154,10 @@ async def test_counts_follow_every_transition(tmp_path: Path) -> None:
 
     try:
         await store.enqueue([_new(queue=q, max_attempts=3) for q in "aab" * 6])
+        await check()
+        # A key already held makes no second job, and no second count.
+        await store.enqueue([_new(key="k", queue="b"), _new(queue="b")])
+        await store.enqueue([_new(key="k", queue="b")])
         await check()
         # A batch of successes applied at once, from two queues.
         claimed = await store.claim(None, 4, "w", 30)

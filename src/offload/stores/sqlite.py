@@ -220,7 +220,8 @@ class SQLiteStore:
                 "WHERE id=? AND state='queued' RETURNING queue",
                 (now, job_id),
             ).fetchall()
-            ops.tally(conn, {(queue, "cancelled"): 1 for (queue,) in cancelled})
+            for (queue,) in cancelled:
+                ops.tally(conn, {(queue, "cancelled"): 1, (queue, "queued"): -1})
             conn.execute(
                 "UPDATE offload_jobs SET cancel_requested=1 WHERE id=? AND state='running'",
                 (job_id,),
@@ -244,7 +245,7 @@ class SQLiteStore:
                 "error=NULL, cancel_requested=0, lease_until=NULL WHERE id=?",
                 (self._clock(), job_id),
             )
-            ops.tally(conn, {(job.queue, job.state.value): -1})
+            ops.tally(conn, {(job.queue, job.state.value): -1, (job.queue, "queued"): 1})
             return ops.get(conn, job_id)
 
         record = await self._run(op, durable=True)
@@ -345,11 +346,10 @@ class SQLiteStore:
     async def counts(self) -> dict[tuple[str, JobState], int]:
         """Counts by queue and state, read on a connection of its own in a worker thread.
 
-        Finished jobs come from their running totals (``sqlite_ops.FINISHED``); queued and
-        running ones are counted over their partial indexes, so the read grows with the
-        backlog, not with the jobs kept. It stays off the writer thread, whose enqueues,
-        claims and completions a large backlog's count would otherwise hold up; WAL lets a
-        reader run beside the writer."""
+        They are running totals that every write keeps (``sqlite_ops.FINISHED``): one row per
+        queue and state, whatever the number of jobs. The read stays off the writer thread
+        all the same (WAL lets a reader run beside it), so that a scrape never waits for a
+        batch in progress."""
         if self._writer is None:
             raise _not_open()
         path = self.path
