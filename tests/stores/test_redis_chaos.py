@@ -242,12 +242,15 @@ class TestRedisRestart:
         finally:
             _stop(workers + producers)
             await store.close()
-        assert all(0 == p.returncode for p in producers), log.read_text()[-3000:]
-        assert set(range(total)) == read_acked(acked)
-        assert finished, f"not all jobs finished: {counts}"
-        assert {("default", JobState.SUCCEEDED): total} == counts
+        tail = log.read_text()[-3000:]
+        assert all(0 == p.returncode for p in producers), tail
+        assert set(range(total)) == read_acked(acked), tail
+        assert finished, f"not all jobs finished: {counts}\n{tail}"
+        assert {("default", JobState.SUCCEEDED): total} == counts, tail
         ran = read_runs(runs)
-        assert set(range(total)) == set(ran)
+        assert set(range(total)) == set(ran), tail
         for n, items in ran.items():
             for earlier in items[:-1]:
-                assert earlier.at < crashed_at + 0.5, f"job {n} ran again after recovery: {items}"
+                assert earlier.at < crashed_at + 0.5, (
+                    f"job {n} ran again after recovery (crash at {crashed_at}): {items}"
+                )
