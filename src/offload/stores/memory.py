@@ -69,6 +69,14 @@ class MemoryStore:
     def _live(self, job: JobRecord) -> bool:
         return job.state is JobState.QUEUED and self._jobs.get(job.id) is job
 
+    def _current_delayed(self, entry: tuple[float, int, JobRecord]) -> bool:
+        run_at, _, job = entry
+        return self._live(job) and job.run_at == run_at
+
+    def _current_ready(self, entry: tuple[tuple[int, float, str], int, JobRecord]) -> bool:
+        key, _, job = entry
+        return self._live(job) and key == sort_key(job)
+
     def _queue_names(self, queues: Sequence[str] | None) -> list[str]:
         if queues is None:
             return list(self._delayed)
@@ -101,16 +109,17 @@ class MemoryStore:
         for name in self._queue_names(queues):
             delayed = self._delayed[name]
             while delayed and delayed[0][0] <= now:
-                run_at, seq, job = heapq.heappop(delayed)
-                if self._live(job) and job.run_at == run_at:
-                    heapq.heappush(ready.setdefault(name, []), (sort_key(job), seq, job))
+                entry = heapq.heappop(delayed)
+                if self._current_delayed(entry):
+                    job = entry[2]
+                    heapq.heappush(ready.setdefault(name, []), (sort_key(job), entry[1], job))
         names = [q for q in self._queue_names(queues) if q in ready]
         claimed: list[JobRecord] = []
         while len(claimed) < limit:
             best: list[tuple[tuple[int, float, str], int, JobRecord]] | None = None
             for name in names:
                 heap = ready[name]
-                while heap and not (self._live(heap[0][2]) and heap[0][0] == sort_key(heap[0][2])):
+                while heap and not self._current_ready(heap[0]):
                     heapq.heappop(heap)
                 if heap and (best is None or heap[0][0] < best[0][0]):
                     best = heap
@@ -268,14 +277,12 @@ class MemoryStore:
         best: float | None = None
         for name in self._queue_names(queues):
             delayed = self._delayed[name]
-            while delayed and not (
-                self._live(delayed[0][2]) and delayed[0][2].run_at == delayed[0][0]
-            ):
+            while delayed and not self._current_delayed(delayed[0]):
                 heapq.heappop(delayed)
             if delayed and (best is None or delayed[0][0] < best):
                 best = delayed[0][0]
             heap = self._ready.get(name, [])
-            while heap and not (self._live(heap[0][2]) and heap[0][0] == sort_key(heap[0][2])):
+            while heap and not self._current_ready(heap[0]):
                 heapq.heappop(heap)
             if heap:  # due jobs waiting for a claim: the earliest of them, by a scan
                 first = min(e[2].run_at for e in heap if self._live(e[2]))
