@@ -39,7 +39,7 @@ log = logging.getLogger("offload.store.sqlite")
 
 # Cross-process wake-up poll: from 1 ms, doubling while idle, to at most this interval.
 MAX_POLL_SECONDS = 0.005
-# Claims remembered for the finished counts (``SQLiteStore._claimed``) at most.
+# Claims remembered for the counts (``SQLiteStore._claimed``) at most.
 CLAIMED_MAX = 100_000
 
 
@@ -85,9 +85,9 @@ class SQLiteStore:
         self._watch: sqlite3.Connection | None = None
         self._seen_version = 0
         self._local = asyncio.Event()
-        # Queue of each job claimed here and not yet completed, so the finished counts need
-        # no lookup per completed job (see ``sqlite_ops.FINISHED``); bounded, and a job
-        # missing from it is looked up instead.
+        # Queue of each job claimed here and not yet completed, so the counts need no lookup
+        # per completed job (see ``sqlite_ops.tally``); bounded, and a job missing from it is
+        # looked up instead.
         self._claimed: dict[str, str] = {}
 
     # --- plumbing --------------------------------------------------------------------
@@ -346,7 +346,7 @@ class SQLiteStore:
     async def counts(self) -> dict[tuple[str, JobState], int]:
         """Counts by queue and state, read on a connection of its own in a worker thread.
 
-        They are running totals that every write keeps (``sqlite_ops.FINISHED``): one row per
+        They are running totals that every write keeps (``sqlite_ops.tally``): one row per
         queue and state, whatever the number of jobs. The read stays off the writer thread
         all the same (WAL lets a reader run beside it), so that a scrape never waits for a
         batch in progress."""

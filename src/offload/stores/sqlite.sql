@@ -52,6 +52,6 @@ CREATE TABLE IF NOT EXISTS offload_schedules (
     paused      INTEGER NOT NULL DEFAULT 0,
     fired_until REAL
 ) WITHOUT ROWID;
--- Finished jobs per queue and state: offload_counts, created with the totals of the rows
--- already here by sqlite_ops.ensure_counts (once per file, under the write lock).
 
+-- Jobs per queue and state, as running totals: offload_counts, created with the totals of
+-- the rows already here by sqlite_ops.ensure_counts (once per file, under the write lock).

@@ -34,8 +34,7 @@ STATES = {s.value: s for s in JobState}
 # for the retention period (millions of them) and a backlog may hold millions more, and
 # counting them on every metrics scrape or ``offload info`` cost about 0.5-0.8 µs a row.
 # Every statement that inserts a job, changes its state or deletes it adds its change here,
-# in the same transaction, once per batch and queue.
-FINISHED = ("succeeded", "failed", "cancelled")
+# in the same transaction, once per batch and queue (``tally``).
 
 _COUNTS_TABLE = """
 CREATE TABLE offload_counts (
@@ -84,6 +83,11 @@ def tally(conn: sqlite3.Connection, changes: Tally) -> None:
 def _count(changes: Tally, queue: str, state: str, n: int = 1) -> None:
     key = (queue, state)
     changes[key] = changes.get(key, 0) + n
+
+
+def _move(changes: Tally, queue: str, old: str, new: str, n: int = 1) -> None:
+    _count(changes, queue, old, -n)
+    _count(changes, queue, new, n)
 
 
 COUNTS = "SELECT queue, state, n FROM offload_counts WHERE n > 0"
@@ -258,9 +262,10 @@ def claim(
     rows = conn.execute(_CLAIM_SET.format(select=select), params).fetchall()
     records = [_claimed(r, lease_until, worker_id, now) for r in rows]
     if records:
-        moved = Counter(r.queue for r in records)
-        tally(conn, {(q, "running"): n for q, n in moved.items()})
-        tally(conn, {(q, "queued"): -n for q, n in moved.items()})
+        changes: Tally = {}
+        for queue, n in Counter(r.queue for r in records).items():
+            _move(changes, queue, "queued", "running", n)
+        tally(conn, changes)
     records.sort(key=sort_key)
     return records
 
@@ -378,8 +383,7 @@ def complete(
             )
         rows = cur.fetchall()
         for queue, state in rows:
-            _count(changes, queue, state)
-            _count(changes, queue, "running", -1)
+            _move(changes, queue, "running", state)
         applied.append(len(rows) == 1)
     tally(conn, changes)
     return applied
@@ -396,8 +400,7 @@ def _count_successes(
     known = Counter(q for o, q in zip(outcomes, queues, strict=True) if o.kind is succeeded)
     for queue, n in known.items():
         if queue is not None:
-            _count(changes, queue, "succeeded", n)
-            _count(changes, queue, "running", -n)
+            _move(changes, queue, "running", "succeeded", n)
     unknown = []
     if None in known:
         unknown = [
@@ -410,8 +413,7 @@ def _count_successes(
             "GROUP BY queue",
             ids,
         ):
-            _count(changes, queue, "succeeded", n)
-            _count(changes, queue, "running", -n)
+            _move(changes, queue, "running", "succeeded", n)
 
 
 def requeue_expired(conn: sqlite3.Connection, now: float) -> int:
@@ -428,8 +430,7 @@ def requeue_expired(conn: sqlite3.Connection, now: float) -> int:
                 "lease_until=NULL WHERE id=? AND state='running' AND attempt=?",
                 (dump_error(lease_expired_error(worker_id)), now, job_id, attempt),
             )
-            _count(changes, queue, "failed", cur.rowcount)
-            _count(changes, queue, "running", -cur.rowcount)
+            _move(changes, queue, "running", "failed", cur.rowcount)
         else:
             cur = conn.execute(
                 "UPDATE offload_jobs SET state='queued', run_at=?, lease_until=NULL, "
@@ -441,8 +442,7 @@ def requeue_expired(conn: sqlite3.Connection, now: float) -> int:
                     attempt,
                 ),
             )
-            _count(changes, queue, "queued", cur.rowcount)
-            _count(changes, queue, "running", -cur.rowcount)
+            _move(changes, queue, "running", "queued", cur.rowcount)
     tally(conn, changes)
     return len(rows)
 
