@@ -13,32 +13,12 @@ from pathlib import Path
 import pytest
 
 from offload.errors import StoreUnavailable
-from offload.ids import new_id
 from offload.jobs import JobError, JobState
 from offload.stores import sqlite_ops
-from offload.stores.base import NewJob, Outcome, OutcomeKind
+from offload.stores.base import Outcome, OutcomeKind
 from offload.stores.sqlite import SQLiteStore
 from offload.stores.sqlite_writer import BACKSTOP_PAGES
-
-
-def _new(
-    key: str | None = None,
-    queue: str = "default",
-    max_attempts: int = 1,
-    priority: int = 0,
-    delay: float = 0.0,
-) -> NewJob:
-    return NewJob(
-        id=new_id(),
-        task="t",
-        queue=queue,
-        args="[]",
-        kwargs="{}",
-        priority=priority,
-        max_attempts=max_attempts,
-        key=key,
-        delay=delay,
-    )
+from offload.testing.inputs import new_job
 
 
 async def test_batches_of_every_length_keep_their_order_and_keys(tmp_path: Path) -> None:
@@ -47,8 +27,10 @@ async def test_batches_of_every_length_keep_their_order_and_keys(tmp_path: Path)
     try:
         # Lengths around the chunk sizes, and a keyed job in the middle of a batch whose key is
         # taken: the batch keeps its order and the caller gets the existing job for it.
-        first = await store.enqueue([_new(key="k")])
-        batch = [_new() for _ in range(130)] + [_new(key="k")] + [_new() for _ in range(255)]
+        first = await store.enqueue([new_job(key="k")])
+        batch = (
+            [new_job() for _ in range(130)] + [new_job(key="k")] + [new_job() for _ in range(255)]
+        )
         records = await store.enqueue(batch)
         assert records[130].id == first[0].id
         assert [r.id for r in records[:130] + records[131:]] == [
@@ -57,7 +39,7 @@ async def test_batches_of_every_length_keep_their_order_and_keys(tmp_path: Path)
         claimed = await store.claim(None, 1000, "w", 30)
         assert [r.id for r in claimed] == [first[0].id] + [j.id for j in batch if j.key is None]
         for n in (1, 3, 127, 128, 129, 1000):
-            await store.enqueue([_new(queue=f"q{n}") for _ in range(n)])
+            await store.enqueue([new_job(queue=f"q{n}") for _ in range(n)])
             assert len(await store.claim([f"q{n}"], 2000, "w", 30)) == n
     finally:
         await store.close()
@@ -69,7 +51,7 @@ def test_multi_row_insert_respects_a_low_bound_variable_limit(tmp_path: Path) ->
     conn.executescript(resources.files("offload.stores").joinpath("sqlite.sql").read_text())
     sqlite_ops.ensure_counts(conn)
     conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
-    jobs = [_new() for _ in range(300)]
+    jobs = [new_job() for _ in range(300)]
     conn.execute("BEGIN")
     assert sqlite_ops.enqueue(conn, jobs, 1.0) == {}
     conn.execute("COMMIT")
@@ -87,7 +69,7 @@ async def test_checkpoints_run_off_the_writer_and_stop_with_the_store(tmp_path: 
     try:
         before = path.stat().st_size
         for _ in range(30):
-            await store.enqueue([_new() for _ in range(1000)])
+            await store.enqueue([new_job() for _ in range(1000)])
         # SQLite's own checkpoint waits for BACKSTOP_PAGES (far more than 30,000 small rows
         # fill), so the main file grows only if the checkpointer copied the log into it.
         wal = path.with_name(path.name + "-wal")
@@ -109,7 +91,7 @@ async def test_counts_do_not_wait_for_the_writer_thread(tmp_path: Path) -> None:
     await store.open()
     release = threading.Event()
     try:
-        await store.enqueue([_new(queue="a") for _ in range(3)])
+        await store.enqueue([new_job(queue="a") for _ in range(3)])
         # Occupy the writer thread until released, as a long transaction would.
         busy = store._run(lambda conn: release.wait(10), write=False)
         counts = await asyncio.wait_for(store.counts(), 5)
@@ -153,11 +135,11 @@ async def test_counts_follow_every_transition(tmp_path: Path) -> None:
         return Outcome(job_id, worker, attempt, kind, result="null", error=error)
 
     try:
-        await store.enqueue([_new(queue=q, max_attempts=3) for q in "aab" * 6])
+        await store.enqueue([new_job(queue=q) for q in "aab" * 6])
         await check()
         # A key already held makes no second job, and no second count.
-        await store.enqueue([_new(key="k", queue="b"), _new(queue="b")])
-        await store.enqueue([_new(key="k", queue="b")])
+        await store.enqueue([new_job(key="k", queue="b"), new_job(queue="b")])
+        await store.enqueue([new_job(key="k", queue="b")])
         await check()
         # A batch of successes applied at once, from two queues.
         claimed = await store.claim(None, 4, "w", 30)
@@ -196,14 +178,14 @@ async def test_counts_follow_every_transition(tmp_path: Path) -> None:
         )
         await check()
         # Lapsed leases: one job with no attempts left fails, the others go back.
-        [last] = await store.enqueue([_new(queue="c")])
+        [last] = await store.enqueue([new_job(queue="c", max_attempts=1)])
         claimed = await store.claim(None, 100, "w", 0.01)
         assert last.id in {j.id for j in claimed}
         await asyncio.sleep(0.05)
         assert len(claimed) == await store.requeue_expired()
         await check()
         # Cancelled while queued; retried by hand from failed and from cancelled.
-        [queued] = await store.enqueue([_new(queue="b")])
+        [queued] = await store.enqueue([new_job(queue="b")])
         await store.cancel(queued.id)
         await check()
         await store.retry(queued.id)
@@ -225,7 +207,7 @@ async def test_counts_of_a_file_made_before_the_totals(tmp_path: Path) -> None:
     store = SQLiteStore(f"sqlite:///{path}")
     await store.open()
     try:
-        await store.enqueue([_new(queue=q) for q in "aabbb"])
+        await store.enqueue([new_job(queue=q) for q in "aabbb"])
         claimed = await store.claim(None, 4, "w", 30)
         await store.complete([Outcome(j.id, "w", 1, OutcomeKind.SUCCEEDED) for j in claimed])
     finally:
@@ -252,9 +234,9 @@ async def test_next_run_at_seeks_each_priority(tmp_path: Path) -> None:
     store = SQLiteStore(f"sqlite:///{path}")
     await store.open()
     try:
-        jobs = [_new(queue="a", priority=p, delay=d) for p, d in ((5, 100), (0, 50), (-3, 10))]
+        jobs = [new_job(queue="a", priority=p, delay=d) for p, d in ((5, 100), (0, 50), (-3, 10))]
         many = sqlite_ops.SEEK_PRIORITIES + 6
-        jobs += [_new(queue="b", priority=p, delay=1000 + p) for p in range(many)]
+        jobs += [new_job(queue="b", priority=p, delay=1000 + p) for p in range(many)]
         [a_first] = [j for j in await store.enqueue(jobs) if j.priority == -3]
         conn = sqlite3.connect(path)
         try:
