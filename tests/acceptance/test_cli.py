@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -538,6 +539,18 @@ class TestErrors:
         result = cli(*args)
 
         assert_one_line_error(result, code, *words)
+
+    def test_a_file_of_a_newer_layout_names_the_fix(self, tmp_path: Path) -> None:
+        """A SQLite file written by a newer offload: one line saying to upgrade, exit 2."""
+        path = tmp_path / "newer.db"
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA user_version = 1000")
+        conn.commit()
+        conn.close()
+
+        result = cli("jobs", "list", "--url", f"sqlite:///{path}")
+
+        assert_one_line_error(result, 2, "newer offload", "upgrade offload")
 
     def test_no_command_prints_help(self) -> None:
         """Bare ``offload`` shows the commands and exits as a usage error."""

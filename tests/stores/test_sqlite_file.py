@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from offload.errors import StoreUnavailable
+from offload.errors import ConfigError, StoreUnavailable
 from offload.jobs import JobError, JobState
 from offload.stores import sqlite_ops
 from offload.stores.base import Outcome, OutcomeKind
@@ -49,7 +49,7 @@ def test_multi_row_insert_respects_a_low_bound_variable_limit(tmp_path: Path) ->
     # Builds of SQLite before 3.32 allow 999 bound variables; 128 rows of 12 would exceed it.
     conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
     conn.executescript(resources.files("offload.stores").joinpath("sqlite.sql").read_text())
-    sqlite_ops.ensure_counts(conn)
+    sqlite_ops.migrate(conn)
     conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
     jobs = [new_job() for _ in range(300)]
     conn.execute("BEGIN")
@@ -212,8 +212,10 @@ async def test_counts_of_a_file_made_before_the_totals(tmp_path: Path) -> None:
         await store.complete([Outcome(j.id, "w", 1, OutcomeKind.SUCCEEDED) for j in claimed])
     finally:
         await store.close()
+    # As such a file was: no totals, and no layout version in its header.
     conn = sqlite3.connect(path)
     conn.execute("DROP TABLE offload_counts")
+    conn.execute("PRAGMA user_version = 0")
     conn.commit()
     conn.close()
     again = SQLiteStore(f"sqlite:///{path}")
@@ -224,6 +226,44 @@ async def test_counts_of_a_file_made_before_the_totals(tmp_path: Path) -> None:
         assert 4 == sum(n for (_, state), n in counts.items() if state is JobState.SUCCEEDED)
     finally:
         await again.close()
+    assert sqlite_ops.SCHEMA_VERSION == _version(path)
+
+
+def _version(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        conn.close()
+    return version
+
+
+async def test_a_new_file_records_its_layout_version(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    await store.close()
+    assert sqlite_ops.SCHEMA_VERSION == _version(path)
+
+
+async def test_a_file_of_a_newer_layout_is_refused_and_left_alone(tmp_path: Path) -> None:
+    """An older process must not write to a file whose layout it does not know: it would
+    skip what the newer one keeps (such as the totals) and leave it wrong for both."""
+    path = tmp_path / "jobs.db"
+    newer = sqlite_ops.SCHEMA_VERSION + 1
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE future (x)")
+    conn.execute(f"PRAGMA user_version = {newer}")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    store = SQLiteStore(f"sqlite:///{path}")
+    with pytest.raises(ConfigError, match=rf"layout version {newer}.*upgrade offload"):
+        await store.open()
+    assert before == path.read_bytes()
+    assert not path.with_name(path.name + "-wal").exists()
+    with pytest.raises(StoreUnavailable, match="not open"):
+        await store.counts()
 
 
 async def test_next_run_at_seeks_each_priority(tmp_path: Path) -> None:

@@ -103,6 +103,8 @@ class SQLiteStore:
         writer = Writer(self.path, self.synchronous)
         writer.start()
         await asyncio.get_running_loop().run_in_executor(None, writer.ready.wait)
+        if isinstance(writer.startup_error, ConfigError):  # a file too new: no retry helps
+            raise writer.startup_error
         if writer.startup_error is not None:
             raise StoreUnavailable(
                 f"cannot open SQLite file {self.path}: {writer.startup_error}"

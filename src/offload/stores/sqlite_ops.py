@@ -11,6 +11,7 @@ import sqlite3
 from collections import Counter
 from typing import Any
 
+from offload.errors import ConfigError
 from offload.jobs import JobRecord, JobState
 from offload.stores._common import (
     dump_error,
@@ -52,26 +53,54 @@ _TALLY = (
 Tally = dict[tuple[str, str], int]
 
 
-def ensure_counts(conn: sqlite3.Connection) -> None:
-    """Create ``offload_counts`` from the rows already there, once per file.
+# The file's layout, in SQLite's ``user_version`` header field. 0 is a file from before the
+# field was kept (with or without ``offload_counts``); 1 adds the totals. A process refuses a
+# file of a higher version than its own: an older process would write rows without keeping
+# what the newer layout keeps (its totals, say), and nothing would tell either of them.
+SCHEMA_VERSION = 1
 
-    Under the write lock, so that no finished job lands between the count and the table's
-    first use; a file made before the table existed gets its totals here."""
+
+def check_version(conn: sqlite3.Connection) -> int:
+    """The file's layout version; raises ``ConfigError`` if it is newer than this code's."""
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"this SQLite file has layout version {version}, written by a newer offload than "
+            f"this one (which knows up to {SCHEMA_VERSION}); upgrade offload in every process "
+            "that uses the file, or point this one at another file"
+        )
+    return version
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a file made by an older offload up to ``SCHEMA_VERSION``, once per file.
+
+    Under the write lock, so that two processes opening the same old file do not both
+    migrate it, and no write lands between a backfill and the first use of what it filled."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        exists = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='offload_counts'"
-        ).fetchone()
-        if exists is None:
-            conn.execute(_COUNTS_TABLE)
-            conn.execute(
-                "INSERT INTO offload_counts (queue, state, n) "
-                "SELECT queue, state, count(*) FROM offload_jobs GROUP BY queue, state"
-            )
+        version = check_version(conn)  # again: another process may have moved it meanwhile
+        if version < 1:
+            _add_counts(conn)
+        if version < SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _add_counts(conn: sqlite3.Connection) -> None:
+    """Version 1: ``offload_counts``, filled from the rows already there."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='offload_counts'"
+    ).fetchone()
+    if exists is None:
+        conn.execute(_COUNTS_TABLE)
+        conn.execute(
+            "INSERT INTO offload_counts (queue, state, n) "
+            "SELECT queue, state, count(*) FROM offload_jobs GROUP BY queue, state"
+        )
 
 
 def tally(conn: sqlite3.Connection, changes: Tally) -> None:

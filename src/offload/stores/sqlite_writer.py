@@ -16,7 +16,7 @@ from importlib import resources
 from typing import Any
 
 from offload.errors import StoreUnavailable
-from offload.stores.sqlite_ops import ensure_counts
+from offload.stores.sqlite_ops import check_version, migrate
 
 # How long a write waits for another process's transaction before giving up. Long enough to
 # ride out a checkpoint, short enough that a wedged file surfaces as StoreUnavailable.
@@ -125,15 +125,21 @@ class Writer(threading.Thread):
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=LOCK_WAIT_SECONDS
         )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
-        schema = resources.files("offload.stores").joinpath("sqlite.sql").read_text()
-        conn.executescript(schema)
-        ensure_counts(conn)
-        # From here on, lock waits are ours (see LOCK_RETRY_FIRST).
-        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            # First, so that a file of a newer layout is left exactly as it was found.
+            check_version(conn)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+            schema = resources.files("offload.stores").joinpath("sqlite.sql").read_text()
+            conn.executescript(schema)
+            migrate(conn)
+            # From here on, lock waits are ours (see LOCK_RETRY_FIRST).
+            conn.execute("PRAGMA busy_timeout=0")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def run(self) -> None:
