@@ -7,6 +7,7 @@ import os
 import sys
 
 from offload import Offload, Worker
+from offload.observers import JobObserver
 
 jobs = Offload(os.environ.get("OFFLOAD_URL"), embedded_worker=False)
 RUNS_DIR = os.environ.get("RUNS_DIR", ".")
@@ -38,7 +39,17 @@ async def produce(total: int, batch: int) -> None:
             await jobs.enqueue_many([count.prepare(i) for i in range(start, start + batch)])
 
 
+class _Ready(JobObserver):
+    """Marks this worker as started (its signal handlers are in place from then on), so a
+    test can wait for every worker before it produces, and stop none that is still starting."""
+
+    def worker_started(self, worker_id: str) -> None:
+        with open(os.path.join(RUNS_DIR, f"ready-{os.getpid()}"), "w"):
+            pass
+
+
 async def work(concurrency: int) -> None:
+    jobs.observers.append(_Ready())
     async with jobs:
         await Worker(jobs, concurrency=concurrency, lease=5).run()
 

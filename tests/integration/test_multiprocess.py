@@ -52,6 +52,13 @@ class TestSharedFile:
         async with Offload(db_url, embedded_worker=False):
             pass
         workers = [spawn(["work", "32"], db_url, runs) for _ in range(2)]
+        # Both workers claiming before any job exists: one still starting could otherwise
+        # miss every job, or meet the SIGTERM below before its handler is in place.
+        for _ in range(600):  # 30 s
+            if len(list(runs.glob("ready-*"))) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(list(runs.glob("ready-*"))) == 2, [f.read_text() for f in runs.glob("stderr-*")]
         producer = spawn(["produce", str(total), "100"], db_url, runs)
         assert 0 == producer.wait(60), [f.read_text() for f in runs.glob("stderr-produce*")]
         store_app = Offload(db_url, embedded_worker=False)
