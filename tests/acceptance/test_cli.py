@@ -552,6 +552,15 @@ class TestErrors:
 
         assert_one_line_error(result, 2, "newer offload", "upgrade offload")
 
+    def test_a_file_that_is_not_sqlite_stops_the_worker_with_the_fix(self, tmp_path: Path) -> None:
+        """Not an outage to wait out: the worker exits at once, exit 2, one line."""
+        path = tmp_path / "notes.db"
+        path.write_text("not a database, just a file that happens to be here\n" * 100)
+
+        result = cli("worker", APP, "--url", f"sqlite:///{path}")
+
+        assert_one_line_error(result, 2, "not a database", "another file")
+
     def test_no_command_prints_help(self) -> None:
         """Bare ``offload`` shows the commands and exits as a usage error."""
         result = cli()

@@ -103,12 +103,19 @@ class SQLiteStore:
         writer = Writer(self.path, self.synchronous)
         writer.start()
         await asyncio.get_running_loop().run_in_executor(None, writer.ready.wait)
-        if isinstance(writer.startup_error, ConfigError):  # a file too new: no retry helps
-            raise writer.startup_error
-        if writer.startup_error is not None:
-            raise StoreUnavailable(
-                f"cannot open SQLite file {self.path}: {writer.startup_error}"
-            ) from writer.startup_error
+        error = writer.startup_error
+        if isinstance(error, ConfigError):  # a file too new: no retry helps
+            raise error
+        # Only a lock held elsewhere passes; anything else (not a database, no permission, a
+        # directory) stays until someone fixes it, so a worker must not wait for it.
+        if isinstance(error, sqlite3.Error) and not _locked(error):
+            raise ConfigError(
+                f"cannot use SQLite file {self.path}: {error}; check that the path names an "
+                "SQLite file (or a new one) this process may read and write, or point the "
+                "URL at another file"
+            ) from error
+        if error is not None:
+            raise StoreUnavailable(f"cannot open SQLite file {self.path}: {error}") from error
         self._writer = writer
         self._watch = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._local = asyncio.Event()
@@ -393,3 +400,9 @@ class SQLiteStore:
 
 def _not_open() -> StoreUnavailable:
     return StoreUnavailable("the SQLite store is not open: use `async with jobs:` or jobs.lifespan")
+
+
+def _locked(error: sqlite3.Error) -> bool:
+    """Whether ``error`` is another connection holding the file, which passes on its own."""
+    message = str(error).lower()
+    return "locked" in message or "busy" in message
