@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 
 from offload.app import Offload
+from offload.errors import StoreUnavailable
 from offload.executors import Executors
 from offload.jobs import JobRecord
 from offload.observers import notify
@@ -43,6 +44,9 @@ PREFETCH_PER_SLOT = 4
 PREFETCH_MAX = 512
 # Weight of the newest run time in the moving mean that drives the prefetch.
 RUN_TIME_WEIGHT = 0.05
+# A store unreachable at start-up is tried again after this pause, doubling up to the cap.
+OPEN_RETRY_FIRST = 0.5
+OPEN_RETRY_CAP = 10.0
 # Purge of finished jobs past retention: rare, cheap, idempotent across workers.
 PURGE_INTERVAL = 600.0
 
@@ -134,12 +138,42 @@ class Worker:
     # --- main loop -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Work until ``stop()`` (or a signal), then drain and return."""
-        await self.app.open()
+        """Work until ``stop()`` (or a signal), then drain and return.
+
+        A store that cannot be reached at start-up is tried again with backoff, so that a
+        worker started while Redis restarts (or before its server is up) waits for it
+        instead of exiting; a stop or a signal meanwhile ends the wait."""
         loop = asyncio.get_running_loop()
         if self.install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            if await self._open():
+                await self._work()
+        finally:
+            if self.install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+
+    async def _open(self) -> bool:
+        """Open the app's store, retrying while it is unreachable; false if stopped first."""
+        pause = OPEN_RETRY_FIRST
+        while True:
+            try:
+                await self.app.open()
+            except StoreUnavailable as exc:
+                log.error(
+                    "store unavailable at start-up; retrying",
+                    extra={"action": "worker.open_error", "error": str(exc), "retry_in": pause},
+                )
+            else:
+                return True
+            await self._sleep_or_stop(pause)
+            if self._stop.is_set():
+                return False
+            pause = min(pause * 2, OPEN_RETRY_CAP)
+
+    async def _work(self) -> None:
         background = [
             asyncio.create_task(self._heartbeat_loop(), name="offload-heartbeat"),
             asyncio.create_task(self._reaper_loop(), name="offload-reaper"),
@@ -169,9 +203,6 @@ class Worker:
             await self._flush_now()
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
-            if self.install_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
             self.executors.shutdown(wait=not self._force and not self.executors.busy)
             notify(self.app.observers, "worker_stopped", self.id)
             log.info(

@@ -48,9 +48,12 @@ def make_app(url: str, runs: Path | None = None) -> Offload:
 
 
 async def run_worker(url: str, runs: Path) -> None:
+    """As ``offload worker`` does: the worker opens the store, waiting while it is down."""
     app = make_app(url, runs)
-    async with app:
+    try:
         await Worker(app, concurrency=CONCURRENCY, lease=LEASE).run()
+    finally:
+        await app.close()
 
 
 async def run_producer(url: str, first: int, count: int, acked: Path) -> None:

@@ -24,7 +24,7 @@ from offload import JobState
 from offload.errors import StoreUnavailable
 from offload.stores import Store, open_store
 from tests.stores.conftest import drop_redis_keys, redis_unreachable, unavailable
-from tests.stores.redis_helpers import read_acked, read_runs, spawn
+from tests.stores.redis_helpers import TASK, make_app, read_acked, read_runs, spawn
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 
@@ -255,3 +255,59 @@ class TestRedisRestart:
                 assert earlier.at < crashed_at + 0.5, (
                     f"job {n} ran again after recovery (crash at {crashed_at}): {items}"
                 )
+
+
+class TestWorkerStartsFirst:
+    async def test_a_worker_started_while_redis_is_down_waits_for_it(
+        self, own_redis: OwnRedis, tmp_path: Path
+    ) -> None:
+        """A worker started while Redis is down retries with backoff instead of exiting (as
+        every worker in a deploy that races a Redis restart would), then runs jobs once
+        Redis answers, and still drains and exits cleanly on SIGTERM."""
+        own_redis.crash()
+        log = tmp_path / "stderr.log"
+        runs = tmp_path / "runs"
+        worker = spawn("worker", own_redis.url, str(runs), log=log)
+        try:
+            await _logged(log, "store unavailable at start-up; retrying", worker)
+            own_redis.start()
+            app = make_app(own_redis.url)
+            async with app:
+                await app.enqueue_many([app.get_task(TASK).prepare(7)])
+                for _ in range(300):  # 15 s: the worker's next attempt, then the job
+                    if 7 in read_runs([runs]):
+                        break
+                    await asyncio.sleep(0.05)
+            assert [7] == list(read_runs([runs])), _output(log)[-3000:]
+            worker.send_signal(signal.SIGTERM)
+            assert 0 == worker.wait(15), _output(log)[-3000:]
+        finally:
+            _stop([worker])
+
+    async def test_a_signal_ends_the_wait_for_redis(
+        self, own_redis: OwnRedis, tmp_path: Path
+    ) -> None:
+        own_redis.crash()
+        log = tmp_path / "stderr.log"
+        worker = spawn("worker", own_redis.url, str(tmp_path / "runs"), log=log)
+        try:
+            await _logged(log, "store unavailable at start-up; retrying", worker)
+            worker.send_signal(signal.SIGTERM)
+            assert 0 == worker.wait(15), _output(log)[-3000:]
+        finally:
+            _stop([worker])
+
+
+async def _logged(log: Path, text: str, proc: subprocess.Popen[bytes]) -> None:
+    """Wait until ``proc`` has written ``text`` to ``log``, while it keeps running."""
+    for _ in range(300):  # 15 s
+        if text in _output(log):
+            break
+        await asyncio.sleep(0.05)
+    output = _output(log)
+    assert text in output, output[-3000:]
+    assert proc.poll() is None, output[-3000:]
+
+
+def _output(log: Path) -> str:
+    return log.read_text() if log.exists() else "(no output yet)"
