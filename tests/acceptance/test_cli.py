@@ -11,11 +11,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import redis
 
 from offload import JobState, Worker
 from offload.cli import app as cli_app
@@ -23,6 +25,7 @@ from offload.cli._common import CliError, mask_url, parse_duration
 from offload.cli.jobs import app as jobs_app
 from offload.jobs import JobRecord
 from tests.acceptance.clijobs import CliJobs, build
+from tests.stores.conftest import REDIS_URL, redis_unreachable
 
 T = TypeVar("T")
 
@@ -549,6 +552,22 @@ class TestErrors:
         conn.close()
 
         result = cli("jobs", "list", "--url", f"sqlite:///{path}")
+
+        assert_one_line_error(result, 2, "newer offload", "upgrade offload")
+
+    def test_redis_data_of_a_newer_layout_names_the_fix(self) -> None:
+        """Redis data written by a newer offload: one line saying to upgrade, exit 2."""
+        prefix = f"cli-{uuid.uuid4().hex}"
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            client.set(f"{{{prefix}}}:layout", 1000)
+        except (OSError, redis.exceptions.ConnectionError) as exc:
+            redis_unreachable(exc)
+        try:
+            result = cli("jobs", "list", "--url", f"{REDIS_URL}?prefix={prefix}")
+        finally:
+            client.delete(f"{{{prefix}}}:layout")
+            client.close()
 
         assert_one_line_error(result, 2, "newer offload", "upgrade offload")
 

@@ -29,6 +29,7 @@ from offload.stores.redis_layout import (
     Layout,
     RedisOptions,
     Scripts,
+    check_layout,
     connection_class,
     parse_redis_url,
 )
@@ -215,6 +216,7 @@ class RedisConnection:
         try:
             async with self.guard("connecting"):
                 await client.ping()
+                await check_layout(client, self.layout, self.opts.display_url)
                 await self.scripts.load(client)
                 # One hot-path connection up front: the first enqueue after start-up then
                 # costs one round trip, not a connect and a handshake as well.

@@ -142,6 +142,12 @@ class QueueKeys:
         self.job = f"{base}:job:"
 
 
+# The version of the layout below, kept in ``{prefix}:layout``. A process refuses data of a
+# newer layout than its own: it would write keys without keeping what the newer layout keeps,
+# and neither process would notice (the SQLite store's ``SCHEMA_VERSION`` is the same idea).
+LAYOUT_VERSION = 1
+
+
 class Layout:
     """Key names for one prefix; queue keys are built once per queue and cached."""
 
@@ -149,6 +155,7 @@ class Layout:
         self.prefix = prefix
         self.queues_key = f"{{{prefix}}}:queues"
         self.wake_key = f"{{{prefix}}}:wake"
+        self.version_key = f"{{{prefix}}}:layout"
         self._queues: dict[str, QueueKeys] = {}
 
     def queue(self, name: str) -> QueueKeys:
@@ -367,3 +374,25 @@ def record(row: list[Any]) -> JobRecord:
 def record_from(fields: dict[str, str]) -> JobRecord:
     """A job from HGETALL's mapping."""
     return record([fields.get(name) for name in FIELDS])
+
+
+async def check_layout(client: Redis, layout: Layout, where: str) -> None:
+    """Record this layout's version for data that has none; refuse data of a newer one."""
+    pipe = client.pipeline(transaction=False)
+    pipe.set(layout.version_key, LAYOUT_VERSION, nx=True)
+    pipe.get(layout.version_key)
+    _, value = await pipe.execute()
+    try:
+        version = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{layout.version_key} at {where} holds {value!r}, not an offload layout version; "
+            "another program uses this prefix: pick another with ?prefix= in the URL"
+        ) from None
+    if version > LAYOUT_VERSION:
+        raise ConfigError(
+            f"the offload data at {where} (prefix {layout.prefix!r}) has layout version "
+            f"{version}, written by a newer offload than this one (which knows up to "
+            f"{LAYOUT_VERSION}); upgrade offload in every process that uses it, or use "
+            "another prefix or database"
+        )
