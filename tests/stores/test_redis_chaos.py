@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ import redis.asyncio
 from offload import JobState
 from offload.errors import StoreUnavailable
 from offload.stores import Store, open_store
-from tests.stores.conftest import drop_redis_keys, redis_unreachable, unavailable
+from tests.stores.conftest import OwnRedis, drop_redis_keys, redis_unreachable
 from tests.stores.redis_helpers import TASK, make_app, read_acked, read_runs, spawn
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
@@ -82,74 +80,6 @@ async def shared_url() -> AsyncIterator[str]:
         yield f"{SHARED}?prefix={prefix}"
     finally:
         await drop_redis_keys(prefix)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class OwnRedis:
-    """A redis-server of our own (AOF, fsync on every write) that the test may crash."""
-
-    def __init__(self, tmp: Path, binary: str) -> None:
-        self.port = _free_port()
-        self.dir = tmp
-        self.binary = binary
-        self.password = "chaos-secret"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://:{self.password}@127.0.0.1:{self.port}/0?prefix=chaos&op_timeout=3"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.dir),
-                "--appendonly", "yes",
-                "--appendfsync", "always",
-                "--save", "",
-                "--requirepass", self.password,
-                "--logfile", str(self.dir / "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start; see {self.dir / 'redis.log'}")
-
-    def crash(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        unavailable("redis-server is not installed (needed to crash a server of our own)")
-    server = OwnRedis(tmp_path, binary)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class TestWorkerKills:
