@@ -1,7 +1,9 @@
-"""Redis: the key layout's version, recorded with the data and checked by every process."""
+"""Redis: what the store checks when it opens: the key layout's version, recorded with the
+data and checked by every process, and a server setting that would lose jobs."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
 
@@ -12,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from offload.errors import ConfigError, StoreUnavailable
 from offload.stores import open_store
 from offload.stores.redis_layout import LAYOUT_VERSION
-from tests.stores.conftest import REDIS_URL, drop_redis_keys, redis_unreachable
+from tests.stores.conftest import REDIS_URL, OwnRedis, drop_redis_keys, redis_unreachable
 
 
 @pytest.fixture
@@ -71,3 +73,33 @@ async def test_a_prefix_taken_by_another_program_is_refused(prefix: str) -> None
     store = open_store(f"{REDIS_URL}?prefix={prefix}")
     with pytest.raises(ConfigError, match="another program uses this prefix"):
         await store.open()
+
+
+@pytest.mark.parametrize(
+    ("policy", "warned"),
+    [
+        ("allkeys-lru", True),
+        ("allkeys-random", True),
+        ("volatile-lru", False),
+        ("noeviction", False),
+    ],
+)
+async def test_a_server_that_may_evict_jobs_is_reported(
+    own_redis: OwnRedis, caplog: pytest.LogCaptureFixture, policy: str, warned: bool
+) -> None:
+    """Only ``allkeys-*`` policies may pick a job: offload's keys never expire, so the
+    ``volatile-*`` ones leave them alone."""
+    client = redis.asyncio.Redis.from_url(own_redis.url.split("?")[0])
+    try:
+        await client.config_set("maxmemory-policy", policy)
+    finally:
+        await client.aclose()
+    store = open_store(own_redis.url)
+    with caplog.at_level(logging.WARNING, logger="offload.store.redis"):
+        await store.open()
+    await store.close()
+    reports = [r for r in caplog.records if getattr(r, "action", None) == "store.redis_eviction"]
+    assert warned == bool(reports)
+    if warned:
+        assert "noeviction" in reports[0].getMessage()
+        assert policy == getattr(reports[0], "policy", None)

@@ -32,6 +32,7 @@ from offload.stores.redis_layout import (
     check_layout,
     connection_class,
     parse_redis_url,
+    warn_if_evicting,
 )
 from offload.stores.redis_link import Link
 
@@ -217,6 +218,7 @@ class RedisConnection:
             async with self.guard("connecting"):
                 await client.ping()
                 await check_layout(client, self.layout, self.opts.display_url)
+                await warn_if_evicting(client, self.opts.display_url)
                 await self.scripts.load(client)
                 # One hot-path connection up front: the first enqueue after start-up then
                 # costs one round trip, not a connect and a handshake as well.

@@ -7,6 +7,7 @@ so that the key layout (which ``docs/redis.md`` documents) lives in one place.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,11 +19,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS, Connection, SSLConnection
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from offload.errors import ConfigError
 from offload.jobs import JobRecord, JobState
 from offload.stores._common import load_error, load_progress
+
+log = logging.getLogger("offload.store.redis")
 
 # Options offload reads from the URL itself; everything else in the query goes to redis-py.
 OWN_OPTIONS = {"prefix", "op_timeout"}
@@ -395,4 +398,23 @@ async def check_layout(client: Redis, layout: Layout, where: str) -> None:
             f"{version}, written by a newer offload than this one (which knows up to "
             f"{LAYOUT_VERSION}); upgrade offload in every process that uses it, or use "
             "another prefix or database"
+        )
+
+
+async def warn_if_evicting(client: Redis, where: str) -> None:
+    """Log a warning when the server may evict any key once full: jobs would vanish.
+
+    offload's keys carry no expiry, so ``volatile-*`` policies never pick them; only the
+    ``allkeys-*`` ones do. Servers that hide ``CONFIG`` (many managed services) are not
+    checked."""
+    try:
+        reply = await client.config_get("maxmemory-policy")
+    except ResponseError:
+        return
+    policy = str(reply.get("maxmemory-policy", ""))
+    if policy.startswith("allkeys-"):
+        log.warning(
+            "Redis deletes any key when full under this maxmemory-policy, queued jobs "
+            "included, and nothing reports it: set maxmemory-policy noeviction",
+            extra={"action": "store.redis_eviction", "policy": policy, "url": where},
         )
