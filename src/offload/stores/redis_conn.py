@@ -22,6 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from offload.errors import StoreUnavailable
@@ -53,6 +54,31 @@ QUEUES_MAX_AGE = 1.0
 WAIT_ERROR_PAUSE = 0.2
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+# Error replies by which a reachable server refuses writes for a while, by their first word;
+# OOM and READONLY arrive as their own redis-py classes (see _refusal).
+_REFUSALS = {
+    "MISCONF": "cannot write its snapshot to disk, and refuses writes until it can (see its log)",
+    "NOREPLICAS": "has fewer replicas online than its min-replicas-to-write",
+    "BUSY": "is busy running a script past its time limit",
+    "MASTERDOWN": "is a replica that lost its primary",
+}
+
+
+def _refusal(exc: BaseException) -> str | None:
+    """Why the server refused, when ``exc`` is a refusal that passes (not a bug to raise)."""
+    if isinstance(exc, OutOfMemoryError):
+        return (
+            "is out of memory: it reached maxmemory and refuses writes until memory is freed "
+            "(purge finished jobs, shorten the retention, or raise maxmemory)"
+        )
+    if isinstance(exc, ReadOnlyError):
+        return (
+            "is a read-only replica (after a failover the connection still led to the old "
+            "primary; the next operation connects afresh)"
+        )
+    if isinstance(exc, ResponseError):
+        return _REFUSALS.get(str(exc).split(" ", 1)[0])
+    return None
 
 
 @functools.cache
@@ -145,6 +171,9 @@ class _Guard:
             raise self.conn.unavailable(self.what, TimeoutError()) from exc
         if exc is not None and isinstance(exc, _UNREACHABLE):
             raise self.conn.unavailable(self.what, exc) from exc
+        reason = None if exc is None else _refusal(exc)
+        if reason is not None:
+            raise self.conn.refused(self.what, reason, exc) from exc
 
     def _leave(self, exc_type: type[BaseException] | None) -> bool:
         """Drop this guard's deadline; true if it expired and cancelled the task."""
@@ -259,6 +288,12 @@ class RedisConnection:
             "TLS settings; the operation may not have been applied."
         )
 
+    def refused(self, what: str, reason: str, exc: BaseException | None) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"{what} refused: Redis at {self.opts.display_url} {reason} (the server said: "
+            f"{exc}); the operation may not have been applied."
+        )
+
     async def run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send commands in one round trip (scripts by SHA, reloaded if the server lost them)."""
         return await self.scripts.run(self._exchange, self.redis, commands)
@@ -295,10 +330,17 @@ class RedisConnection:
             else:
                 link = await Link.open(pool.make_connection())  # type: ignore[no-untyped-call]
             replies = await link.exchange(packed, count)
-            if self._lean is pool:
-                idle.append(link)
-            else:  # the store was closed meanwhile
+            if self._lean is not pool:  # the store was closed meanwhile
                 await link.aclose()
+            elif any(isinstance(r, ReadOnlyError) for r in replies):
+                # The server became a replica (a failover): every connection to it is stale.
+                # New ones reach the new primary wherever the URL follows it (a DNS name, a
+                # proxy); the error itself goes to the caller (guard words it).
+                link.close()
+                while idle:
+                    idle.pop().close()
+            else:
+                idle.append(link)
             return replies
 
         return await self._retry.call_with_retry(attempt, _dropped)
