@@ -83,6 +83,9 @@ async def shared_url() -> AsyncIterator[str]:
 
 
 class TestWorkerKills:
+    # Above the run's own 90 s deadline, so a slow run fails on an assertion that says what
+    # was left, not on the suite's 60 s limit.
+    @pytest.mark.timeout(150)
     async def test_killed_workers_lose_no_job(self, shared_url: str, tmp_path: Path) -> None:
         """3 workers and 2 producers run 20,000 jobs while a worker is SIGKILLed every 2 s
         and replaced: every acknowledged job succeeds, and every job that ran twice had its
@@ -133,6 +136,9 @@ class TestWorkerKills:
 
 
 class TestRedisRestart:
+    # Above the run's own deadlines (60 s to the crash, 60 s after the restart), so a slow run
+    # fails on an assertion that carries the processes' output, not on the suite's limit.
+    @pytest.mark.timeout(150)
     async def test_redis_crash_loses_no_acknowledged_job(
         self, own_redis: OwnRedis, tmp_path: Path
     ) -> None:
