@@ -4,6 +4,7 @@ the server accepts writes again."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -73,3 +74,17 @@ async def test_a_primary_turned_replica_is_reported_then_left(
         await admin.replicaof("NO", "ONE")
     await store.enqueue([new_job()])
     assert {("default", JobState.QUEUED): 2} == await store.counts()
+
+
+async def test_a_worker_waiting_for_work_hears_the_refusal_in_words(
+    store: RedisStore, admin: redis.asyncio.Redis
+) -> None:
+    """The claim that rides behind a worker's blocking wait is refused like any call."""
+    await store.enqueue([new_job()])
+    await admin.replicaof("127.0.0.1", 9)
+    try:
+        with pytest.raises(StoreUnavailable, match=r"waiting for work refused.*read-only"):
+            await store.wait_claim(["default"], 1.0, 10, "w", 30, asyncio.Event())
+    finally:
+        await admin.replicaof("NO", "ONE")
+    assert 1 == len(await store.wait_claim(["default"], 1.0, 10, "w", 30, asyncio.Event()))

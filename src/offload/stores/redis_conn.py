@@ -441,6 +441,11 @@ class RedisConnection:
         except _UNREACHABLE:
             await asyncio.sleep(min(timeout, WAIT_ERROR_PAUSE))
             return None
+        except ResponseError as exc:  # a command behind the wait refused (see _refusal)
+            reason = _refusal(exc)
+            if reason is None:
+                raise
+            raise self.refused("waiting for work", reason, exc) from exc
         finally:
             if poke is not None:
                 poke.cancel()
