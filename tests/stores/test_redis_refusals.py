@@ -7,10 +7,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 import redis.asyncio
+from fastapi import FastAPI
 
+from offload import Offload
 from offload.errors import StoreUnavailable
+from offload.fastapi import Background
 from offload.jobs import JobState
 from offload.stores import open_store
 from offload.stores.redis import RedisStore
@@ -88,3 +92,32 @@ async def test_a_worker_waiting_for_work_hears_the_refusal_in_words(
     finally:
         await admin.replicaof("NO", "ONE")
     assert 1 == len(await store.wait_claim(["default"], 1.0, 10, "w", 30, asyncio.Event()))
+
+
+async def test_an_endpoint_answers_503_when_redis_refuses(
+    own_redis: OwnRedis, admin: redis.asyncio.Redis
+) -> None:
+    """What a full server means to an endpoint's client: 503 and Retry-After, not a 500."""
+    jobs = Offload(own_redis.url, embedded_worker=False)
+
+    @jobs.task(name="tests.noop")
+    async def noop() -> None:
+        pass
+
+    api = FastAPI()
+
+    @api.post("/go")
+    async def go(background: Background) -> dict[str, str]:
+        job = await background.add_task(noop)
+        return {"id": job.id}
+
+    transport = httpx.ASGITransport(app=api)
+    async with jobs, httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        await admin.config_set("maxmemory", 1)
+        try:
+            refused = await client.post("/go")
+        finally:
+            await admin.config_set("maxmemory", 0)
+        accepted = await client.post("/go")
+    assert (503, 200) == (refused.status_code, accepted.status_code)
+    assert "retry-after" in refused.headers
