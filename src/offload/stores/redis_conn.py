@@ -171,9 +171,9 @@ class _Guard:
             raise self.conn.unavailable(self.what, TimeoutError()) from exc
         if exc is not None and isinstance(exc, _UNREACHABLE):
             raise self.conn.unavailable(self.what, exc) from exc
-        reason = None if exc is None else _refusal(exc)
-        if reason is not None:
-            raise self.conn.refused(self.what, reason, exc) from exc
+        refused = None if exc is None else self.conn.refused(self.what, exc)
+        if refused is not None:
+            raise refused from exc
 
     def _leave(self, exc_type: type[BaseException] | None) -> bool:
         """Drop this guard's deadline; true if it expired and cancelled the task."""
@@ -288,7 +288,11 @@ class RedisConnection:
             "TLS settings; the operation may not have been applied."
         )
 
-    def refused(self, what: str, reason: str, exc: BaseException | None) -> StoreUnavailable:
+    def refused(self, what: str, exc: BaseException) -> StoreUnavailable | None:
+        """``exc`` worded as ``StoreUnavailable`` if it is a refusal that passes (_refusal)."""
+        reason = _refusal(exc)
+        if reason is None:
+            return None
         return StoreUnavailable(
             f"{what} refused: Redis at {self.opts.display_url} {reason} (the server said: "
             f"{exc}); the operation may not have been applied."
@@ -442,10 +446,10 @@ class RedisConnection:
             await asyncio.sleep(min(timeout, WAIT_ERROR_PAUSE))
             return None
         except ResponseError as exc:  # a command behind the wait refused (see _refusal)
-            reason = _refusal(exc)
-            if reason is None:
+            refused = self.refused("waiting for work", exc)
+            if refused is None:
                 raise
-            raise self.refused("waiting for work", reason, exc) from exc
+            raise refused from exc
         finally:
             if poke is not None:
                 poke.cancel()
