@@ -336,11 +336,11 @@ class RedisConnection:
             replies = await link.exchange(packed, count)
             if self._lean is not pool:  # the store was closed meanwhile
                 await link.aclose()
-            elif any(isinstance(r, ReadOnlyError) for r in replies):
-                # The server became a replica (a failover): every connection to it is stale.
-                # New ones reach the new primary wherever the URL follows it (a DNS name, a
-                # proxy); the error itself goes to the caller (guard words it).
-                link.close()
+            elif link.broken:
+                # Closed on a READONLY reply: the server became a replica (a failover), so
+                # every connection to it is stale. New ones reach the new primary wherever the
+                # URL follows it (a DNS name, a proxy); the error goes to the caller (guard
+                # words it).
                 while idle:
                     idle.pop().close()
             else:

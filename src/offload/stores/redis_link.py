@@ -16,7 +16,7 @@ import hiredis
 from redis._parsers import BaseParser
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse
+from redis.exceptions import InvalidResponse, ReadOnlyError
 
 _CLOSED = "Connection closed by server."
 _STRAY = "a reply arrived that no command asked for"
@@ -78,6 +78,10 @@ class Link(asyncio.Protocol):
             if isinstance(reply, RedisConnectionError):
                 self.close()
                 raise reply
+            if isinstance(reply, ReadOnlyError):
+                # The server became a replica (a failover): the reply goes to the caller, the
+                # connection is not used again (see RedisConnection._exchange).
+                self.close()
         return replies
 
     def close(self) -> None:
