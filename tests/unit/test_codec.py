@@ -109,3 +109,17 @@ def test_arguments_stored_in_json_dumps_style_still_decode() -> None:
     assert '"z\\u00fcrich"' in stored
     _, kwargs = codec.decode_args("[]", stored)
     assert {"a": 1, "b": 2.5, "c": "zürich"} == kwargs
+
+
+def test_a_lone_surrogate_stored_by_json_dumps_still_decodes() -> None:
+    """``json.dumps`` escaped a lone surrogate; pydantic-core's parser refuses the escape."""
+    codec = Codec(natives, "t")
+    stored = json.dumps({"a": 1, "b": 2.5, "c": "x\ud800y"})
+    _, kwargs = codec.decode_args("[]", stored)
+    assert "x\ud800y" == kwargs["c"]
+
+
+def test_stored_arguments_that_are_not_json_fail_with_the_task_named() -> None:
+    codec = Codec(natives, "t")
+    with pytest.raises(PayloadError, match="task 't'"):
+        codec.decode_args("[]", '{"a": 1,')
