@@ -106,14 +106,15 @@ class MemoryStore:
     ) -> list[JobRecord]:
         now = self._now()
         ready = self._ready
-        for name in self._queue_names(queues):
+        wanted = self._queue_names(queues)
+        for name in wanted:
             delayed = self._delayed[name]
             while delayed and delayed[0][0] <= now:
                 entry = heapq.heappop(delayed)
                 if self._current_delayed(entry):
                     job = entry[2]
                     heapq.heappush(ready.setdefault(name, []), (sort_key(job), entry[1], job))
-        names = [q for q in self._queue_names(queues) if q in ready]
+        names = [q for q in wanted if q in ready]
         claimed: list[JobRecord] = []
         while len(claimed) < limit:
             best: list[tuple[tuple[int, float, str], int, JobRecord]] | None = None

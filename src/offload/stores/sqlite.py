@@ -230,7 +230,7 @@ class SQLiteStore:
                 (now, job_id),
             ).fetchall()
             for (queue,) in cancelled:
-                ops.tally(conn, {(queue, "cancelled"): 1, (queue, "queued"): -1})
+                ops.tally_move(conn, queue, "queued", "cancelled")
             conn.execute(
                 "UPDATE offload_jobs SET cancel_requested=1 WHERE id=? AND state='running'",
                 (job_id,),
@@ -254,7 +254,7 @@ class SQLiteStore:
                 "error=NULL, cancel_requested=0, lease_until=NULL WHERE id=?",
                 (self._clock(), job_id),
             )
-            ops.tally(conn, {(job.queue, job.state.value): -1, (job.queue, "queued"): 1})
+            ops.tally_move(conn, job.queue, job.state.value, "queued")
             return ops.get(conn, job_id)
 
         record = await self._run(op, durable=True)

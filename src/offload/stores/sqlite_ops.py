@@ -119,6 +119,13 @@ def _move(changes: Tally, queue: str, old: str, new: str, n: int = 1) -> None:
     _count(changes, queue, new, n)
 
 
+def tally_move(conn: sqlite3.Connection, queue: str, old: str, new: str) -> None:
+    """``tally`` for one job that went from state ``old`` to ``new``."""
+    changes: Tally = {}
+    _move(changes, queue, old, new)
+    tally(conn, changes)
+
+
 COUNTS = "SELECT queue, state, n FROM offload_counts WHERE n > 0"
 
 
