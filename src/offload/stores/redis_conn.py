@@ -245,7 +245,7 @@ class RedisConnection:
         lean = self._make_pool(lean=True)
         try:
             async with self.guard("connecting"):
-                await client.ping()
+                # The first round trip (it also proves the server reachable, as a PING would).
                 await check_layout(client, self.layout, self.opts.display_url)
                 await warn_if_evicting(client, self.opts.display_url)
                 await self.scripts.load(client)
