@@ -69,6 +69,10 @@ class Adapter(AsyncPeer):
     async def enqueue(self, kind: Kind, t: float) -> None:
         await self.tasks[kind].enqueue(t)
 
+    def enqueue_blocking(self, kind: Kind, t: float) -> None:
+        """The same call from code that is not async (see ``run.blocking_one_by_one``)."""
+        self.tasks[kind].enqueue_sync(t)
+
     async def enqueue_batch(self, kind: Kind, ts: Sequence[float]) -> None:
         task = self.tasks[kind]
         await self.app.enqueue_many([task.prepare(t) for t in ts])

@@ -6,17 +6,19 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from datetime import timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 from offload import correlation
-from offload.errors import ConfigError, UnknownTask
+from offload.errors import ConfigError, StoreUnavailable, UnknownTask
 from offload.jobs import Job, JobContext, JobRecord
 from offload.observers import JobObserver, notify
 from offload.retry import RetryPolicy
 from offload.schedules import Schedule, make_schedule
 from offload.stores import Store, open_store
+from offload.stores.base import BlockingEnqueue, NewJob
 from offload.tasks import AsyncTask, Prepared, SyncTask, Task, make_config
 
 if TYPE_CHECKING:
@@ -119,6 +121,11 @@ class Offload:
         self.enqueue_hooks: list[EnqueueHook] = []
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
+        # Where enqueue_sync goes: the store's own blocking path, else the loop it is open on,
+        # else a loop of its own for the call (one caller at a time).
+        self._blocking = self.store if isinstance(self.store, BlockingEnqueue) else None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sync_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<Offload {self.url} tasks={len(self.tasks)}>"
@@ -290,11 +297,13 @@ class Offload:
         async with self._open_lock:
             if not self._opened:
                 await self.store.open()
+                self._loop = asyncio.get_running_loop()
                 self._opened = True
 
     async def close(self) -> None:
         if self._opened:
             self._opened = False
+            self._loop = None
             await self.store.close()
 
     async def __aenter__(self) -> Offload:
@@ -353,6 +362,61 @@ class Offload:
         if not items:
             return []
         await self.open()
+        new_jobs = self._enqueuing(items)
+        try:
+            records = await self.store.enqueue(new_jobs)
+        except BaseException as exc:
+            if self.observers:
+                notify(self.observers, "enqueued", new_jobs, None, exc)
+            raise
+        jobs = self._enqueued(items, new_jobs, records)
+        for hook in self.enqueue_hooks:
+            await hook(jobs)
+        return jobs
+
+    def enqueue_many_sync(self, prepared: Iterable[Prepared[Any]]) -> list[Job[Any]]:
+        """``enqueue_many`` for code that is not async: a ``def`` endpoint (FastAPI runs it
+        in a thread), a sync task, a script. Returns once the jobs are durable.
+
+        It refuses to run on an event loop's thread, where blocking would stall every other
+        request: there, ``await`` the async form. The Redis store sends from the calling
+        thread; other stores are reached through the loop the app is open on, or, in a
+        program with no open app, through a loop started for the call."""
+        items = list(prepared)
+        if not items:
+            return []
+        if _loop_running_here():
+            raise RuntimeError(
+                "enqueue_sync() blocks, so it cannot run on an event loop's thread (it would "
+                "stall the loop); in async code use `await task.enqueue(...)`"
+            )
+        blocking = self._blocking
+        if blocking is not None and not self.enqueue_hooks:
+            new_jobs = self._enqueuing(items)
+            try:
+                records = blocking.enqueue_blocking(new_jobs)
+            except BaseException as exc:
+                if self.observers:
+                    notify(self.observers, "enqueued", new_jobs, None, exc)
+                raise
+            return self._enqueued(items, new_jobs, records)
+        loop = self._loop
+        if loop is not None:
+            if loop.is_closed():
+                raise StoreUnavailable(
+                    "the job store was opened on an event loop that has since closed; close "
+                    "the app on its loop (`async with jobs:` does) before using it elsewhere"
+                )
+            return asyncio.run_coroutine_threadsafe(self.enqueue_many(items), loop).result()
+        with self._sync_lock:
+            return asyncio.run(self._enqueue_once(items))
+
+    async def _enqueue_once(self, items: list[Prepared[Any]]) -> list[Job[Any]]:
+        async with self:
+            return await self.enqueue_many(items)
+
+    def _enqueuing(self, items: list[Prepared[Any]]) -> list[NewJob]:
+        """The batch's jobs with the caller's correlation meta, observers told."""
         if self.meta_hooks:
             extra: dict[str, Any] = {}
             for meta_hook in self.meta_hooks:
@@ -361,27 +425,22 @@ class Offload:
                 for item in items:
                     item.job.meta = {**extra, **item.job.meta}
         new_jobs = [item.job for item in items]
-        observers = self.observers
-        if observers:
-            notify(observers, "enqueuing", new_jobs)
-        try:
-            records = await self.store.enqueue(new_jobs)
-        except BaseException as exc:
-            if observers:
-                notify(observers, "enqueued", new_jobs, None, exc)
-            raise
-        if observers:
-            notify(observers, "enqueued", new_jobs, records)
+        if self.observers:
+            notify(self.observers, "enqueuing", new_jobs)
+        return new_jobs
+
+    def _enqueued(
+        self, items: list[Prepared[Any]], new_jobs: list[NewJob], records: list[JobRecord]
+    ) -> list[Job[Any]]:
+        if self.observers:
+            notify(self.observers, "enqueued", new_jobs, records)
         # DEBUG: a batch of thousands would otherwise cost a line each on the caller's path.
         if log.isEnabledFor(logging.DEBUG):
             _log_enqueued(new_jobs, records)
-        jobs = [
+        return [
             Job(record, self.store, item.task.codec.decode_result)
             for record, item in zip(records, items, strict=True)
         ]
-        for hook in self.enqueue_hooks:
-            await hook(jobs)
-        return jobs
 
     def job(self, record: JobRecord) -> Job[Any]:
         task = self.tasks.get(record.task)
@@ -392,6 +451,14 @@ class Offload:
         await self.open()
         record = await self.store.get(job_id)
         return None if record is None else self.job(record)
+
+
+def _loop_running_here() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _log_enqueued(new_jobs: Sequence[Any], records: Sequence[JobRecord]) -> None:

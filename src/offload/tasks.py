@@ -136,6 +136,10 @@ class Task(Generic[P, R]):
         jobs = await self.app.enqueue_many([self._prepare(args, kwargs, _NO_OPTIONS)])
         return jobs[0]
 
+    def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """``enqueue`` for code that is not async (see ``Offload.enqueue_many_sync``)."""
+        return self.app.enqueue_many_sync([self._prepare(args, kwargs, _NO_OPTIONS)])[0]
+
     def _prepare(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: EnqueueOptions
     ) -> Prepared[R]:
@@ -200,6 +204,10 @@ class TaskCall(Generic[P, R]):
         prepared = self.task._prepare(args, kwargs, self.opts)
         jobs = await self.task.app.enqueue_many([prepared])
         return jobs[0]
+
+    def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        prepared = self.task._prepare(args, kwargs, self.opts)
+        return self.task.app.enqueue_many_sync([prepared])[0]
 
     def options(self, **changes: Any) -> TaskCall[P, R]:
         merged = self.task.options(**changes)

@@ -52,6 +52,11 @@ async def check() -> None:
     await shout.enqueue(1)  # type: ignore[arg-type]
     await add.enqueue(1, c=3)  # type: ignore[call-arg]
     await add.options(delay=1).enqueue("x")  # type: ignore[arg-type]
+    # The blocking form keeps the signature too.
+    assert_type(add.enqueue_sync(1, b=2), Job[int])
+    assert_type(shout.options(priority=1).enqueue_sync("hi"), Job[str])
+    add.enqueue_sync("x")  # type: ignore[arg-type]
+    shout.options(delay=1).enqueue_sync(1)  # type: ignore[arg-type]
     # The context parameter is not part of the enqueue signature.
     await shout.enqueue(JobContext(job_id="", task="", queue="", attempt=1), "x")  # type: ignore[arg-type,call-arg]
 

@@ -8,13 +8,16 @@ is only ever sent for a job that is stored (DESIGN §1.1).
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 from fastapi import Depends, HTTPException, status
 
 from offload.errors import StoreUnavailable
 from offload.jobs import Job
-from offload.tasks import Task, TaskCall
+from offload.tasks import Prepared, Task, TaskCall
+
+if TYPE_CHECKING:
+    from offload.app import Offload
 
 __all__ = ["Background", "DurableTasks"]
 
@@ -51,32 +54,53 @@ class DurableTasks:
         caller and raises ``TypeError``. A store outage becomes a 503 so that the client
         knows the work was not accepted and can retry.
         """
-        if isinstance(task, TaskCall):
-            app, prepared = task.task.app, task.prepare(*args, **kwargs)
-        elif isinstance(task, Task):
-            app, prepared = task.app, task.prepare(*args, **kwargs)
-        else:
-            name = getattr(task, "__qualname__", repr(task))
-            raise TypeError(
-                f"add_task() needs a registered task, got {name}; decorate the function with "
-                "@jobs.task so that a worker can find it by name"
-            )
+        app, prepared = _prepare(task, args, kwargs)
         try:
             (job,) = await app.enqueue_many([prepared])
         except (StoreUnavailable, OSError) as exc:
-            log.error(
-                "job store unavailable; the request fails so the job is not lost silently",
-                extra={"action": "fastapi.enqueue_unavailable", "task": prepared.job.task},
-                exc_info=exc,
-            )
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                detail="the job store is unavailable, so the work was not accepted; "
-                "retry the request later",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            ) from exc
+            raise _unavailable(prepared, exc) from exc
         self.jobs.append(job)
         return job
+
+    def add_task_sync(
+        self, task: Task[P, R] | TaskCall[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Job[R]:
+        """``add_task`` for a ``def`` endpoint, which FastAPI runs in a worker thread."""
+        app, prepared = _prepare(task, args, kwargs)
+        try:
+            (job,) = app.enqueue_many_sync([prepared])
+        except (StoreUnavailable, OSError) as exc:
+            raise _unavailable(prepared, exc) from exc
+        self.jobs.append(job)
+        return job
+
+
+def _prepare(
+    task: Task[P, R] | TaskCall[P, R], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Offload, Prepared[R]]:
+    if isinstance(task, TaskCall):
+        return task.task.app, task.prepare(*args, **kwargs)
+    if isinstance(task, Task):
+        return task.app, task.prepare(*args, **kwargs)
+    name = getattr(task, "__qualname__", repr(task))
+    raise TypeError(
+        f"add_task() needs a registered task, got {name}; decorate the function with "
+        "@jobs.task so that a worker can find it by name"
+    )
+
+
+def _unavailable(prepared: Prepared[Any], exc: BaseException) -> HTTPException:
+    log.error(
+        "job store unavailable; the request fails so the job is not lost silently",
+        extra={"action": "fastapi.enqueue_unavailable", "task": prepared.job.task},
+        exc_info=exc,
+    )
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        detail="the job store is unavailable, so the work was not accepted; "
+        "retry the request later",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def _durable_tasks() -> DurableTasks:

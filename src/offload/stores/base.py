@@ -188,3 +188,15 @@ class Store(Protocol):
 
     async def pause_schedules(self, names: Sequence[str], paused: bool) -> None:
         """Set the pause flag of each named schedule, creating the state when there is none."""
+
+
+@runtime_checkable
+class BlockingEnqueue(Protocol):
+    """What a store offers callers outside the event loop (``task.enqueue_sync``) when it
+    can reach its server from any thread: the Redis store's blocking connections.
+
+    A store without it is reached through the loop it was opened on, one thread hop each
+    way; with it, a sync endpoint or a script pays only its own round trip."""
+
+    def enqueue_blocking(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
+        """``Store.enqueue``, blocking the calling thread; must not run on an event loop."""

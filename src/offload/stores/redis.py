@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from offload.errors import InvalidTransition, StoreUnavailable
@@ -135,74 +135,98 @@ class RedisStore:
                     )
 
     async def _enqueue_now(self, jobs: list[NewJob]) -> list[JobRecord]:
+        steps = self._enqueue_steps(jobs)
+        conn = self._conn
+        async with conn.guard("enqueue"):
+            commands = next(steps)
+            try:
+                while True:
+                    commands = steps.send(await conn.run(commands))
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    def enqueue_blocking(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
+        """``enqueue`` for a thread outside the event loop (``enqueue_sync``): the same
+        round trips over a blocking connection, without a hop to the loop's thread."""
+        jobs = list(jobs)
+        if not jobs:
+            return []
+        steps = self._enqueue_steps(jobs)
+        conn = self._conn
+        commands = next(steps)
+        try:
+            while True:
+                commands = steps.send(conn.run_blocking("enqueue", commands))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    def _enqueue_steps(
+        self, jobs: list[NewJob]
+    ) -> Generator[list[tuple[Any, ...]], list[Any], list[JobRecord]]:
+        """The enqueue as the round trips it takes: yields each one's commands and receives
+        their replies, so the loop's path and the blocking one share every decision."""
         layout, scripts = self._conn.layout, self._conn.scripts
-        async with self._conn.guard("enqueue"):
-            targets = [(j.queue, j.id) for j in jobs]
-            keyed = [i for i, j in enumerate(jobs) if j.key is not None]
-            if keyed:
-                # Reserve each key first; a key already held names the job that holds it,
-                # which the enqueue script then returns (or creates, if its creator died
-                # between the two steps).
-                held = await self._conn.run(
-                    [
-                        scripts.evalsha(
-                            "reserve",
-                            [layout.idempotency_key(jobs[i].task, jobs[i].key or "")],
-                            [f"{jobs[i].queue}{NUL}{jobs[i].id}"],
-                        )
-                        for i in keyed
-                    ]
+        targets = [(j.queue, j.id) for j in jobs]
+        keyed = [i for i, j in enumerate(jobs) if j.key is not None]
+        if keyed:
+            # Reserve each key first; a key already held names the job that holds it,
+            # which the enqueue script then returns (or creates, if its creator died
+            # between the two steps).
+            held = yield [
+                scripts.evalsha(
+                    "reserve",
+                    [layout.idempotency_key(jobs[i].task, jobs[i].key or "")],
+                    [f"{jobs[i].queue}{NUL}{jobs[i].id}"],
                 )
-                for i, holder in zip(keyed, held, strict=True):
-                    if holder is not None:
-                        queue, _, job_id = holder.partition(NUL)
-                        targets[i] = (queue, job_id)
-            groups: dict[str, list[int]] = {}
-            for i, (queue, _) in enumerate(targets):
-                groups.setdefault(queue, []).append(i)
-            commands: list[tuple[Any, ...]] = []
-            fresh = [q for q in groups if q not in self._conn.registered]
-            # Every batch's queues join the registry before their jobs exist, so no job sits
-            # in a queue that workers serving all queues do not know about: not even after
-            # the registry was lost (FLUSHDB, or a restart without persistence) while this
-            # process kept running. It rides in the same round trip.
-            commands.append(("SADD", layout.queues_key, *groups))
-            if fresh:  # new to this process: wake workers serving all queues right away
-                commands.append(("LPUSH", layout.wake_key, "1"))
-                commands.append(("LTRIM", layout.wake_key, 0, 63))
-            for queue, members in groups.items():
-                keys = layout.queue(queue)
-                args: list[Any] = [keys.job, queue]
-                for i in members:
-                    j = jobs[i]
-                    args += (
-                        targets[i][1],
-                        j.task,
-                        j.args,
-                        j.kwargs,
-                        j.priority,
-                        j.max_attempts,
-                        "" if j.run_at is None else repr(j.run_at),
-                        j.delay,
-                        "" if j.timeout is None else j.timeout,
-                        "" if j.key is None else j.key,
-                        json.dumps(j.meta) if j.meta else "",
-                    )
-                commands.append(
-                    scripts.evalsha(
-                        "enqueue",
-                        [keys.ready, keys.delayed, keys.all, keys.counts, keys.wake],
-                        args,
-                    )
+                for i in keyed
+            ]
+            for i, holder in zip(keyed, held, strict=True):
+                if holder is not None:
+                    queue, _, job_id = holder.partition(NUL)
+                    targets[i] = (queue, job_id)
+        groups: dict[str, list[int]] = {}
+        for i, (queue, _) in enumerate(targets):
+            groups.setdefault(queue, []).append(i)
+        commands: list[tuple[Any, ...]] = []
+        fresh = [q for q in groups if q not in self._conn.registered]
+        # Every batch's queues join the registry before their jobs exist, so no job sits
+        # in a queue that workers serving all queues do not know about: not even after
+        # the registry was lost (FLUSHDB, or a restart without persistence) while this
+        # process kept running. It rides in the same round trip.
+        commands.append(("SADD", layout.queues_key, *groups))
+        if fresh:  # new to this process: wake workers serving all queues right away
+            commands.append(("LPUSH", layout.wake_key, "1"))
+            commands.append(("LTRIM", layout.wake_key, 0, 63))
+        for queue, members in groups.items():
+            keys = layout.queue(queue)
+            args: list[Any] = [keys.job, queue]
+            for i in members:
+                j = jobs[i]
+                args += (
+                    targets[i][1],
+                    j.task,
+                    j.args,
+                    j.kwargs,
+                    j.priority,
+                    j.max_attempts,
+                    "" if j.run_at is None else repr(j.run_at),
+                    j.delay,
+                    "" if j.timeout is None else j.timeout,
+                    "" if j.key is None else j.key,
+                    json.dumps(j.meta) if j.meta else "",
                 )
-            results = await self._conn.run(commands)
+            commands.append(
+                scripts.evalsha(
+                    "enqueue",
+                    [keys.ready, keys.delayed, keys.all, keys.counts, keys.wake],
+                    args,
+                )
+            )
+        results = yield commands
         if fresh:
             self._conn.add_known(fresh)
         elif results[0]:  # the registry had lost a queue this process knew: wake workers now
-            async with self._conn.guard("enqueue"):
-                await self._conn.run(
-                    [("LPUSH", layout.wake_key, "1"), ("LTRIM", layout.wake_key, 0, 63)]
-                )
+            yield [("LPUSH", layout.wake_key, "1"), ("LTRIM", layout.wake_key, 0, 63)]
         out: list[JobRecord | None] = [None] * len(jobs)
         for (_, members), result in zip(groups.items(), results[-len(groups) :], strict=True):
             enqueued_at = float(result[0])

@@ -17,13 +17,16 @@ from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import hiredis
+from redis import ConnectionPool as BlockingPool
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.connection import AbstractConnection as SyncConnection
 from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as BlockingRetry
 
 from offload.errors import StoreUnavailable
 from offload.stores.redis_layout import (
@@ -31,11 +34,13 @@ from offload.stores.redis_layout import (
     RedisOptions,
     Scripts,
     check_layout,
+    check_layout_version,
     connection_class,
+    layout_commands,
     parse_redis_url,
     warn_if_evicting,
 )
-from offload.stores.redis_link import Link
+from offload.stores.redis_link import BlockingLink, Link
 
 # redis-py retries a command on a dropped connection this many times, backing off from 50 ms
 # to at most 0.5 s: enough to ride out a restart of a few seconds within op_timeout.
@@ -216,6 +221,11 @@ class RedisConnection:
             RETRIES,
             supported_errors=(RedisConnectionError, RedisTimeoutError, OSError),  # type: ignore[arg-type]
         )
+        # Connections for callers outside the event loop (run_blocking), made on first use,
+        # shared by threads (a list's pop and append are atomic).
+        self._blocking_pool: BlockingPool | None = None
+        self._blocking_idle: list[BlockingLink] = []
+        self._layout_checked = False
 
     def _make_pool(self, lean: bool) -> ConnectionPool:
         retry = Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), RETRIES)
@@ -258,6 +268,7 @@ class RedisConnection:
         self._client = client
         self._lean = lean
         self._idle.append(first)
+        self._layout_checked = True
         await self.refresh_known(0.0)
 
     async def close(self) -> None:
@@ -268,6 +279,9 @@ class RedisConnection:
             await link.aclose()
         if client is not None:
             await client.aclose()
+        blocking, self._blocking_idle = self._blocking_idle, []
+        for other in blocking:
+            other.close()
 
     @property
     def redis(self) -> Redis:
@@ -349,15 +363,77 @@ class RedisConnection:
 
         return await self._retry.call_with_retry(attempt, _dropped)
 
+    def run_blocking(self, what: str, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """``run`` for a thread outside the event loop, with ``guard``'s promise: within
+        ``op_timeout`` the replies come back or ``StoreUnavailable`` says why not.
+
+        It needs nothing the loop owns, so it works before ``open`` (and without any loop):
+        the first connection checks the layout version as ``open`` does."""
+        deadline = time.monotonic() + self.opts.op_timeout
+        pause = BACKOFF_BASE
+        while True:
+            try:
+                return self.scripts.run_blocking(self._exchange_blocking, commands)
+            except _UNREACHABLE as exc:
+                if time.monotonic() + pause >= deadline:
+                    raise self.unavailable(what, exc) from exc
+                time.sleep(pause)
+                pause = min(pause * 2, BACKOFF_CAP)
+            except ResponseError as exc:
+                refused = self.refused(what, exc)
+                if refused is None:
+                    raise
+                raise refused from exc
+
+    def _exchange_blocking(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        idle = self._blocking_idle
+        try:
+            link = idle.pop()
+        except IndexError:
+            link = self._open_blocking()
+        replies = link.exchange(b"".join(map(hiredis.pack_command, commands)), len(commands))
+        if link.broken:  # READONLY: every idle connection leads to the old primary
+            while idle:
+                with contextlib.suppress(IndexError):
+                    idle.pop().close()
+        else:
+            idle.append(link)
+        return replies
+
+    def _open_blocking(self) -> BlockingLink:
+        pool = self._blocking_pool
+        if pool is None:
+            pool = self._blocking_pool = BlockingPool.from_url(
+                self.opts.client_url,
+                decode_responses=True,
+                socket_connect_timeout=CONNECT_TIMEOUT,
+                # Each read waits at most this long; run_blocking bounds the whole call.
+                socket_timeout=self.opts.op_timeout,
+                socket_keepalive=True,
+                driver_info=_driver_info(),
+                # run_blocking retries, within op_timeout; redis-py's own would add seconds.
+                retry=BlockingRetry(NoBackoff(), 0),
+            )
+        link = BlockingLink(cast("SyncConnection", pool.make_connection()))
+        if not self._layout_checked:
+            replies = link.exchange(
+                b"".join(map(hiredis.pack_command, layout_commands(self.layout))), 2
+            )
+            check_layout_version(replies[-1], self.layout, self.opts.display_url)
+            self._layout_checked = True
+        return link
+
     @property
     def known(self) -> set[str]:
         """Queues seen so far, without asking the server."""
         return self._known
 
     def add_known(self, queues: Iterable[str]) -> None:
-        queues = list(queues)
-        self.registered.update(queues)
-        self._known.update(queues)
+        # New sets rather than updates: a thread enqueueing through run_blocking may call
+        # this while the loop's thread iterates them.
+        queues = set(queues)
+        self.registered = self.registered | queues
+        self._known = self._known | queues
 
     async def refresh_known(self, max_age: float = QUEUES_MAX_AGE) -> set[str]:
         if time.monotonic() - self._known_at >= max_age:

@@ -249,6 +249,21 @@ def _needed(blocks: list[tuple[set[str], str]], body: str) -> list[str]:
 
 
 Exchange = Callable[[list[tuple[Any, ...]]], Awaitable[list[Any]]]
+BlockingExchange = Callable[[list[tuple[Any, ...]]], list[Any]]
+
+
+def lost_scripts(results: list[Any]) -> list[int]:
+    """Which replies say the server no longer has the script (a restart, ``SCRIPT FLUSH``)."""
+    return [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+
+
+def raise_errors(results: list[Any]) -> list[Any]:
+    for value in results:
+        if isinstance(value, Exception):
+            raise value
+    return results
+
+
 """Sends commands in one round trip and returns their replies, error replies as values."""
 
 
@@ -275,16 +290,26 @@ class Scripts:
         After a server restart the cache is empty: the scripts are loaded and only the
         commands that met NOSCRIPT are sent again (the others already ran)."""
         results = await exchange(commands)
-        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        missing = lost_scripts(results)
         if missing:
             await self.load(client)
             again = await exchange([commands[i] for i in missing])
             for i, value in zip(missing, again, strict=True):
                 results[i] = value
-        for value in results:
-            if isinstance(value, Exception):
-                raise value
-        return results
+        return raise_errors(results)
+
+    def run_blocking(
+        self, exchange: BlockingExchange, commands: list[tuple[Any, ...]]
+    ) -> list[Any]:
+        """``run`` for a caller outside the event loop, over a blocking exchange."""
+        results = exchange(commands)
+        missing = lost_scripts(results)
+        if missing:
+            exchange([("SCRIPT", "LOAD", source) for source in self.sources.values()])
+            again = exchange([commands[i] for i in missing])
+            for i, value in zip(missing, again, strict=True):
+                results[i] = value
+        return raise_errors(results)
 
     def evalsha(self, name: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
         return ("EVALSHA", self.shas[name], len(keys), *keys, *args)
@@ -382,9 +407,18 @@ def record_from(fields: dict[str, str]) -> JobRecord:
 async def check_layout(client: Redis, layout: Layout, where: str) -> None:
     """Record this layout's version for data that has none; refuse data of a newer one."""
     pipe = client.pipeline(transaction=False)
-    pipe.set(layout.version_key, LAYOUT_VERSION, nx=True)
-    pipe.get(layout.version_key)
-    _, value = await pipe.execute()
+    for command in layout_commands(layout):
+        pipe.execute_command(*command)
+    *_, value = await pipe.execute()
+    check_layout_version(value, layout, where)
+
+
+def layout_commands(layout: Layout) -> list[tuple[Any, ...]]:
+    """``check_layout``'s round trip, for a raw exchange; the last reply is the version."""
+    return [("SET", layout.version_key, LAYOUT_VERSION, "NX"), ("GET", layout.version_key)]
+
+
+def check_layout_version(value: Any, layout: Layout, where: str) -> None:
     try:
         version = int(value)
     except (TypeError, ValueError):
