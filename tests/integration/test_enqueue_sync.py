@@ -76,7 +76,7 @@ async def test_from_a_thread_while_the_app_is_open(app_url: str) -> None:
         assert stored is not None
         assert (JobState.QUEUED, "sync", 3) == (stored.state, stored.queue, stored.record.priority)
         assert "req-7" == stored.meta[correlation.REQUEST_ID]
-        assert ('[]', '{"x":2,"y":3}') == (stored.record.args, stored.record.kwargs)
+        assert ("[]", '{"x":2,"y":3}') == (stored.record.args, stored.record.kwargs)
         # A worker runs it, and the handle the thread got reads the result.
         worker = Worker(jobs, concurrency=4, queues=["sync"], install_signals=False)
         await worker.run_until_idle()

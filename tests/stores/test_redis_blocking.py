@@ -24,7 +24,6 @@ from offload.stores.redis import RedisStore
 from offload.stores.redis_layout import LAYOUT_VERSION
 from tests.stores.conftest import REDIS_URL, OwnRedis, drop_redis_keys, redis_unreachable
 
-
 BUILT: list[Offload] = []
 
 
@@ -63,7 +62,7 @@ def queued(admin: redis.Redis) -> int:
 def test_down_is_a_clear_error_within_the_timeout_then_back(
     own_redis: OwnRedis, admin: redis.Redis
 ) -> None:
-    jobs, add = build(own_redis.url)  # op_timeout=3
+    _, add = build(own_redis.url)  # op_timeout=3
     add.enqueue_sync(1, 1)
     own_redis.crash()
     started = time.monotonic()
@@ -79,7 +78,7 @@ def test_down_is_a_clear_error_within_the_timeout_then_back(
 
 def test_a_restart_between_calls_is_ridden_out(own_redis: OwnRedis, admin: redis.Redis) -> None:
     """The idle connection died with the server: the next call reconnects and succeeds."""
-    jobs, add = build(own_redis.url)
+    _, add = build(own_redis.url)
     add.enqueue_sync(1, 1)
     own_redis.crash()
     own_redis.start()
@@ -90,7 +89,7 @@ def test_a_restart_between_calls_is_ridden_out(own_redis: OwnRedis, admin: redis
 def test_a_server_that_comes_back_within_the_timeout(
     own_redis: OwnRedis, admin: redis.Redis
 ) -> None:
-    jobs, add = build(own_redis.url)
+    _, add = build(own_redis.url)
     add.enqueue_sync(1, 1)
     own_redis.crash()
     restarter = threading.Timer(0.5, own_redis.start)
@@ -103,7 +102,7 @@ def test_a_server_that_comes_back_within_the_timeout(
 
 
 def test_lost_scripts_are_loaded_again(own_redis: OwnRedis, admin: redis.Redis) -> None:
-    jobs, add = build(own_redis.url)
+    _, add = build(own_redis.url)
     add.enqueue_sync(1, 1)
     admin.script_flush()
     add.enqueue_sync(2, 2)
@@ -111,11 +110,11 @@ def test_lost_scripts_are_loaded_again(own_redis: OwnRedis, admin: redis.Redis) 
 
 
 def test_refusals_name_the_reason(own_redis: OwnRedis, admin: redis.Redis) -> None:
-    jobs, add = build(own_redis.url)
+    _, add = build(own_redis.url)
     add.enqueue_sync(1, 1)
     admin.config_set("maxmemory", 1)
     try:
-        with pytest.raises(StoreUnavailable, match="enqueue refused: .*out of memory"):
+        with pytest.raises(StoreUnavailable, match=r"enqueue refused: .*out of memory"):
             add.enqueue_sync(2, 2)
     finally:
         admin.config_set("maxmemory", 0)
@@ -133,7 +132,7 @@ def test_a_newer_layout_is_refused_before_anything_is_written(
     own_redis: OwnRedis, admin: redis.Redis
 ) -> None:
     admin.set("{chaos}:layout", LAYOUT_VERSION + 1)
-    jobs, add = build(own_redis.url)
+    _, add = build(own_redis.url)
     with pytest.raises(ConfigError, match="newer offload"):
         add.enqueue_sync(1, 1)
     assert [b"{chaos}:layout"] == admin.keys("*")

@@ -236,18 +236,19 @@ class RedisStore:
                     continue
                 j = jobs[i]
                 queue, job_id = targets[i]
+                # The required fields by position, as in _common.queued_record.
                 out[i] = JobRecord(
-                    id=job_id,
-                    task=j.task,
-                    queue=queue,
-                    args=j.args,
-                    kwargs=j.kwargs,
-                    state=JobState.QUEUED,
-                    priority=j.priority,
-                    attempt=0,
-                    max_attempts=j.max_attempts,
-                    run_at=float(item),
-                    enqueued_at=enqueued_at,
+                    job_id,
+                    j.task,
+                    queue,
+                    j.args,
+                    j.kwargs,
+                    JobState.QUEUED,
+                    j.priority,
+                    0,
+                    j.max_attempts,
+                    float(item),
+                    enqueued_at,
                     timeout=j.timeout,
                     key=j.key,
                     meta=dict(j.meta),
