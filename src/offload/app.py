@@ -301,9 +301,10 @@ class Offload:
                 self._opened = True
 
     async def close(self) -> None:
-        if self._opened:
-            self._opened = False
-            self._loop = None
+        """Release the store, and the connections ``enqueue_sync`` opened without ``open``
+        (a script closes them with ``asyncio.run(jobs.close())``)."""
+        opened, self._opened, self._loop = self._opened, False, None
+        if opened or self._blocking is not None:
             await self.store.close()
 
     async def __aenter__(self) -> Offload:

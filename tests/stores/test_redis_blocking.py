@@ -32,7 +32,7 @@ def close_built() -> Iterator[None]:
     """Close the connections of the apps a test made (a script's close at exit)."""
     yield
     while BUILT:
-        asyncio.run(BUILT.pop().store.close())
+        asyncio.run(BUILT.pop().close())
 
 
 def build(url: str, embedded: bool = False) -> tuple[Offload, Any]:
@@ -138,18 +138,22 @@ def test_a_newer_layout_is_refused_before_anything_is_written(
     assert [b"{chaos}:layout"] == admin.keys("*")
 
 
-def test_the_store_closes_its_blocking_connections(own_redis: OwnRedis) -> None:
+def test_close_closes_the_blocking_connections(own_redis: OwnRedis) -> None:
     jobs, add = build(own_redis.url)
+    store = jobs.store
+    assert isinstance(store, RedisStore)
 
-    async def scenario() -> None:
+    async def opened_on_a_loop() -> None:
         async with jobs:
             await asyncio.to_thread(add.enqueue_sync, 1, 1)
-            store = jobs.store
-            assert isinstance(store, RedisStore)
             assert 1 == len(store._conn._blocking_idle)
         assert [] == store._conn._blocking_idle
 
-    asyncio.run(scenario())
+    asyncio.run(opened_on_a_loop())
+    add.enqueue_sync(2, 2)  # a script: never opened
+    assert 1 == len(store._conn._blocking_idle)
+    asyncio.run(jobs.close())
+    assert [] == store._conn._blocking_idle
 
 
 @pytest.fixture
