@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
@@ -22,6 +23,22 @@ from redis.exceptions import InvalidResponse, ReadOnlyError
 
 _CLOSED = "Connection closed by server."
 _STRAY = "a reply arrived that no command asked for"
+
+
+def screened(replies: list[Any], close: Callable[[], None]) -> list[Any]:
+    """An exchange's replies, once the ones that condemn its connection have closed it.
+
+    A reply meaning the connection is unusable (a server still loading its data set) is
+    raised, as redis-py would. A read-only refusal (a failover made the server a replica)
+    goes to the caller, and the connection is not used again (see RedisConnection._exchange).
+    """
+    for reply in replies:
+        if isinstance(reply, RedisConnectionError):
+            close()
+            raise reply
+        if isinstance(reply, ReadOnlyError):
+            close()
+    return replies
 
 
 class Link(asyncio.Protocol):
@@ -76,15 +93,7 @@ class Link(asyncio.Protocol):
         except BaseException:
             self.close()
             raise
-        for reply in replies:
-            if isinstance(reply, RedisConnectionError):
-                self.close()
-                raise reply
-            if isinstance(reply, ReadOnlyError):
-                # The server became a replica (a failover): the reply goes to the caller, the
-                # connection is not used again (see RedisConnection._exchange).
-                self.close()
-        return replies
+        return screened(replies, self.close)
 
     def close(self) -> None:
         self.broken = True
@@ -185,13 +194,7 @@ class BlockingLink:
         except BaseException:
             self.close()
             raise
-        for reply in replies:
-            if isinstance(reply, RedisConnectionError):
-                self.close()
-                raise reply
-            if isinstance(reply, ReadOnlyError):
-                self.close()
-        return replies
+        return screened(replies, self.close)
 
     def close(self) -> None:
         self.broken = True
