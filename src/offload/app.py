@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -122,9 +123,10 @@ class Offload:
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
         # Where enqueue_sync goes: the store's own blocking path, else the loop it is open on,
-        # else a loop of its own for the call (one caller at a time).
+        # else a loop on a thread of the app's own, opened on first use (a script).
         self._blocking = self.store if isinstance(self.store, BlockingEnqueue) else None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._own: _LoopThread | None = None
         self._sync_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -290,6 +292,11 @@ class Offload:
 
     async def open(self) -> None:
         """Connect the store (idempotent; enqueue and get call it on first use)."""
+        own = self._own
+        if own is not None and not own.running_here():
+            # A script's enqueue_sync opened the store on the app's own loop; a loop of the
+            # program's now wants it, and the store's connections belong to one loop.
+            await self.close()
         if self._opened:
             return
         if self._open_lock is None:
@@ -301,8 +308,15 @@ class Offload:
                 self._opened = True
 
     async def close(self) -> None:
-        """Release the store, and the connections ``enqueue_sync`` opened without ``open``
-        (a script closes them with ``asyncio.run(jobs.close())``)."""
+        """Release the store, and what ``enqueue_sync`` opened without ``open``: the Redis
+        store's blocking connections, or the loop thread other stores were opened on (a
+        script ends with ``asyncio.run(jobs.close())``)."""
+        own = self._own
+        if own is not None and not own.running_here():
+            self._own = None
+            await asyncio.wrap_future(own.submit(self.close()))
+            await asyncio.to_thread(own.stop)
+            return
         opened, self._opened, self._loop = self._opened, False, None
         if opened or self._blocking is not None:
             await self.store.close()
@@ -382,7 +396,7 @@ class Offload:
         It refuses to run on an event loop's thread, where blocking would stall every other
         request: there, ``await`` the async form. The Redis store sends from the calling
         thread; other stores are reached through the loop the app is open on, or, in a
-        program with no open app, through a loop started for the call."""
+        program with no open app, through a loop thread of the app's own."""
         items = list(prepared)
         if not items:
             return []
@@ -401,20 +415,30 @@ class Offload:
                     notify(self.observers, "enqueued", new_jobs, None, exc)
                 raise
             return self._enqueued(items, new_jobs, records)
-        loop = self._loop
-        if loop is not None:
-            if loop.is_closed():
-                raise StoreUnavailable(
-                    "the job store was opened on an event loop that has since closed; close "
-                    "the app on its loop (`async with jobs:` does) before using it elsewhere"
-                )
-            return asyncio.run_coroutine_threadsafe(self.enqueue_many(items), loop).result()
-        with self._sync_lock:
-            return asyncio.run(self._enqueue_once(items))
+        loop = self._loop or self._open_own_loop()
+        if loop.is_closed():
+            raise StoreUnavailable(
+                "the job store was opened on an event loop that has since closed; close "
+                "the app on its loop (`async with jobs:` does) before using it elsewhere"
+            )
+        return asyncio.run_coroutine_threadsafe(self.enqueue_many(items), loop).result()
 
-    async def _enqueue_once(self, items: list[Prepared[Any]]) -> list[Job[Any]]:
-        async with self:
-            return await self.enqueue_many(items)
+    def _open_own_loop(self) -> asyncio.AbstractEventLoop:
+        """Open the store on a loop thread of the app's own, once: a script's calls then cost
+        a hop each, not a store opened and closed per call (for SQLite, about 50 ms)."""
+        with self._sync_lock:
+            if self._loop is None:
+                own = _LoopThread()
+                try:
+                    own.submit(self.open()).result()
+                except BaseException:
+                    own.stop()
+                    raise
+                self._own = own
+            loop = self._loop
+        if loop is None:  # pragma: no cover - closed by another thread in between
+            raise StoreUnavailable("the app was closed while enqueue_sync opened it; retry")
+        return loop
 
     def _enqueuing(self, items: list[Prepared[Any]]) -> list[NewJob]:
         """The batch's jobs with the caller's correlation meta, observers told."""
@@ -460,6 +484,33 @@ def _loop_running_here() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+class _LoopThread:
+    """An event loop on a daemon thread, for a program that runs none (a script calling
+    ``enqueue_sync``). Daemon, so a script that never closes the app still exits: every job
+    ``enqueue_sync`` returned is committed by then."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="offload-enqueue-sync", daemon=True
+        )
+        self._thread.start()
+
+    def running_here(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
+
+    def submit(self, coro: Coroutine[Any, Any, R]) -> concurrent.futures.Future[R]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
 
 
 def _log_enqueued(new_jobs: Sequence[Any], records: Sequence[JobRecord]) -> None:

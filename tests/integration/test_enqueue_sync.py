@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator
@@ -184,6 +186,63 @@ def test_threads_at_once_in_a_script(app_url: str) -> None:
 
     if not app_url.startswith("memory"):
         assert 100 == asyncio.run(count())
+    asyncio.run(jobs.close())
+
+
+def _loop_threads(before: set[threading.Thread]) -> list[str]:
+    """The app's own loop threads started since ``before``."""
+    return [
+        t.name
+        for t in threading.enumerate()
+        if t.name == "offload-enqueue-sync" and t not in before
+    ]
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_scripts_calls_share_one_opening(kind: str, tmp_path: Path) -> None:
+    """Stores without a blocking path open once, on a loop thread of the app's own, not once
+    per call; ``close`` stops that thread, and a later call opens again."""
+    jobs, add, _ = build(url_for(kind, tmp_path, ""))
+    before = set(threading.enumerate())
+    assert [] == _loop_threads(before)
+    first = [add.enqueue_sync(i, i).id for i in range(3)]
+    assert ["offload-enqueue-sync"] == _loop_threads(before)
+    asyncio.run(jobs.close())
+    assert [] == _loop_threads(before)
+    later = add.enqueue_sync(9, 9)
+
+    async def stored() -> list[str]:
+        async with jobs:  # another loop: the app's own is handed back first
+            assert [] == _loop_threads(before)
+            page = await jobs.store.list(JobFilter(), limit=10)
+            return sorted(r.id for r in page.jobs)
+
+    if kind == "sqlite":
+        assert sorted([*first, later.id]) == asyncio.run(stored())
+    asyncio.run(jobs.close())
+    assert [] == _loop_threads(before)
+
+
+def test_a_script_that_never_closes_exits_with_its_jobs_stored(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+    script = f"""
+from offload import Offload
+jobs = Offload("sqlite:///{db}")
+
+@jobs.task(name="tests.add")
+async def add(x: int, y: int) -> int:
+    return x + y
+
+print(",".join(add.enqueue_sync(i, i).id for i in range(3)))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert 0 == done.returncode, done.stderr
+    ids = done.stdout.strip().split(",")
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT id, state FROM offload_jobs").fetchall()
+    assert sorted((i, "queued") for i in ids) == sorted(rows)
 
 
 @pytest.fixture
