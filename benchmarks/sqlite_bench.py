@@ -5,6 +5,8 @@ Markdown table. Each figure comes from a fresh database file in a temporary dire
 
 - enqueue one by one: ``await task.enqueue()`` in a loop (each a durable commit);
 - enqueue batched: ``jobs.enqueue_many`` in batches of 1,000;
+- enqueue_sync: ``task.enqueue_sync()`` in a loop, from a thread while the app is open (a
+  ``def`` endpoint) and from a script that never opens it;
 - drain: a queued backlog of 20,000 no-op jobs, 2 worker processes x 32 concurrency;
 - online: the same 20,000 jobs enqueued in batches of 100 while the workers run;
 - latency: 1,000 jobs enqueued one by one at 200/s, enqueue -> start p50/p99, with the
@@ -124,6 +126,41 @@ async def bench_enqueue(tmp: Path, n: int) -> dict[str, float]:
     concurrent = concurrent_n / (time.perf_counter() - t)
     await mod.jobs.close()
     return {"one_by_one": single, "batched": batched, "concurrent": concurrent}
+
+
+_SCRIPT = """
+import sys, time
+from benchmarks import bench_tasks
+n = int(sys.argv[1])
+start = time.perf_counter()
+for _ in range(n):
+    bench_tasks.noop.enqueue_sync()
+print(n / (time.perf_counter() - start))
+"""
+
+
+async def bench_sync(tmp: Path, n: int) -> dict[str, float]:
+    url = _fresh_url(tmp, "sync")
+    script = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", _SCRIPT, str(n)],
+        env=_env(url),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    mod = await _open(url)
+
+    def from_a_thread() -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            mod.noop.enqueue_sync()
+        return n / (time.perf_counter() - start)
+
+    threaded = await asyncio.to_thread(from_a_thread)
+    await mod.jobs.close()
+    return {"sync_thread": threaded, "sync_script": float(script.stdout.split()[-1])}
 
 
 async def bench_drain(tmp: Path, n: int) -> dict[str, float]:
@@ -279,6 +316,7 @@ async def main(n: int, skip: set[str]) -> None:
         r: dict[str, float] = {}
         steps = [
             ("enqueue", bench_enqueue, n),
+            ("sync", bench_sync, 2_000),
             ("drain", bench_drain, n),
             ("online", bench_online, n),
             ("latency", bench_latency, 1_000),
@@ -294,6 +332,8 @@ async def main(n: int, skip: set[str]) -> None:
         ("enqueue one by one (durable commit each)", "one_by_one", "{:,.0f} jobs/s"),
         ("enqueue 5,000 concurrent callers (group commit)", "concurrent", "{:,.0f} jobs/s"),
         ("enqueue batched (enqueue_many, 1,000 a batch)", "batched", "{:,.0f} jobs/s"),
+        ("enqueue_sync one by one, from a thread (def endpoint)", "sync_thread", "{:,.0f} jobs/s"),
+        ("enqueue_sync one by one, a script (app never opened)", "sync_script", "{:,.0f} jobs/s"),
         ("drain 20,000 queued, 2 procs x 32", "drain", "{:,.0f} jobs/s"),
         ("worker CPU per job (drain)", "cpu_us_per_job", "{:,.0f} us"),
         ("online (enqueue while running)", "online", "{:,.0f} jobs/s"),
