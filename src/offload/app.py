@@ -400,7 +400,7 @@ class Offload:
         items = list(prepared)
         if not items:
             return []
-        if _loop_running_here():
+        if _running_loop() is not None:
             raise RuntimeError(
                 "enqueue_sync() blocks, so it cannot run on an event loop's thread (it would "
                 "stall the loop); in async code use `await task.enqueue(...)`"
@@ -478,12 +478,12 @@ class Offload:
         return None if record is None else self.job(record)
 
 
-def _loop_running_here() -> bool:
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running on this thread, if any."""
     try:
-        asyncio.get_running_loop()
+        return asyncio.get_running_loop()
     except RuntimeError:
-        return False
-    return True
+        return None
 
 
 class _LoopThread:
@@ -499,10 +499,7 @@ class _LoopThread:
         self._thread.start()
 
     def running_here(self) -> bool:
-        try:
-            return asyncio.get_running_loop() is self.loop
-        except RuntimeError:
-            return False
+        return _running_loop() is self.loop
 
     def submit(self, coro: Coroutine[Any, Any, R]) -> concurrent.futures.Future[R]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
