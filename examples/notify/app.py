@@ -35,6 +35,7 @@ from offload import JobContext, Offload
 from offload.email import Address, EmailMessage, PermanentEmailError, send_email
 from offload.fastapi import Background, RequestLogMiddleware, jobs_router
 from offload.logging import configure_logging
+from offload.metrics import install as install_metrics
 from offload.metrics import render as render_metrics
 from offload.redaction import register_secret
 
@@ -46,6 +47,8 @@ if API_TOKEN != DEV_TOKEN and len(API_TOKEN) >= 4:
     register_secret(API_TOKEN)  # never in a log line or an API answer
 
 jobs = Offload()
+# Attached now, not by the first scrape, so the counters count every job from the start.
+install_metrics(jobs)
 
 
 # A permanent SMTP refusal (bad address, 5xx) will not get better on retry; anything else,

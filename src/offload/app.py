@@ -120,6 +120,9 @@ class Offload:
         self.meta_hooks: list[MetaHook] = [correlation.enqueue_meta]
         self.observers: list[JobObserver] = []
         self.enqueue_hooks: list[EnqueueHook] = []
+        # Ids of this process's running workers (each adds itself), for observers attached
+        # after a worker started (the metrics of a service first scraped while it runs).
+        self.workers: set[str] = set()
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
         # Where enqueue_sync goes: the store's own blocking path, else the loop it is open on,
@@ -320,6 +323,11 @@ class Offload:
         opened, self._opened, self._loop = self._opened, False, None
         if opened or self._blocking is not None:
             await self.store.close()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the store is open: jobs may have been enqueued or run since."""
+        return self._opened
 
     async def __aenter__(self) -> Offload:
         await self.open()

@@ -8,13 +8,21 @@
 Queue depth is read from ``store.counts()`` when scraped, at most once per
 ``depth_cache`` seconds, so any number of scrapers cost the store one query per interval.
 ``offload_workers`` counts the workers running in the scraped process (sum it over targets
-for a fleet): the stores keep no registry of live workers to count from.
+for a fleet): the stores keep no registry of live workers to count from. It is read when
+scraped, from the workers this observer saw start and the app's own list (``jobs.workers``),
+so a worker that started before the observer was attached is counted too.
+
+Counters count what happens after the observer is attached: call ``install(jobs)`` where the
+app is built (``serve`` and ``make_asgi_app`` do) for them to count from the start of the
+process. ``render`` attaches it on first use otherwise, and logs a warning if the app was
+already open by then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
@@ -49,6 +57,8 @@ if TYPE_CHECKING:
     from offload.stores.base import NewJob
 
 __all__ = ["PrometheusObserver", "install", "make_asgi_app", "render", "serve"]
+
+log = logging.getLogger("offload.metrics")
 
 # From a 5 ms email render to a 10-minute report; Prometheus wants seconds.
 DURATION_BUCKETS: Final = (
@@ -133,6 +143,8 @@ class PrometheusObserver(JobObserver):
             registry=reg,
         )
         self.workers = Gauge("offload_workers", "Workers running in this process", registry=reg)
+        self._workers: set[str] = set()
+        self.workers.set_function(self._live_workers)
         self.depth_cache = depth_cache
         self._depth: dict[tuple[str, JobState], int] = {}
         self._depth_at = float("-inf")
@@ -180,11 +192,17 @@ class PrometheusObserver(JobObserver):
             counter.labels(*label).inc()
 
     def worker_started(self, worker_id: str) -> None:
-        self.workers.inc()
+        self._workers.add(worker_id)
         self._loop = asyncio.get_running_loop()
 
     def worker_stopped(self, worker_id: str) -> None:
-        self.workers.dec()
+        self._workers.discard(worker_id)
+
+    def _live_workers(self) -> int:
+        # By id, so a worker both seen here and listed by the app counts once. Called on the
+        # scrape's thread: the union is one C call under the GIL, so neither set can change
+        # while it is taken.
+        return len(self._workers.union(self.jobs.workers))
 
     # --- queue depth ---------------------------------------------------------------------
 
@@ -235,14 +253,24 @@ _install_lock = threading.Lock()
 
 
 def install(jobs: Offload, registry: CollectorRegistry | None = None) -> PrometheusObserver:
-    """The app's Prometheus observer, attached on first call (later calls return it)."""
+    """The app's Prometheus observer, attached on first call (later calls return it).
+
+    Call it where the app is built, next to ``Offload(...)``: an observer counts only what
+    happens after it is attached, so one attached by the first scrape would miss every job
+    enqueued or run before it."""
     with _install_lock:
         for observer in jobs.observers:
             if isinstance(observer, PrometheusObserver):
                 return observer
         observer = PrometheusObserver(jobs, registry)
         jobs.observers.append(observer)
-        return observer
+    if jobs.is_open:
+        log.warning(
+            "metrics attached to an app already open: job counters start now, not at the "
+            "start of the process; call offload.metrics.install(jobs) where the app is built",
+            extra={"action": "metrics.late_install"},
+        )
+    return observer
 
 
 def make_asgi_app(jobs: Offload, registry: CollectorRegistry | None = None) -> ASGIApp:

@@ -9,12 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from offload import Job, JobContext, JobState, Offload, Retry, Worker
 from offload.metrics import install, make_asgi_app
 from offload.redaction import Redactor, register_secret
-from tests.acceptance.test_cli import APP, WorkerProcess, cli, json_logs, wait_until, with_app
+from tests.acceptance.test_cli import (
+    APP,
+    WorkerProcess,
+    cli,
+    cli_env,
+    json_logs,
+    wait_until,
+    with_app,
+)
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -120,6 +129,53 @@ class TestCounters:
         assert "***" in text
 
 
+class TestFromTheStart:
+    async def test_jobs_run_before_the_first_scrape_are_counted(self, db_url: str) -> None:
+        """With the observer installed where the app is built, a job enqueued and run by the
+        embedded worker before any scrape is counted at the first one, and the embedded
+        worker shows while it runs."""
+        jobs = Offload(db_url)
+        install(jobs)
+
+        @jobs.task(name="early")
+        async def early() -> int:
+            return 1
+
+        async with jobs.lifespan():
+            await (await early.enqueue()).result(timeout=10)
+            during = await scrape(jobs)
+        after = await scrape(jobs)
+        assert 1 == during[("offload_jobs_enqueued_total", labels("early"))]
+        assert 1 == during[("offload_jobs_succeeded_total", labels("early"))]
+        assert 1 == during[("offload_workers", ())]
+        assert 0 == after[("offload_workers", ())]
+
+    async def test_workers_show_whenever_metrics_are_attached(
+        self, db_url: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Metrics first asked for while the embedded worker runs count it, and a worker
+        started afterwards as well; a warning names the call that counts jobs from the
+        start."""
+        jobs = Offload(db_url)
+        async with jobs.lifespan():
+            install(jobs)  # after the embedded worker started: it saw no start
+            embedded = await scrape(jobs)
+            other = Worker(jobs, concurrency=1, install_signals=False)
+            runner = asyncio.create_task(other.run())
+            await other.started.wait()
+            both = await scrape(jobs)
+            other.stop()
+            await runner
+            again = await scrape(jobs)
+        assert (1, 2, 1) == tuple(
+            samples[("offload_workers", ())] for samples in (embedded, both, again)
+        )
+        (warning,) = [
+            r for r in caplog.records if r.__dict__.get("action") == "metrics.late_install"
+        ]
+        assert "offload.metrics.install(jobs)" in warning.getMessage()
+
+
 class TestWorkerCommand:
     def test_metrics_port_serves_on_loopback(self, db_url: str, tmp_path: Path) -> None:
         """``offload worker --metrics-port`` serves the metrics on 127.0.0.1 and counts the
@@ -153,6 +209,14 @@ class TestWorkerCommand:
             assert 0 == worker.wait()
         finally:
             worker.ensure_dead()
+
+    def test_help_names_the_extra_to_install(self) -> None:
+        """``--help`` says which extra ``--metrics-port`` needs, brackets included (Rich
+        markup would swallow a bare ``[prometheus]``)."""
+        result = cli("worker", "--help", env=cli_env(COLUMNS="250"))
+        assert 0 == result.returncode
+        (line,) = [line for line in result.stdout.splitlines() if "--metrics-port " in line]
+        assert "needs the prometheus extra (pip install 'offload[prometheus]')" in line
 
     def test_port_in_use_is_a_usage_error(self, db_url: str) -> None:
         """A taken port ends the command with one line naming the option, exit status 2."""

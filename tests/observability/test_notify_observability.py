@@ -68,3 +68,27 @@ class TestNotifyService:
         assert 200 == response.status_code
         names = {family.name for family in text_string_to_metric_families(response.text)}
         assert {"offload_jobs_enqueued", "offload_queue_depth", "offload_workers"} <= names
+
+    async def test_metrics_count_jobs_that_ran_before_the_first_scrape(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """A job enqueued and run by the embedded worker before anyone reads /metrics is
+        counted at the first scrape, and the embedded worker shows in offload_workers."""
+        response = await client.post("/register", json=ADA)
+        assert 202 == response.status_code
+        job = await until_finished(client, response.json()["status_url"])
+        assert "succeeded" == job["state"]
+
+        first = await client.get("/metrics", headers=AUTH)
+        assert 200 == first.status_code
+        samples = {
+            (sample.name, sample.labels.get("task")): sample.value
+            for family in text_string_to_metric_families(first.text)
+            for sample in family.samples
+        }
+        task = "notify.send_welcome"
+        assert 1 == samples[("offload_jobs_enqueued_total", task)]
+        assert 1 == samples[("offload_jobs_started_total", task)]
+        assert 1 == samples[("offload_jobs_succeeded_total", task)]
+        assert 1 == samples[("offload_job_duration_seconds_count", task)]
+        assert 1 == samples[("offload_workers", None)]
