@@ -90,7 +90,8 @@ class CorrelationFilter(logging.Filter):
 
 
 class RedactingFilter(logging.Filter):
-    """For your own handlers: hides secrets in a record's message and ``extra`` fields."""
+    """For your own handlers: hides secrets in a record's message, traceback and ``extra``
+    fields."""
 
     _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
 
@@ -100,8 +101,14 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         redactor = self.redactor
-        record.msg = redactor.text(record.getMessage())
+        record.msg = redactor.message(record.getMessage())
         record.args = None
+        if record.exc_info and not record.exc_text:
+            # Rendered here, so the handler's formatter prints the redacted text it finds
+            # in ``exc_text`` instead of formatting the exception itself.
+            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redactor.message(record.exc_text)
         for key, value in list(vars(record).items()):
             if key in self._STANDARD:
                 continue
@@ -110,6 +117,9 @@ class RedactingFilter(logging.Filter):
             elif isinstance(value, str | dict | list | tuple):
                 setattr(record, key, redactor.value(value))
         return True
+
+
+_TRACEBACKS = logging.Formatter()
 
 
 def _level(level: str | int) -> int:

@@ -7,6 +7,9 @@ so a secret hidden in one place is hidden in all of them. It hides:
   ...; compared lower-cased with ``-`` read as ``_``, by substring, so ``client_secret`` and
   ``X-Api-Key`` count too);
 - every occurrence of a value registered with :func:`register_secret`, inside any string;
+- in a log line's message and traceback, the value written after a secret key name:
+  ``password=hunter2``, ``token: abc``, ``"api_key": "abc"``, ``Authorization: Bearer abc``
+  (the key name is kept, so the line still says what was hidden);
 - the password of a URL (``redis://:pw@host`` becomes ``redis://:***@host``);
 - the arguments of a task parameter annotated ``Annotated[str, Secret]`` (or named like a
   secret key): their names travel in the job's ``meta`` (so the CLI can hide them without the
@@ -36,6 +39,7 @@ __all__ = [
     "is_secret_key",
     "redact",
     "redact_call",
+    "redact_message",
     "redact_text",
     "register_secret",
     "scoped_secrets",
@@ -71,6 +75,20 @@ MIN_SECRET_LENGTH: Final = 4
 
 _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@")
 
+# A secret key name written in prose, then its value: ``{keys}`` is the alternation of the key
+# names. The name may end a longer word (``db_password``: the match starts at the name, the
+# word's start is left as it is) and sit in quotes (JSON, a repr); the value is a quoted
+# string (``'...'``, ``"..."``, ``b'...'``), or else the run of characters up to a space or a
+# delimiter, after an HTTP auth scheme if there is one. A value cannot begin with ``=``, so
+# ``token == expected`` in a quoted line of code is no pair.
+_PAIR = (
+    r"(?P<key>(?:{keys})[\w.-]*[\"']?[ \t]*[:=][ \t]*)"
+    r"(?:(?P<open>[bru]?(?P<quote>[\"']))(?:(?!(?P=quote))[^\\]|\\.)*(?P=quote)"
+    r"|(?P<scheme>(?:bearer|basic|digest|token)[ \t]+)?[\"']?"
+    r"[^\s,;&\"'<>(){{}}\[\]=][^\s,;&\"'<>(){{}}\[\]]*)"
+)
+
+
 # Values hidden only within one context: the secret arguments of the job that runs there.
 _scoped: ContextVar[frozenset[str]] = ContextVar("offload_scoped_secrets", default=frozenset())
 
@@ -92,6 +110,7 @@ class Redactor:
         self._key_cache: dict[str, bool] = {}
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._pairs: re.Pattern[str] | None = None
         self.add_keys(*keys)
 
     def add_keys(self, *names: str) -> None:
@@ -99,6 +118,10 @@ class Redactor:
         normal = tuple(_normal(n) for n in names if n)
         self._keys = tuple(dict.fromkeys(self._keys + normal))
         self._key_cache.clear()
+        # A name's ``_`` also matches ``-`` in prose, as ``is_secret_key`` reads them alike.
+        longest = sorted(self._keys, key=len, reverse=True)
+        alternation = "|".join(re.escape(n).replace("_", "[-_]") for n in longest)
+        self._pairs = re.compile(_PAIR.format(keys=alternation), re.I) if longest else None
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -139,6 +162,26 @@ class Redactor:
             value = _URL_PASSWORD.sub(r"\1" + REDACTED + "@", value)
         return value
 
+    def message(self, value: str, extra: Collection[str] = ()) -> str:
+        """``text``, with the values after secret key names hidden too (``password=...``):
+        for prose, such as a log message, where a secret arrives as ``key=value``."""
+        return self.text(self._hide_pairs(value), extra)
+
+    def _hide_pairs(self, value: str) -> str:
+        pairs = self._pairs
+        if pairs is None:
+            return value
+        # Most messages hold no pair: a pair needs a separator, and a secret key name, which
+        # a few substring scans of the lowered text find for far less than the pattern costs.
+        if "=" not in value and ":" not in value:
+            return value
+        lowered = value.lower()
+        if "-" in lowered:
+            lowered = lowered.replace("-", "_")
+        if any(map(lowered.__contains__, self._keys)):
+            return pairs.sub(_hide_pair, value)
+        return value
+
     def event(self, event: MutableMapping[str, Any]) -> None:
         """Redact a log event in place (the hot path of every log line, hence inlined)."""
         cache = self._key_cache
@@ -150,6 +193,8 @@ class Redactor:
             if secret:
                 event[key] = REDACTED
             elif type(value) is str:
+                if key in _PROSE_FIELDS:
+                    value = event[key] = self._hide_pairs(value)
                 if full or "://" in value:
                     event[key] = self.text(value)
             elif isinstance(value, dict | list | tuple):
@@ -169,6 +214,18 @@ class Redactor:
         if isinstance(data, list | tuple):
             return [self.value(v, extra) for v in data]
         return data
+
+
+# The fields of a log event written as prose: the message, and the traceback that
+# ``format_exc_info`` renders (an exception's message quotes what the code was given).
+_PROSE_FIELDS: Final = frozenset({"event", "exception"})
+
+
+def _hide_pair(match: re.Match[str]) -> str:
+    opening = match["open"]
+    if opening is not None:
+        return f"{match['key']}{opening}{REDACTED}{match['quote']}"
+    return f"{match['key']}{match['scheme'] or ''}{REDACTED}"
 
 
 def _normal(key: str) -> str:
@@ -206,6 +263,11 @@ def redact(data: Any, extra: Collection[str] = ()) -> Any:
 
 def redact_text(value: str, extra: Collection[str] = ()) -> str:
     return default_redactor.text(value, extra)
+
+
+def redact_message(value: str, extra: Collection[str] = ()) -> str:
+    """``redact_text`` for prose, such as a log message: ``password=...`` is hidden too."""
+    return default_redactor.message(value, extra)
 
 
 def redact_call(args: Any, kwargs: Any, meta: Mapping[str, Any] | None) -> tuple[Any, Any]:

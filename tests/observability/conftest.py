@@ -45,7 +45,11 @@ def json_logs() -> Iterator[LogLines]:
 
 @pytest.fixture
 def fresh_redactor(monkeypatch: pytest.MonkeyPatch) -> redaction.Redactor:
-    """Registered secrets stay within the test that registers them."""
-    monkeypatch.setattr(redaction.default_redactor, "_values", set())
-    monkeypatch.setattr(redaction.default_redactor, "_pattern", None)
-    return redaction.default_redactor
+    """Registered secrets and added key names stay within the test that adds them."""
+    redactor = redaction.default_redactor
+    monkeypatch.setattr(redactor, "_values", set())
+    monkeypatch.setattr(redactor, "_pattern", None)
+    monkeypatch.setattr(redactor, "_keys", redactor._keys)
+    monkeypatch.setattr(redactor, "_pairs", redactor._pairs)
+    monkeypatch.setattr(redactor, "_key_cache", {})
+    return redactor

@@ -4,7 +4,9 @@ reach logs, API answers or CLI output."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +14,12 @@ from typing import Annotated
 
 import httpx
 import pytest
+import structlog
 from fastapi import FastAPI
 
-from offload import JobState, Offload, Worker
+from offload import JobContext, JobState, Offload, Worker
 from offload.fastapi import RequestLogMiddleware, jobs_router
+from offload.logging import RedactingFilter, configure_logging
 from offload.redaction import REDACTED, Redactor, Secret, redact_call, register_secret
 from tests.observability import secretapp
 from tests.observability.conftest import LogLines
@@ -162,3 +166,125 @@ class TestPlantedSecrets:
         everything = "\n".join([*answers, *outputs, json.dumps(logs)])
         for secret in PLANTED:
             assert secret not in everything, secret
+
+
+class TestSecretsWrittenInMessages:
+    @pytest.mark.parametrize(
+        ("written", "shown"),
+        [
+            ("login password=hunter2", "login password=***"),
+            ("login password=hunter2 from 10.0.0.1", "login password=*** from 10.0.0.1"),
+            ("token: abc123, user ada", "token: ***, user ada"),
+            ('{"api_key": "abc def", "user": "ada"}', '{"api_key": "***", "user": "ada"}'),
+            ("{'password': 'x y', 'n': 1}", "{'password': '***', 'n': 1}"),
+            ('DB_PASSWORD="s3c\\"ret" set', 'DB_PASSWORD="***" set'),
+            ("Authorization: Bearer abc.def", "Authorization: Bearer ***"),
+            ("X-Api-Key: k123", "X-Api-Key: ***"),
+            ("GET /cb?token=abc&user=ada", "GET /cb?token=***&user=ada"),
+            ("client_secret=xyz;next", "client_secret=***;next"),
+            ("password=b'abc'", "password=b'***'"),
+        ],
+    )
+    def test_the_value_after_a_secret_key_name_is_hidden(self, written: str, shown: str) -> None:
+        """``key=value``, ``key: value`` and quoted pairs are masked for the secret key names,
+        keeping the name and the quotes so the line still says what was hidden."""
+        assert shown == Redactor().message(written)
+
+    @pytest.mark.parametrize(
+        "written",
+        [
+            "job succeeded",
+            "refreshing tokens for ada",
+            "queue: default, attempt=2",
+            "if token == expected:",
+        ],
+    )
+    def test_text_without_a_secret_pair_is_unchanged(self, written: str) -> None:
+        assert written == Redactor().message(written)
+
+    def test_added_key_names_count_in_messages_too(self) -> None:
+        r = Redactor()
+        r.add_keys("ssn")
+        assert "user ada ssn=*** ok" == r.message("user ada ssn=078-05-1120 ok")
+
+
+class TestSecretsInLogOutput:
+    async def test_a_task_logging_a_password_shows_the_mask(
+        self, jobs: Offload, json_logs: LogLines
+    ) -> None:
+        """``ctx.logger.info("login password=%s", ...)`` in a task run by a worker writes the
+        mask in the JSON line, and so does a traceback quoting a token."""
+
+        @jobs.task(name="tests.login", retries=0)
+        async def login(ctx: JobContext, user: str) -> None:
+            ctx.logger.info("login password=%s", "hunter2")
+            logging.getLogger("tests.login").info('sent {"api_key": "%s"}', "k-9876")
+            try:
+                raise ValueError("refused token: tok-5555")
+            except ValueError:
+                logging.getLogger("tests.login").exception("login failed for %s", user)
+
+        job = await login.enqueue("ada")
+        async with asyncio.timeout(20):
+            await Worker(jobs, install_signals=False).run_until_idle()
+        assert JobState.SUCCEEDED == (await job.refresh()).state
+        lines = [line for line in json_logs() if line.get("job_id") == job.id]
+        events = [line["event"] for line in lines if line["logger"].endswith("tests.login")]
+        assert [
+            "login password=***",
+            'sent {"api_key": "***"}',
+            "login failed for ada",
+        ] == events
+        (failed,) = [line for line in lines if "exception" in line]
+        assert "ValueError: refused token: ***" in failed["exception"]
+        for secret in ("hunter2", "k-9876", "tok-5555"):
+            assert secret not in json.dumps(lines), secret
+
+    def test_console_rendering_shows_the_mask(self) -> None:
+        """The human-readable rendering goes through the same redaction as JSON."""
+        root = logging.getLogger()
+        saved = (root.handlers[:], root.level)
+        buffer = io.StringIO()
+        try:
+            configure_logging(json=False, stream=buffer, background=False)
+            logging.getLogger("tests.console").warning("retrying with password=%s", "hunter2")
+            structlog.get_logger("tests.console").warning("native secret=s-4321 here")
+        finally:
+            for handler in root.handlers[:]:
+                root.removeHandler(handler)
+            for handler in saved[0]:
+                root.addHandler(handler)
+            root.setLevel(saved[1])
+            structlog.reset_defaults()
+        out = buffer.getvalue()
+        assert "retrying with password=***" in out
+        assert "native secret=*** here" in out
+        assert "hunter2" not in out
+        assert "s-4321" not in out
+
+    def test_redacting_filter_on_a_plain_handler(self) -> None:
+        """An application's own stdlib handler with ``RedactingFilter`` prints the mask, in
+        the message and in the traceback its formatter renders."""
+        buffer = io.StringIO()
+        handler = logging.StreamHandler(buffer)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        handler.addFilter(RedactingFilter())
+        logger = logging.getLogger("tests.plain")
+        logger.addHandler(handler)
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+        try:
+            logger.info("login password=%s", "hunter2")
+            try:
+                raise RuntimeError("bad api-key=ak-2468")
+            except RuntimeError:
+                logger.exception("call failed")
+        finally:
+            logger.removeHandler(handler)
+            logger.propagate = True
+            logger.setLevel(logging.NOTSET)
+        out = buffer.getvalue()
+        assert out.startswith("INFO login password=***\nERROR call failed\nTraceback")
+        assert "RuntimeError: bad api-key=***" in out
+        assert "hunter2" not in out
+        assert "ak-2468" not in out
