@@ -122,7 +122,9 @@ def worker(
         "--metrics-port",
         min=0,
         max=65535,
-        help="Serve Prometheus metrics over HTTP on this port (needs offload[prometheus]).",
+        # Help text is Rich markup, where a bare [prometheus] is a style tag and vanishes.
+        help="Serve Prometheus metrics over HTTP on this port; needs the prometheus extra "
+        "(pip install 'offload\\[prometheus]').",
         show_default=False,
     ),
     metrics_host: str = typer.Option(
