@@ -17,6 +17,7 @@ import secrets
 import signal
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from offload.app import Offload
 from offload.errors import StoreUnavailable
@@ -49,6 +50,16 @@ OPEN_RETRY_FIRST = 0.5
 OPEN_RETRY_CAP = 10.0
 # Purge of finished jobs past retention: rare, cheap, idempotent across workers.
 PURGE_INTERVAL = 600.0
+# A store that fails to take outcomes is tried again after this pause.
+COMPLETE_RETRY = 0.5
+# After a second signal, the outcomes already on their way to the store get this long to
+# land before the worker leaves without them (their jobs then run again once their leases
+# lapse, as after a crash).
+KILL_FLUSH = 0.5
+# The worker's own loops are cancelled again this often, up to END_TRIES times, until they
+# end (see _end); a library call that swallowed one cancellation does not swallow ten.
+END_WAIT = 0.1
+END_TRIES = 10
 
 
 class Worker:
@@ -94,6 +105,8 @@ class Worker:
         self.stats = {"succeeded": 0, "failed": 0, "retried": 0, "cancelled": 0}
         self._stop = asyncio.Event()
         self._force = False
+        self._killed = asyncio.Event()
+        self._closing = False
         self._running: dict[str, asyncio.Task[None]] = {}
         self._ready: collections.deque[JobRecord] = collections.deque()
         self._leases: dict[str, int] = {}
@@ -117,6 +130,7 @@ class Worker:
     def kill(self) -> None:
         """Stop now: cancel running jobs and requeue them."""
         self._force = True
+        self._killed.set()
         self.stop()
         for task in list(self._running.values()):
             task.cancel()
@@ -192,22 +206,25 @@ class Worker:
             },
         )
         self.started.set()
+        self.app.workers.add(self.id)
         notify(self.app.observers, "worker_started", self.id)
         try:
             await self._claim_loop()
             await self._drain()
         finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            await self._flush_now()
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
+            await _end(background)
+            unsaved = await self._close_flusher()
             self.executors.shutdown(wait=not self._force and not self.executors.busy)
+            self.app.workers.discard(self.id)
             notify(self.app.observers, "worker_stopped", self.id)
             log.info(
                 "worker stopped",
-                extra={"action": "worker.stop", "worker_id": self.id, **self.stats},
+                extra={
+                    "action": "worker.stop",
+                    "worker_id": self.id,
+                    **self.stats,
+                    **({"unsaved": unsaved} if unsaved else {}),
+                },
             )
 
     async def _claim_loop(self) -> None:
@@ -336,6 +353,40 @@ class Worker:
             await self._pending_event.wait()
             self._pending_event.clear()
             await self._flush_now()
+            if self._closing and not self._pending:
+                return
+
+    async def _close_flusher(self) -> int:
+        """Store every outcome reported so far, then end the flusher; returns how many could
+        not be stored.
+
+        The flusher's batch in flight is awaited, never cancelled: a cancelled ``complete``
+        may never reach the store, and its jobs (reported finished in the worker's stats)
+        would stay ``running`` until their leases lapsed and then run again. A store that
+        keeps failing is tried until the leases lapse (later outcomes would be fenced off
+        anyway); a second signal ends the wait at once, but for ``KILL_FLUSH``."""
+        flusher = self._flusher
+        if flusher is None:
+            return 0
+        self._closing = True
+        self._pending_event.set()
+        killed = asyncio.ensure_future(self._killed.wait())
+        try:
+            await asyncio.wait(
+                (flusher, killed), timeout=self.lease, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not flusher.done() and killed.done():
+                await asyncio.wait((flusher,), timeout=KILL_FLUSH)
+        finally:
+            await _end([flusher, killed])
+        unsaved = len(self._pending)
+        if unsaved:
+            log.error(
+                "worker stopped with job outcomes it could not store; those jobs run again "
+                "once their leases lapse",
+                extra={"action": "worker.unsaved", "worker_id": self.id, "count": unsaved},
+            )
+        return unsaved
 
     async def _flush_now(self) -> None:
         while self._pending:
@@ -343,6 +394,10 @@ class Worker:
             self._pending_event.clear()
             try:
                 applied = await self.store.complete(batch)
+            except asyncio.CancelledError:
+                # Cut short by a second signal: maybe stored, maybe not; counted as unsaved.
+                self._pending = batch + self._pending
+                raise
             except Exception as exc:
                 log.error(
                     "could not store job outcomes; retrying",
@@ -353,7 +408,13 @@ class Worker:
                     },
                 )
                 self._pending = batch + self._pending
-                await asyncio.sleep(0.5)
+                if self._killed.is_set() and self._closing:
+                    return  # a second signal: leave (_close_flusher counts what is left)
+                if self._killed.is_set() or not self._closing:
+                    await asyncio.sleep(COMPLETE_RETRY)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._killed.wait(), COMPLETE_RETRY)
                 continue
             for outcome, ok in zip(batch, applied, strict=True):
                 self._leases.pop(outcome.id, None)
@@ -438,3 +499,28 @@ class Worker:
                 self._pending.append(await self._runner.run(record))
                 ran += 1
             await self._flush_now()
+
+
+async def _end(tasks: Sequence[asyncio.Future[Any]]) -> None:
+    """Cancel ``tasks`` and wait until they have ended, cancelling again while any lives.
+
+    One cancellation is not always enough: Python 3.11's ``asyncio.wait_for`` returns the
+    inner result, and drops the cancellation, when the two arrive in the same loop pass, and
+    redis-py sends its commands through it. A loop of the worker's that lost its cancellation
+    that way ran on, and the process, waiting for it, never exited. What still lives after
+    ``END_TRIES`` is left behind, logged, so that the process can exit."""
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(END_TRIES):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=END_WAIT)
+    if pending:
+        log.error(
+            "worker loops did not stop when cancelled; leaving them behind",
+            extra={"action": "worker.stuck_loops", "count": len(pending)},
+        )
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log it as never retrieved

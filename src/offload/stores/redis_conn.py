@@ -227,7 +227,7 @@ class RedisConnection:
         self._blocking_idle: list[BlockingLink] = []
         self._layout_checked = False
 
-    def _make_pool(self, lean: bool) -> ConnectionPool:
+    def _make_pool(self) -> ConnectionPool:
         retry = Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), RETRIES)
         return ConnectionPool.from_url(
             self.opts.client_url,
@@ -238,9 +238,11 @@ class RedisConnection:
             retry=retry,
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
             socket_connect_timeout=CONNECT_TIMEOUT,
-            # The lean connections (the hot path and blocking waits) are bounded by a deadline
-            # around the whole call; the client's by op_timeout per read.
-            socket_timeout=None if lean else self.opts.op_timeout,
+            # No timeout per socket operation: every call is bounded by a deadline around the
+            # whole of it (guard, or wait_then_run's own). With one, redis-py sends through
+            # asyncio.wait_for, which on Python 3.11 drops a cancellation that arrives as the
+            # send completes, so a cancelled caller (a stopping worker's loop) ran on.
+            socket_timeout=None,
             socket_keepalive=True,
             # Built once: left to itself, redis-py looks its own version up in the installed
             # packages' metadata for every new connection (about 1 ms of blocked event loop
@@ -251,8 +253,8 @@ class RedisConnection:
     async def open(self) -> None:
         if self._client is not None:
             return
-        client = Redis.from_pool(self._make_pool(lean=False))
-        lean = self._make_pool(lean=True)
+        client = Redis.from_pool(self._make_pool())
+        lean = self._make_pool()
         try:
             async with self.guard("connecting"):
                 # The first round trip (it also proves the server reachable, as a PING would).
@@ -437,8 +439,9 @@ class RedisConnection:
 
     async def refresh_known(self, max_age: float = QUEUES_MAX_AGE) -> set[str]:
         if time.monotonic() - self._known_at >= max_age:
-            members = await self.redis.smembers(self.layout.queues_key)  # type: ignore[misc,unused-ignore]
-            self._known = cast("set[str]", members) | self.registered
+            # On the hot path's connections, like every command made while the store runs.
+            [members] = await self.run([("SMEMBERS", self.layout.queues_key)])
+            self._known = set(cast("list[str]", members)) | self.registered
             self._known_at = time.monotonic()
         return self._known
 
@@ -470,8 +473,8 @@ class RedisConnection:
 
     async def now(self) -> float:
         async with self.guard("reading the clock"):
-            seconds, micros = await self.redis.time()
-        return seconds + micros / 1_000_000
+            [(seconds, micros)] = await self.run([("TIME",)])
+        return int(seconds) + int(micros) / 1_000_000
 
     def _wait_keys(self, queues: Sequence[str] | None) -> list[str]:
         # Serving all queues, the registry's list too, so a brand-new queue wakes us.
