@@ -16,6 +16,7 @@ from offload import correlation
 from offload.errors import ConfigError, StoreUnavailable, UnknownTask
 from offload.jobs import Job, JobContext, JobRecord
 from offload.observers import JobObserver, notify
+from offload.redaction import redact_text
 from offload.retry import RetryPolicy
 from offload.schedules import Schedule, make_schedule
 from offload.stores import Store, open_store
@@ -133,7 +134,8 @@ class Offload:
         self._sync_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"<Offload {self.url} tasks={len(self.tasks)}>"
+        # The URL's password masked: a repr lands in tracebacks, test reports and logs.
+        return f"<Offload {redact_text(self.url)} tasks={len(self.tasks)}>"
 
     # --- registration ----------------------------------------------------------------
 

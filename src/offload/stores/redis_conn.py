@@ -57,6 +57,10 @@ CONNECT_TIMEOUT = 1.0
 QUEUES_MAX_AGE = 1.0
 # After a failed blocking wait, pause this long so a worker does not spin while Redis is down.
 WAIT_ERROR_PAUSE = 0.2
+# A refused connection (nothing listens at the address) is retried for this long only, not
+# for the whole op_timeout: long enough for a server restarting on the spot, short enough
+# that a request answers 503 promptly when Redis is down.
+REFUSED_WINDOW = 1.0
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 # Error replies by which a reachable server refuses writes for a while, by their first word;
@@ -95,8 +99,49 @@ def _not_open() -> StoreUnavailable:
     return StoreUnavailable("the Redis store is not open: use `async with jobs:` or jobs.lifespan")
 
 
+def _is_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is a refused connection (redis-py wraps the ``OSError`` it met)."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 async def _dropped(_error: Exception) -> None:
-    """Retry hook: nothing to do, the failed connection was already dropped."""
+    """Retry hook, before each retry of the hot path: nothing to do, the failed connection
+    was already dropped (tests count retries through it)."""
+
+
+class Outage:
+    """Whether the server is known to be down, and so how hard a failing call retries.
+
+    A call that meets a failure retries with backoff, to ride out a dropped connection or a
+    restart: up to ``RETRIES`` times within ``op_timeout``, and a refused connection only
+    within ``REFUSED_WINDOW``. Once a call has given up, the outage is known: later calls
+    make one attempt each (a refused connect costs a fraction of a millisecond) and fail at
+    once, so that every request during an outage does not wait out the retries again. The
+    first call that gets through ends it. Shared by the loop and by ``run_blocking``'s
+    threads: one flag, written whole."""
+
+    __slots__ = ("down",)
+
+    def __init__(self) -> None:
+        self.down = False
+
+    def give_up(self, exc: BaseException, failures: int, elapsed: float, pause: float) -> bool:
+        """Whether a call that failed ``failures + 1`` times in ``elapsed`` s stops here."""
+        if self.down or failures >= RETRIES:
+            return True
+        return elapsed + pause >= REFUSED_WINDOW and _is_refused(exc)
+
+
+def _pause(failures: int) -> float:
+    """Backoff before retry ``failures`` (from 1): 50 ms, doubling, at most 0.5 s."""
+    return float(min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (failures - 1)))
 
 
 class Deadlines:
@@ -173,8 +218,10 @@ class _Guard:
     ) -> None:
         self.conn._slots.release()
         if self._leave(exc_type):
+            self.conn.outage.down = True
             raise self.conn.unavailable(self.what, TimeoutError()) from exc
         if exc is not None and isinstance(exc, _UNREACHABLE):
+            self.conn.outage.down = True
             raise self.conn.unavailable(self.what, exc) from exc
         refused = None if exc is None else self.conn.refused(self.what, exc)
         if refused is not None:
@@ -213,22 +260,15 @@ class RedisConnection:
         # Connections for the hot path (see _exchange); at most MAX_CONNECTIONS are busy.
         self._lean: ConnectionPool | None = None
         self._idle: list[Link] = []
-        # The policy redis-py applies to its own clients, for _exchange. (redis-py wraps
-        # socket errors in ConnectionError; a bare OSError is retried too, in case one
-        # slips through.)
-        self._retry = Retry(
-            ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE),
-            RETRIES,
-            supported_errors=(RedisConnectionError, RedisTimeoutError, OSError),  # type: ignore[arg-type]
-        )
+        self.outage = Outage()
         # Connections for callers outside the event loop (run_blocking), made on first use,
         # shared by threads (a list's pop and append are atomic).
         self._blocking_pool: BlockingPool | None = None
         self._blocking_idle: list[BlockingLink] = []
         self._layout_checked = False
 
-    def _make_pool(self) -> ConnectionPool:
-        retry = Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), RETRIES)
+    def _make_pool(self, retries: int) -> ConnectionPool:
+        retry = Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), retries)
         return ConnectionPool.from_url(
             self.opts.client_url,
             # The semaphore in guard keeps us below this; the pool never refuses.
@@ -253,8 +293,10 @@ class RedisConnection:
     async def open(self) -> None:
         if self._client is not None:
             return
-        client = Redis.from_pool(self._make_pool())
-        lean = self._make_pool()
+        client = Redis.from_pool(self._make_pool(RETRIES))
+        # No retries of redis-py's own on the hot path's connections: _exchange retries the
+        # whole call, under the Outage policy.
+        lean = self._make_pool(0)
         try:
             async with self.guard("connecting"):
                 # The first round trip (it also proves the server reachable, as a PING would).
@@ -297,6 +339,12 @@ class RedisConnection:
         return _Guard(self, what)
 
     def unavailable(self, what: str, exc: BaseException) -> StoreUnavailable:
+        if _is_refused(exc):
+            return StoreUnavailable(
+                f"{what} failed: Redis at {self.opts.display_url} did not answer: it refused "
+                f"the connection ({exc}). Check that redis-server is running and listens at that address "
+                "and port; the operation was not applied."
+            )
         return StoreUnavailable(
             f"{what} failed: Redis at {self.opts.display_url} did not answer within "
             f"{self.opts.op_timeout:g} s ({type(exc).__name__}: {exc or 'timed out'}). Check "
@@ -363,7 +411,28 @@ class RedisConnection:
                 idle.append(link)
             return replies
 
-        return await self._retry.call_with_retry(attempt, _dropped)
+        outage = self.outage
+        failures = 0
+        began = 0.0
+        while True:
+            try:
+                replies = await attempt()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                # (redis-py wraps socket errors in ConnectionError; a bare OSError is
+                # retried too, in case one slips through.)
+                now = time.monotonic()
+                if not failures:
+                    began = now
+                pause = _pause(failures + 1)
+                if outage.give_up(exc, failures, now - began, pause):
+                    raise
+                failures += 1
+                await _dropped(exc)
+                await asyncio.sleep(pause)
+                continue
+            if outage.down:
+                outage.down = False
+            return replies
 
     def run_blocking(self, what: str, commands: list[tuple[Any, ...]]) -> list[Any]:
         """``run`` for a thread outside the event loop, with ``guard``'s promise: within
@@ -371,21 +440,30 @@ class RedisConnection:
 
         It needs nothing the loop owns, so it works before ``open`` (and without any loop):
         the first connection checks the layout version as ``open`` does."""
-        deadline = time.monotonic() + self.opts.op_timeout
-        pause = BACKOFF_BASE
+        outage = self.outage
+        began = time.monotonic()
+        deadline = began + self.opts.op_timeout
+        failures = 0
         while True:
             try:
-                return self.scripts.run_blocking(self._exchange_blocking, commands)
+                replies = self.scripts.run_blocking(self._exchange_blocking, commands)
             except _UNREACHABLE as exc:
-                if time.monotonic() + pause >= deadline:
+                now = time.monotonic()
+                pause = _pause(failures + 1)
+                if now + pause >= deadline or outage.give_up(exc, 0, now - began, pause):
+                    outage.down = True
                     raise self.unavailable(what, exc) from exc
+                failures += 1
                 time.sleep(pause)
-                pause = min(pause * 2, BACKOFF_CAP)
+                continue
             except ResponseError as exc:
                 refused = self.refused(what, exc)
                 if refused is None:
                     raise
                 raise refused from exc
+            if outage.down:
+                outage.down = False
+            return replies
 
     def _exchange_blocking(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         idle = self._blocking_idle
