@@ -17,6 +17,7 @@ from offload.errors import StoreUnavailable
 from offload.stores.redis_conn import REFUSED_WINDOW
 from tests.stores.conftest import OwnRedis
 
+REFUSED = "did not answer: it refused the connection"
 # A loaded 2-core machine's scheduling noise, over what each wait should take.
 SLACK = 0.5
 
@@ -43,7 +44,7 @@ async def _enqueue(add: Any) -> float:
 
 async def _refused(add: Any) -> float:
     began = time.monotonic()
-    with pytest.raises(StoreUnavailable, match="did not answer: it refused the connection") as caught:
+    with pytest.raises(StoreUnavailable, match=REFUSED) as caught:
         await add.enqueue(1, 2)
     assert "redis-server is running" in str(caught.value)
     return time.monotonic() - began
@@ -51,7 +52,7 @@ async def _refused(add: Any) -> float:
 
 def _refused_sync(add: Any) -> float:
     began = time.monotonic()
-    with pytest.raises(StoreUnavailable, match="did not answer: it refused the connection"):
+    with pytest.raises(StoreUnavailable, match=REFUSED):
         add.enqueue_sync(1, 2)
     return time.monotonic() - began
 

@@ -342,8 +342,8 @@ class RedisConnection:
         if _is_refused(exc):
             return StoreUnavailable(
                 f"{what} failed: Redis at {self.opts.display_url} did not answer: it refused "
-                f"the connection ({exc}). Check that redis-server is running and listens at that address "
-                "and port; the operation was not applied."
+                f"the connection ({exc}). Check that redis-server is running and listens at "
+                "that address and port; the operation was not applied."
             )
         return StoreUnavailable(
             f"{what} failed: Redis at {self.opts.display_url} did not answer within "
