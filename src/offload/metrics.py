@@ -128,6 +128,12 @@ class PrometheusObserver(JobObserver):
         self.cancelled_total = Counter(
             "offload_jobs_cancelled", "Jobs cancelled while running", labels, registry=reg
         )
+        self.process_deaths_total = Counter(
+            "offload_process_deaths",
+            "cpu_bound pool processes that died running a job (crash, os._exit, OOM kill)",
+            labels,
+            registry=reg,
+        )
         self.duration = Histogram(
             "offload_job_duration_seconds",
             "Run time of one attempt",
@@ -190,6 +196,9 @@ class PrometheusObserver(JobObserver):
         }.get(outcome)
         if counter is not None:
             counter.labels(*label).inc()
+
+    def process_died(self, record: JobRecord, exitcode: int) -> None:
+        self.process_deaths_total.labels(*self._label(record.task, record.queue)).inc()
 
     def worker_started(self, worker_id: str) -> None:
         self._workers.add(worker_id)

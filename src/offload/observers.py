@@ -50,6 +50,11 @@ class JobObserver:
         ``cancelled``, ``requeue`` (shutdown) or ``interrupted`` (the worker was killed);
         ``duration`` is in seconds."""
 
+    def process_died(self, record: JobRecord, exitcode: int) -> None:
+        """The process running this ``cpu_bound`` attempt ended before it (a crash, an
+        ``os._exit``, the OOM killer); ``exitcode`` is negative for a signal (``-9``: SIGKILL).
+        ``finished`` follows for the attempt, as for any failure."""
+
     def worker_started(self, worker_id: str) -> None:
         """A worker in this process began claiming jobs."""
 

@@ -12,12 +12,20 @@ import json
 import logging
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from offload import correlation
 from offload.app import Offload
 from offload.errors import Cancel, Fail, Retry
-from offload.executors import Executors, RemoteTaskError
+from offload.executors import (
+    Executors,
+    ProcessDied,
+    RemoteTaskError,
+    UnencodableResult,
+    context_fields,
+    unimportable,
+)
 from offload.jobs import JobContext, JobError, JobRecord
 from offload.observers import notify
 from offload.redaction import SECRET_ARGS_META, redact_text, scoped_secrets, secret_values
@@ -34,6 +42,8 @@ MAX_TRACEBACK = 16_000
 def _error_of(exc: BaseException, tb: bool = True) -> JobError:
     if isinstance(exc, RemoteTaskError):
         return JobError(exc.type_name, str(exc), exc.remote_traceback[-MAX_TRACEBACK:])
+    if isinstance(exc, ProcessDied):  # the worker's own stack says nothing about the job
+        return JobError(type(exc).__name__, str(exc))
     text = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK:] if tb else None
     return JobError(type(exc).__name__, str(exc), text)
 
@@ -73,6 +83,10 @@ class JobRunner:
         self.stats = stats
         self._cancel_requested = cancel_requested
         self._stopping = stopping
+        for task in app.tasks.values():
+            problem = unimportable(task)
+            if problem is not None:  # said at start, not first at the job's failure
+                log.warning(problem, extra={"action": "worker.task_unimportable"})
 
     async def run(self, record: JobRecord) -> Outcome:
         """Run one attempt with the job's ids bound for every log line written meanwhile,
@@ -117,6 +131,9 @@ class JobRunner:
                     "(or deploy the code that does) and retry the job",
                 ),
             )
+        problem = unimportable(task)
+        if problem is not None:
+            return self._failed(record, JobError("TaskNotImportable", problem))
         try:
             result = await self._invoke(task, record)
         except asyncio.CancelledError:
@@ -139,6 +156,8 @@ class JobRunner:
             raise
         except PayloadError as exc:
             return self._failed(record, JobError("PayloadError", str(exc)))
+        except UnencodableResult as exc:
+            return self._failed(record, JobError("TypeError", str(exc)))
         except Retry as exc:
             return self._retry_or_fail(record, exc, task, explicit=exc.after)
         except Fail as exc:
@@ -171,9 +190,28 @@ class JobRunner:
         timeout = record.timeout
         if task.config.cpu_bound:
             call = self.executors.run_process(
-                task, record.args, record.kwargs, (record.id, record.queue, record.attempt)
+                task, record.args, record.kwargs, context_fields(record), self._progress(record)
             )
-            raw = await self._with_timeout(call, timeout, record, thread=True)
+            try:
+                raw = await self._with_timeout(call, timeout, record, thread=False)
+            except ProcessDied as exc:
+                log.error(
+                    "the process running a job died; a new one takes its place",
+                    extra={
+                        "action": "worker.process_died",
+                        "exitcode": exc.exitcode,
+                        **self._job_extra(record),
+                    },
+                )
+                if self.app.observers:
+                    notify(self.app.observers, "process_died", record, exc.exitcode)
+                raise
+            except TimeoutError:
+                log.warning(
+                    "cpu_bound task timed out; its process was stopped and will be replaced",
+                    extra={"action": "job.process_stopped", **self._job_extra(record)},
+                )
+                raise
             return task.codec.decode_result(raw)
         args, kwargs = task.codec.decode_args(record.args, record.kwargs)
         if task.codec.context_param is not None:
@@ -201,20 +239,25 @@ class JobRunner:
             raise TimeoutError(f"task exceeded its timeout of {timeout:g} s") from None
 
     def _context(self, record: JobRecord) -> JobContext:
+        # A pool process builds its context from the same fields and sends its progress
+        # back to the same function (executors.py), so no executor gets a lesser one.
+        return JobContext(**context_fields(record), progress=self._progress(record))
+
+    def _progress(self, record: JobRecord) -> Callable[[float, str], Awaitable[None]]:
         store = self.store
         worker_id = self.id
+        loop = asyncio.get_running_loop()
 
         async def progress(fraction: float, message: str) -> None:
-            await store.set_progress(record.id, worker_id, record.attempt, fraction, message)
+            write = store.set_progress(record.id, worker_id, record.attempt, fraction, message)
+            if asyncio.get_running_loop() is loop:
+                await write
+            else:
+                # A sync task reporting from its thread (``asyncio.run(ctx.progress(...))``):
+                # the store's connections belong to the worker's loop, so the write runs there.
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(write, loop))
 
-        return JobContext(
-            job_id=record.id,
-            task=record.task,
-            queue=record.queue,
-            attempt=record.attempt,
-            meta=record.meta,
-            progress=progress,
-        )
+        return progress
 
     def _retry_or_fail(
         self,
