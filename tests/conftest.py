@@ -14,10 +14,14 @@ from offload import Offload
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 # No per-example deadline: a loaded 2-core machine must not turn slowness into failures.
-# Under CI the examples are derandomized so that a run is reproducible.
+# Under CI the examples are derandomized (a seed derived from each test, no example database),
+# so a run tests the same inputs as the one before: a red CI run is a change in the code, not
+# luck, and replays the same way. The random search runs locally; HYPOTHESIS_PROFILE=wide
+# makes it ten times as long, for a hunt before a release.
 settings.register_profile("default", deadline=None)
-settings.register_profile("ci", deadline=None, derandomize=True)
-settings.load_profile("ci" if IN_CI else "default")
+settings.register_profile("ci", deadline=None, derandomize=True, max_examples=50)
+settings.register_profile("wide", deadline=None, max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if IN_CI else "default"))
 
 
 @pytest.fixture

@@ -1,5 +1,10 @@
 """Header injection, generated: a value either fails validation (naming its field) or
-arrives at a real SMTP server without adding a single header or recipient."""
+arrives at a real SMTP server without adding a single header or recipient, and with its text
+unchanged.
+
+How many examples run, and whether they are random, comes from the Hypothesis profile
+(tests/conftest.py): the same fixed set under CI, a random search locally.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import email.policy
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -29,7 +34,17 @@ LINE_BREAKS = [
 ]
 FORBIDDEN = set("".join(LINE_BREAKS)) | {chr(c) for c in range(0x20) if c != 0x09} | {"\x7f"}
 
-LOOKALIKES = ["Bcc: evil@example.org", "To: evil@example.org", " ", ":", "\t", "é", "=?", "?="]
+LOOKALIKES = [
+    "Bcc: evil@example.org",
+    "To: evil@example.org",
+    " ",
+    ":",
+    "\t",
+    "é",
+    "\xa0",
+    "=?",
+    "?=",
+]
 ENCODED = ["=?utf-8?q?", "=0D=0A", "=?utf-8?q?=0D=0A?=", "=?utf-8?b?DQo=?=", "=?utf-8?q?a?="]
 single_line = st.text(
     alphabet=st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp")), max_size=8
@@ -74,21 +89,31 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
+def _readings(value: str) -> set[str]:
+    """What a reader may get for a subject or custom header: the value itself (its encoded
+    words decoded, if it has any), with or without the leading spaces and tabs (plain text
+    after the header's colon loses them; encoded text keeps them)."""
+    text = _decoded(value) if "=?" in value else value
+    return {text, text.lstrip(" \t")}
+
+
+# Found by the search below: the stdlib's folding split this subject at the no-break space
+# and the reader got "Bcc:evil", one space short (no header was added).
+NBSP_SUBJECT = "HelloHelloHelloBcc: evil@example.org\xa0HelloBcc: evil\xa0"
+
+
 class TestHeaderInjection:
     # One sink serves every generated example (cleared each time); starting a server per
     # example would only slow the test down.
-    @settings(
-        max_examples=100,
-        deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture],
-    )
+    @settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(subject=hostile, name=hostile, note=hostile, filename=hostile)
+    @example(subject=NBSP_SUBJECT, name="", note=NBSP_SUBJECT, filename="")
     async def test_injection_never_reaches_the_server(
         self, sink: MailSink, mailer: Mailer, subject: str, name: str, note: str, filename: str
     ) -> None:
         """Refused with a ValidationError naming the field when a value has a line break or
-        control character; otherwise delivered with exactly the expected headers and the
-        one intended recipient."""
+        control character; otherwise delivered with exactly the expected headers, the one
+        intended recipient, and the subject and custom header as sent, to the character."""
         filename = f"f{filename}"
         data = {
             "to": [{"email": "bob@example.com", "name": name}],
@@ -114,7 +139,8 @@ class TestHeaderInjection:
         top_headers = Counter(n.lower() for n, _ in got.headers)
         assert top_headers == EXPECTED_HEADERS
         assert got.recipients == ["bob@example.com"]
-        assert _squash(got.subject) == _squash(_decoded(subject))
+        assert got.subject in _readings(subject)
+        assert got.header("X-Note") in _readings(note)
         # A reader may or may not decode an encoded word inside a filename (it depends on
         # whether it stands as its own token); either way it is the same single filename.
         [got_name] = [_squash(a.filename or "") for a in got.attachments]
@@ -150,3 +176,33 @@ class TestHeaderInjection:
             with pytest.raises(ValidationError, match="encoded words") as info:
                 EmailMessage.model_validate(data)
             assert [e["loc"][0] for e in info.value.errors()] == [field]
+
+    async def test_no_break_space_arrives_intact(self, sink: MailSink, mailer: Mailer) -> None:
+        """A no-break space next to header-like text is text like any other: the subject
+        arrives character for character, with no header added."""
+        message = EmailMessage(to="bob@example.com", subject=NBSP_SUBJECT, text="body")
+        await mailer.send(message)
+        [got] = sink.messages
+        assert NBSP_SUBJECT == got.subject
+        expected = EXPECTED_HEADERS - Counter(["x-note"]) + Counter(["content-transfer-encoding"])
+        assert expected == Counter(n.lower() for n, _ in got.headers)
+        assert ["bob@example.com"] == got.recipients
+
+    @pytest.mark.parametrize(
+        "subject",
+        [
+            "Grüße\xa0Bcc: evil@example.org und noch ein langer Betreff, der gefaltet wird",
+            "a\xa0 b \xa0c\t d" * 12,
+            "x" * 200 + " Bcc: evil@example.org",
+        ],
+    )
+    async def test_long_subjects_fold_without_changing_text(
+        self, sink: MailSink, mailer: Mailer, subject: str
+    ) -> None:
+        """Folding a long subject (plain or encoded) keeps every space, tab and no-break
+        space where it was, and every wire line within the limits of RFC 5322."""
+        await mailer.send(EmailMessage(to="bob@example.com", subject=subject, text="body"))
+        [got] = sink.messages
+        assert subject == got.subject
+        head = got.raw.split(b"\r\n\r\n", 1)[0]
+        assert all(len(line) <= 998 for line in head.split(b"\r\n"))

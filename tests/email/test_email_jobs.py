@@ -16,8 +16,10 @@ from typing import Any, Literal
 
 import pytest
 
-from offload import Job, JobFailed, JobState, Offload, Worker
+from offload import Job, JobContext, JobFailed, JobState, Offload, Worker
 from offload.email import (
+    PERMANENT_ERRORS,
+    Address,
     EmailMessage,
     Mailer,
     SendResult,
@@ -350,3 +352,75 @@ class TestSendTemplate:
         assert (JobState.FAILED, 1) == (job.state, job.attempt)
         assert job.error is not None
         assert "TemplateError" == job.error.type
+
+
+class TestInvalidMessages:
+    """A message that does not validate can never be sent: the job fails at the first
+    attempt with the reason, instead of spending its retries on the same refusal."""
+
+    async def test_template_rendering_a_bad_subject_fails_at_once(
+        self, jobs: Offload, sink: MailSink, templates_dir: Path
+    ) -> None:
+        """A context value with U+2028 makes the rendered subject invalid: InvalidMessage
+        on attempt 1, naming the template, the field and the character; nothing is sent."""
+        _, send_template = register(
+            jobs,
+            mailer=RecordingMailer(sink.port),
+            templates=Templates(templates_dir),
+            backoff=BACKOFF,
+        )
+        async with running(jobs):
+            job = await finished(
+                await send_template.enqueue(
+                    "welcome", "bob@example.com", {"name": "Bob\u2028Bcc: x@y.org", "code": 1}
+                )
+            )
+        assert (JobState.FAILED, 1) == (job.state, job.attempt)
+        assert job.error is not None
+        assert "InvalidMessage" == job.error.type
+        for needle in ("'welcome'", "subject", "U+2028"):
+            assert needle in job.error.message
+        assert [] == sink.messages
+
+    async def test_message_built_in_a_task_fails_at_once(
+        self, jobs: Offload, sink: MailSink
+    ) -> None:
+        """A task that builds its own message from a stored argument, with
+        give_up_on=PERMANENT_ERRORS, fails at attempt 1 when the argument cannot go in a
+        header; the job's error names the field and the character."""
+        mailer = RecordingMailer(sink.port)
+
+        @jobs.task(name="tests.welcome", retries=5, backoff=BACKOFF, give_up_on=PERMANENT_ERRORS)
+        async def welcome(ctx: JobContext, name: str) -> dict[str, object]:
+            email = EmailMessage(
+                to=[Address(email="bob@example.com", name=name)], subject="Hi", text="x"
+            )
+            return (await mailer.send(email)).as_dict()
+
+        async with running(jobs):
+            job = await finished(await welcome.enqueue("Bob\x0bBcc: evil@example.org"))
+        assert (JobState.FAILED, 1) == (job.state, job.attempt)
+        assert job.error is not None
+        assert "ValidationError" == job.error.type
+        assert "name" in job.error.message
+        assert "U+000B" in job.error.message
+        assert ([], []) == (mailer.message_ids, sink.messages)
+
+    async def test_no_break_space_from_a_template_arrives_intact(
+        self, jobs: Offload, sink: MailSink, templates_dir: Path
+    ) -> None:
+        """A no-break space in the context reaches the reader's subject as it was."""
+        _, send_template = register(
+            jobs,
+            mailer=RecordingMailer(sink.port),
+            templates=Templates(templates_dir),
+            backoff=BACKOFF,
+        )
+        name = "HelloHelloHello Bcc: evil@example.org\xa0HelloBcc: evil\xa0"
+        async with running(jobs):
+            job = await finished(
+                await send_template.enqueue("welcome", "bob@example.com", {"name": name, "code": 1})
+            )
+        assert (JobState.SUCCEEDED, 1) == (job.state, job.attempt)
+        [got] = sink.messages
+        assert f"Welcome, {name}!" == got.subject

@@ -96,6 +96,16 @@ class TestDelivery:
         assert got.header("From") == "Zoë Ünal <zoe@example.com>"
         assert got.header("To") == "José Núñez <josé@exämple.com>"
 
+    async def test_international_reply_to_without_smtputf8(
+        self, sink: MailSink, mailer: Mailer
+    ) -> None:
+        """An internationalised Reply-To, when every recipient is ASCII (so the message goes
+        out without SMTPUTF8), is still sent and read back as given."""
+        await mailer.send(_message(reply_to="José <josé@exämple.com>"))
+        [got] = sink.messages
+        assert got.header("Reply-To") == "José <josé@exämple.com>"
+        assert got.raw.isascii()
+
     async def test_stable_message_id(self, sink: MailSink, mailer: Mailer) -> None:
         """The Message-ID given to send() is the one delivered, every time."""
         message_id = make_message_id("job-1", "example.com")

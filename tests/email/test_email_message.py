@@ -5,9 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from offload.email import Address, Attachment, EmailMessage, make_message_id, random_message_id
+from offload.email import (
+    Address,
+    Attachment,
+    EmailMessage,
+    HeaderText,
+    check_header_value,
+    make_message_id,
+    random_message_id,
+)
+
+# Every character the issue found let through a web form into a job that could never send.
+UNSENDABLE = {
+    "U+2028": "Ada\u2028Bcc: evil@example.org",
+    "U+0085": "Ada\x85Bcc: evil@example.org",
+    "NUL": "Ada\x00",
+    "VT": "Ada\x0bBcc: evil@example.org",
+    "FF": "Ada\x0cBcc: evil@example.org",
+    "CR LF": "Ada\r\nBcc: evil@example.org",
+    "encoded CR LF": "Ada =?utf-8?q?=0D=0ABcc:_evil@example.org?=",
+    "lone surrogate": "Ada\udc80",
+}
 
 
 def _message(**fields: object) -> EmailMessage:
@@ -17,6 +37,40 @@ def _message(**fields: object) -> EmailMessage:
 
 def _error_locs(exc: ValidationError) -> list[tuple[int | str, ...]]:
     return [tuple(e["loc"]) for e in exc.errors()]
+
+
+class Form(BaseModel):
+    name: HeaderText
+
+
+class TestHeaderText:
+    @pytest.mark.parametrize("value", UNSENDABLE.values(), ids=UNSENDABLE.keys())
+    def test_check_refuses_what_no_header_can_carry(self, value: str) -> None:
+        """The one check behind every header field refuses line breaks, controls, encoded
+        line breaks and text UTF-8 cannot encode, with a ValueError saying which."""
+        with pytest.raises(ValueError, match="header values must"):
+            check_header_value(value)
+
+    @pytest.mark.parametrize("value", UNSENDABLE.values(), ids=UNSENDABLE.keys())
+    def test_annotated_type_names_the_field(self, value: str) -> None:
+        """In a request model the same check is a ValidationError naming the field, which
+        FastAPI answers with a 422."""
+        with pytest.raises(ValidationError) as info:
+            Form(name=value)
+        assert [("name",)] == _error_locs(info.value)
+
+    @pytest.mark.parametrize("value", UNSENDABLE.values(), ids=UNSENDABLE.keys())
+    def test_message_refuses_the_same_values(self, value: str) -> None:
+        """An EmailMessage refuses exactly what HeaderText refuses, in the display name and
+        the subject alike."""
+        with pytest.raises(ValidationError) as info:
+            _message(to=[{"email": "bob@example.com", "name": value}], subject=value)
+        assert {("to", 0, "name"), ("subject",)} == set(_error_locs(info.value))
+
+    @pytest.mark.parametrize("value", ["Ada Lovelace", "Zoë\xa0Ünal", "tab\there", "=?x"])
+    def test_single_line_text_passes_unchanged(self, value: str) -> None:
+        """Text that stays on one line, no-break spaces and tabs included, passes as it is."""
+        assert (value, value) == (check_header_value(value), Form(name=value).name)
 
 
 class TestAddress:

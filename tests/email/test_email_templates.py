@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from offload.email import Address, RenderedEmail, TemplateError, Templates, html_to_text
+from offload.email import (
+    Address,
+    InvalidMessage,
+    PermanentEmailError,
+    RenderedEmail,
+    TemplateError,
+    Templates,
+    html_to_text,
+)
 
 
 class TestTemplates:
@@ -30,6 +38,24 @@ class TestTemplates:
         """The subject is one line: the file's newline and any injected ones become spaces."""
         rendered = Templates(templates_dir).render("welcome", name="Bob\r\nBcc: x@y.org", code=1)
         assert rendered.subject == "Welcome, Bob Bcc: x@y.org!"
+
+    def test_subject_keeps_no_break_spaces(self, templates_dir: Path) -> None:
+        """Only spaces, tabs and line ends collapse: a no-break space is text and stays."""
+        rendered = Templates(templates_dir).render("welcome", name="Ada\xa0 Bcc: x", code=1)
+        assert rendered.subject == "Welcome, Ada\xa0 Bcc: x!"
+
+    @pytest.mark.parametrize("char", ["\u2028", "\x85", "\x00", "\x0b", "\x0c"])
+    def test_line_separator_in_context_makes_an_invalid_message(
+        self, templates_dir: Path, char: str
+    ) -> None:
+        """A control character or Unicode line separator from the context is not hidden as a
+        space: the message is refused with a permanent error naming the template and field."""
+        with pytest.raises(InvalidMessage, match=r"'welcome'.*subject.*single line") as info:
+            Templates(templates_dir).message(
+                "welcome", to="bob@example.com", context={"name": f"Bob{char}Bcc: x", "code": 1}
+            )
+        assert isinstance(info.value, PermanentEmailError)
+        assert f"U+{ord(char):04X}" in str(info.value)
 
     def test_text_derived_from_html(self, templates_dir: Path) -> None:
         """Without a .txt template the text part is derived from the HTML."""

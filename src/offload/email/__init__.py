@@ -7,8 +7,10 @@ load the SMTP server code.
 """
 
 from offload.email.errors import (
+    PERMANENT_ERRORS,
     AttachmentTooLarge,
     EmailError,
+    InvalidMessage,
     PermanentEmailError,
     Refusal,
     TemplateError,
@@ -16,7 +18,14 @@ from offload.email.errors import (
 )
 from offload.email.html_text import html_to_text
 from offload.email.mailer import Mailer, SendResult
-from offload.email.message import DEFAULT_MAX_ATTACHMENT_BYTES, Address, Attachment, EmailMessage
+from offload.email.message import (
+    DEFAULT_MAX_ATTACHMENT_BYTES,
+    Address,
+    Attachment,
+    EmailMessage,
+    HeaderText,
+    check_header_value,
+)
 from offload.email.message_id import make_message_id, random_message_id
 from offload.email.register import TaskRegistry, register
 from offload.email.settings import MailSettings
@@ -25,11 +34,14 @@ from offload.email.templates import RenderedEmail, Templates
 
 __all__ = [
     "DEFAULT_MAX_ATTACHMENT_BYTES",
+    "PERMANENT_ERRORS",
     "Address",
     "Attachment",
     "AttachmentTooLarge",
     "EmailError",
     "EmailMessage",
+    "HeaderText",
+    "InvalidMessage",
     "MailSettings",
     "Mailer",
     "PermanentEmailError",
@@ -40,6 +52,7 @@ __all__ = [
     "TemplateError",
     "Templates",
     "TransientEmailError",
+    "check_header_value",
     "html_to_text",
     "make_message_id",
     "random_message_id",

@@ -2,7 +2,9 @@
 
 Everything that ends up in a header is checked here, before the message is ever queued, so a
 value carrying a line break (header injection) fails at the caller with a ``ValidationError``
-naming the field instead of reaching an SMTP server.
+naming the field instead of reaching an SMTP server. The same check, :data:`HeaderText`, is
+meant for an API's request models, so that a client hears of a bad value when it sends it
+rather than from a job that can never succeed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.functional_validators import BeforeValidator
+from pydantic.functional_validators import AfterValidator, BeforeValidator
 
 from offload.email.errors import AttachmentTooLarge
 
@@ -35,6 +37,7 @@ __all__ = [
     "Address",
     "Attachment",
     "EmailMessage",
+    "HeaderText",
     "check_header_value",
 ]
 
@@ -76,8 +79,20 @@ _CONTENT_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z
 
 
 def check_header_value(value: str) -> str:
-    """Refuse a value that would not stay on one header line; return it unchanged otherwise."""
+    """Refuse a value that would not stay on one header line, or that cannot be sent at all;
+    return it unchanged otherwise.
+
+    Raises ``ValueError``, so in a pydantic model it becomes a ``ValidationError`` naming the
+    field (a 422 naming it in FastAPI).
+    """
     _check_chars(value, "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"header values must be text that UTF-8 can encode; found the lone surrogate "
+            f"U+{ord(value[exc.start]):04X}"
+        ) from None
     if "=?" in value:
         # The stdlib header parser decodes RFC 2047 encoded words found in a value, and
         # some Python versions write the decoded text back unencoded when folding: an
@@ -88,6 +103,12 @@ def check_header_value(value: str) -> str:
             raise ValueError("header value has a malformed encoded word (=?...?=)") from None
         _check_chars(decoded, " after decoding its encoded words (=?...?=)")
     return value
+
+
+HeaderText = Annotated[str, AfterValidator(check_header_value)]
+"""A ``str`` that can go into an email header: one line, no control characters (tab
+excepted), no encoded word that decodes to either. Use it in request models for values that
+end up in a subject or display name."""
 
 
 def _check_chars(value: str, where: str) -> None:

@@ -17,14 +17,13 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
-from offload.email.errors import PermanentEmailError, TemplateError
+from offload.email.errors import PERMANENT_ERRORS
 from offload.email.mailer import Mailer
 from offload.email.message import EmailMessage
 from offload.email.settings import MailSettings
 from offload.email.task import send_email as _send_email
 from offload.email.task import send_template as _send_template
 from offload.email.templates import Templates
-from offload.errors import ConfigError
 
 __all__ = [
     "DEFAULT_BACKOFF",
@@ -106,9 +105,11 @@ def register(
 
     A :class:`TransientEmailError` (connection trouble, 4xx) is retried up to ``retries``
     times with exponential ``backoff`` (seconds before the first retry). A
-    :class:`PermanentEmailError` (5xx), a :class:`TemplateError` or a ``ConfigError`` (say, no
-    sender) fails the job at once, with the server's code and reply in the job's error:
-    repeating the same message to the same server cannot change the answer.
+    :class:`PermanentEmailError` (5xx, or :class:`InvalidMessage`: a rendered message that
+    does not validate), a :class:`TemplateError` or a ``ConfigError`` (say, no sender) fails
+    the job at once, with the reason (the server's code and reply) in the job's error:
+    repeating the same message to the same server cannot change the answer
+    (:data:`PERMANENT_ERRORS`).
 
     ``mailer`` and ``templates`` default to ``OFFLOAD_SMTP_*``, read at the first send.
     """
@@ -116,7 +117,7 @@ def register(
     from offload.jobs import JobContext
 
     lazy = _Lazy(mailer, templates)
-    give_up_on = (PermanentEmailError, TemplateError, ConfigError)
+    give_up_on = PERMANENT_ERRORS
 
     async def send_email(ctx: JobContext, message: EmailMessage) -> dict[str, object]:
         """Send ``message``; the result is the server's answer (``SendResult.as_dict()``)."""

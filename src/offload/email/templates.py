@@ -2,8 +2,10 @@
 
 For a template called ``welcome`` the folder holds:
 
-- ``welcome.subject.txt`` (required): the subject line; whitespace, newlines included, is
-  collapsed to single spaces, so the file may end with a newline;
+- ``welcome.subject.txt`` (required): the subject line; runs of spaces, tabs and line ends
+  (CR, LF) are collapsed to single spaces, so the file may end with a newline. Other
+  characters stay as they are: a no-break space is kept, and a control character or Unicode
+  line separator coming from the context makes the message invalid;
 - ``welcome.html`` (autoescaped) and/or ``welcome.txt`` (plain text): the bodies. With only
   the HTML body, the text body is derived from it.
 
@@ -13,18 +15,24 @@ time instead of mailing a blank.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from typing import Any
 
 import jinja2
+from pydantic import ValidationError
 
-from offload.email.errors import TemplateError
+from offload.email.errors import InvalidMessage, TemplateError
 from offload.email.html_text import html_to_text
 from offload.email.message import Address, Attachment, EmailMessage
 
 __all__ = ["RenderedEmail", "Templates"]
+
+# Only ASCII whitespace: str.split() would also turn a no-break space into a plain one and
+# hide a U+2028 from the context instead of refusing it.
+_SUBJECT_SPACE = re.compile(r"[ \t\r\n]+")
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,8 @@ class Templates:
         if text is None:
             assert html is not None
             text = html_to_text(html)
-        return RenderedEmail(subject=" ".join(subject.split()), text=text, html=html)
+        words = _SUBJECT_SPACE.split(subject)
+        return RenderedEmail(subject=" ".join(w for w in words if w), text=text, html=html)
 
     def message(
         self,
@@ -87,23 +96,37 @@ class Templates:
         attachments: Iterable[Attachment] = (),
         headers: Mapping[str, str] | None = None,
     ) -> EmailMessage:
-        """Render ``name`` and build the message to send."""
+        """Render ``name`` and build the message to send.
+
+        Raise :class:`InvalidMessage` when the result does not validate (say, a context value
+        with a line break in the subject): on a worker that is a permanent failure, since
+        rendering the same template with the same context gives the same message.
+        """
         rendered = self.render(name, **dict(context or {}))
         recipients = [to] if isinstance(to, str | Address) else list(to)
-        return EmailMessage.model_validate(
-            {
-                "to": recipients,
-                "sender": sender,
-                "cc": list(cc),
-                "bcc": list(bcc),
-                "reply_to": list(reply_to),
-                "subject": rendered.subject,
-                "text": rendered.text,
-                "html": rendered.html,
-                "attachments": list(attachments),
-                "headers": dict(headers or {}),
-            }
-        )
+        try:
+            return EmailMessage.model_validate(
+                {
+                    "to": recipients,
+                    "sender": sender,
+                    "cc": list(cc),
+                    "bcc": list(bcc),
+                    "reply_to": list(reply_to),
+                    "subject": rendered.subject,
+                    "text": rendered.text,
+                    "html": rendered.html,
+                    "attachments": list(attachments),
+                    "headers": dict(headers or {}),
+                }
+            )
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in error['loc']) or 'message'}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise InvalidMessage(
+                f"email template {name!r} gives an invalid message: {problems}"
+            ) from None
 
     def _render(self, filename: str, context: Mapping[str, Any], *, required: bool) -> str | None:
         try:
