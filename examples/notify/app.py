@@ -11,7 +11,9 @@ the environment:
   SMTP server at all (``offload mail-sink`` gives a local one that captures mail);
 - ``NOTIFY_LOG``: ``json`` (default: one JSON object per line on stderr), ``console`` (for a
   person), or ``off`` to leave logging to whoever embeds the app; ``NOTIFY_LOG_LEVEL``
-  (default ``INFO``).
+  (default ``INFO``);
+- ``NOTIFY_MAX_BODY_BYTES``: the largest request body accepted (default 1 MiB); a larger one
+  is answered 413 before it is read.
 
 Every request is logged once with its request id (pass ``--no-access-log`` to uvicorn to drop
 its own access line); the welcome job's log lines carry the same id. Prometheus metrics are at
@@ -31,9 +33,17 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, EmailStr, Field
 
-from offload import JobContext, Offload
-from offload.email import Address, EmailMessage, PermanentEmailError, send_email
-from offload.fastapi import Background, RequestLogMiddleware, jobs_router
+from offload import ConfigError, JobContext, Offload
+from offload.email import PERMANENT_ERRORS, Address, EmailMessage, HeaderText, send_email
+from offload.fastapi import (
+    DEFAULT_MAX_BODY_SIZE,
+    ENQUEUE_RESPONSES,
+    Background,
+    BodySizeLimitMiddleware,
+    Detail,
+    RequestLogMiddleware,
+    jobs_router,
+)
 from offload.logging import configure_logging
 from offload.metrics import install as install_metrics
 from offload.metrics import render as render_metrics
@@ -45,15 +55,20 @@ DEV_TOKEN = "dev-token"
 API_TOKEN = os.environ.get("NOTIFY_API_TOKEN", DEV_TOKEN)
 if API_TOKEN != DEV_TOKEN and len(API_TOKEN) >= 4:
     register_secret(API_TOKEN)  # never in a log line or an API answer
+_max_body = os.environ.get("NOTIFY_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_SIZE))
+if not _max_body.isdigit():
+    raise ConfigError(f"NOTIFY_MAX_BODY_BYTES must be a number of bytes, got {_max_body!r}")
+MAX_BODY_BYTES = int(_max_body)
 
 jobs = Offload()
 # Attached now, not by the first scrape, so the counters count every job from the start.
 install_metrics(jobs)
 
 
-# A permanent SMTP refusal (bad address, 5xx) will not get better on retry; anything else,
-# such as the server being down for a minute, is retried with backoff.
-@jobs.task(name="notify.send_welcome", retries=5, give_up_on=(PermanentEmailError,))
+# A permanent SMTP refusal (bad address, 5xx) or a message that does not validate will not get
+# better on retry; anything else, such as the server being down for a minute, is retried with
+# backoff.
+@jobs.task(name="notify.send_welcome", retries=5, give_up_on=PERMANENT_ERRORS)
 async def send_welcome(ctx: JobContext, email: str, name: str) -> dict[str, object]:
     if not os.environ.get("OFFLOAD_SMTP_HOST"):
         ctx.logger.info("no OFFLOAD_SMTP_HOST: welcome email to %s logged, not sent", email)
@@ -70,7 +85,9 @@ async def send_welcome(ctx: JobContext, email: str, name: str) -> dict[str, obje
 
 class Registration(BaseModel):
     email: EmailStr
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\r\n]+$")
+    # The check the email layer applies to the display name and subject: a name the welcome
+    # email could never carry (a line break, a control character) is a 422 naming the field.
+    name: HeaderText = Field(min_length=1, max_length=100)
 
 
 class Accepted(BaseModel):
@@ -110,6 +127,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(title="notify", lifespan=lifespan)
+# Inside the request log, so that a refused body is logged like any other request.
+app.add_middleware(BodySizeLimitMiddleware, max_body_size=MAX_BODY_BYTES)
 app.add_middleware(RequestLogMiddleware)
 app.include_router(jobs_router(jobs, auth=require_token, prefix="/jobs"))
 
@@ -121,7 +140,14 @@ async def metrics() -> Response:
     return Response(body, media_type=content_type)
 
 
-@app.post("/register", status_code=status.HTTP_202_ACCEPTED)
+# FastAPI answers 400 to a body that is not text in UTF-8; add_task's answers are 413 and 503.
+REGISTER_RESPONSES = {
+    400: {"model": Detail, "description": "the body could not be read as JSON"},
+    **ENQUEUE_RESPONSES,
+}
+
+
+@app.post("/register", status_code=status.HTTP_202_ACCEPTED, responses=REGISTER_RESPONSES)
 async def register(user: Registration, background: Background, request: Request) -> Accepted:
     # The key makes a retried request (or a double click) return the same job instead of
     # sending a second welcome email.

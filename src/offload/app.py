@@ -21,7 +21,7 @@ from offload.retry import RetryPolicy
 from offload.schedules import Schedule, make_schedule
 from offload.stores import Store, open_store
 from offload.stores.base import BlockingEnqueue, NewJob
-from offload.tasks import AsyncTask, Prepared, SyncTask, Task, make_config
+from offload.tasks import AsyncTask, Prepared, SyncTask, Task, check_max_payload, make_config
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -33,6 +33,10 @@ log = logging.getLogger("offload")
 
 DEFAULT_URL = "sqlite:///offload.db"
 DEFAULT_RETENTION = timedelta(days=7)
+# Bytes of JSON a job's arguments may take. Every store keeps them, in memory (Redis) or on
+# disk, until the job is purged, and reads them on every claim: large data belongs in a file
+# or a database row, passed by reference. 1 MiB holds any ordinary call with room to spare.
+DEFAULT_MAX_PAYLOAD = 1 << 20
 
 MetaHook = Callable[[], dict[str, Any] | None]
 EnqueueHook = Callable[[list[Job[Any]]], Awaitable[None]]
@@ -82,7 +86,10 @@ def resolve_url(url: str | None) -> str:
 class Offload:
     """Holds the registered tasks and the store; one per application.
 
-    ``url`` falls back to ``$OFFLOAD_URL``, then to ``sqlite:///offload.db``.
+    ``url`` falls back to ``$OFFLOAD_URL``, then to ``sqlite:///offload.db``. ``max_payload``
+    is the most bytes of JSON a job's arguments may take (``None``: no limit); a larger call
+    raises ``PayloadTooLarge`` at enqueue, before anything is stored. A task's own
+    ``max_payload=`` overrides it; either is fixed when the task is registered.
     """
 
     def __init__(
@@ -95,6 +102,7 @@ class Offload:
         queues: Sequence[str] | None = None,
         retention: float | timedelta = DEFAULT_RETENTION,
         clock: Callable[[], float] | None = None,
+        max_payload: int | None = DEFAULT_MAX_PAYLOAD,
     ) -> None:
         if store is not None and clock is not None:
             raise ConfigError("pass the clock to the store you build, or a URL with clock=")
@@ -108,6 +116,7 @@ class Offload:
             attach(self)
         self.embedded_worker = embedded_worker
         self.concurrency = concurrency
+        self.max_payload = check_max_payload(max_payload)
         self.queues = list(queues) if queues is not None else None
         self.retention = (
             retention.total_seconds() if isinstance(retention, timedelta) else float(retention)
@@ -166,6 +175,7 @@ class Offload:
         retry_on: tuple[type[BaseException], ...] | None = None,
         give_up_on: tuple[type[BaseException], ...] | None = None,
         cpu_bound: bool = False,
+        max_payload: int | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -181,6 +191,7 @@ class Offload:
         retry_on: tuple[type[BaseException], ...] | None = None,
         give_up_on: tuple[type[BaseException], ...] | None = None,
         cpu_bound: bool = False,
+        max_payload: int | None = None,
     ) -> Any:
         """Register a function as a task; usable bare (``@jobs.task``) or with options."""
 
@@ -201,6 +212,7 @@ class Offload:
                 retry_on=retry_on,
                 give_up_on=give_up_on,
                 cpu_bound=cpu_bound,
+                max_payload=max_payload,
             )
             existing = self.tasks.get(config.name)
             if existing is not None and existing.fn is not func:

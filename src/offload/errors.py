@@ -25,6 +25,35 @@ class StoreUnavailable(OffloadError):
     """The job store cannot be reached; nothing was written. Check that it is running."""
 
 
+class PayloadTooLarge(OffloadError, ValueError):
+    """A job's arguments encode to more JSON than the payload limit allows; nothing was stored.
+
+    A store keeps every job's arguments in memory or on disk until the job is purged, so a
+    large value belongs in a file, object storage or a database row, with a reference to it
+    passed to the task.
+    """
+
+    def __init__(self, task: str, size: int, limit: int) -> None:
+        self.task = task
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"the arguments of task {task!r} are {_amount(size)} as JSON, over the limit of "
+            f"{_amount(limit)}; pass a reference to large data (a file, an object storage key, "
+            "a row id) instead of the data, or raise the limit with "
+            "Offload(max_payload=...) or @jobs.task(max_payload=...)"
+        )
+
+
+def _amount(size: int) -> str:
+    """Bytes as a person reads them, with the exact count that a limit is set in."""
+    if size >= 1 << 20:
+        return f"{size / (1 << 20):.1f} MiB ({size:,} bytes)"
+    if size >= 1 << 10:
+        return f"{size / (1 << 10):.1f} KiB ({size:,} bytes)"
+    return f"{size:,} bytes"
+
+
 class UnknownTask(OffloadError, LookupError):
     """No task is registered under that name; decorate the function with @jobs.task."""
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
+import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, from_json, to_json
 
+from offload.errors import PayloadTooLarge
 from offload.jobs import JobContext
 from offload.redaction import Secret, is_secret_key
 
@@ -69,6 +72,8 @@ class Codec:
         self.context_param: str | None = None
         params: list[inspect.Parameter] = []
         self.adapters: dict[str, TypeAdapter[Any]] = {}
+        # The annotations as written, to name what a parameter expects when a value is refused.
+        self.hints: dict[str, Any] = {}
         # Parameters annotated int, float, str or bool: a value of exactly that type is its
         # own JSON form, so pydantic (several µs a value) is skipped for it both ways.
         self.native: dict[str, type] = {}
@@ -106,6 +111,7 @@ class Codec:
                 hint = dict[str, hint]  # type: ignore[valid-type]
             adapter: TypeAdapter[Any] = _ANY if hint is Any else TypeAdapter(hint)
             self.adapters[param.name] = adapter
+            self.hints[param.name] = hint
             if hint in _NATIVE and not positional:
                 self.native[param.name] = hint
             if param.kind is inspect.Parameter.VAR_POSITIONAL:
@@ -146,12 +152,43 @@ class Codec:
         try:
             return adapter.dump_python(value, mode="json", warnings="error")
         except (PydanticSerializationError, ValueError, TypeError) as exc:
-            raise TypeError(
-                f"argument {name!r} of task {self.task_name!r} cannot be stored as JSON "
-                f"({type(value).__name__}): {exc}. Pass JSON-compatible values, pydantic "
-                "models, dataclasses, datetimes, UUIDs, Decimals or enums, annotated on the "
-                "task's parameters."
-            ) from None
+            raise self._refusal(name, adapter, value, exc) from None
+
+    def _refusal(
+        self, name: str, adapter: TypeAdapter[Any], value: Any, exc: Exception
+    ) -> TypeError:
+        """Word why a value was refused: a value of another type than the annotation (what
+        pydantic's serializer reports as a warning about an unexpected value) is named as
+        such, with the innermost offending item; only a value that no JSON can hold gets
+        pydantic's own reason. Runs on the error path only, so the checks cost nothing on an
+        enqueue that succeeds."""
+        task = self.task_name
+        try:
+            fitted = adapter.validate_python(value, strict=True)
+        except ValidationError as invalid:
+            hint = self.hints.get(name, Any)
+            # A union's errors are one per member, located by member name: no item to show.
+            nested = "" if _is_union(hint) else _first_item(name, invalid)
+            return TypeError(
+                f"argument {name!r} of task {task!r} expects {_type_name(hint)}, got "
+                f"{type(value).__name__}{nested}"
+            )
+        if adapter is not _ANY:
+            try:
+                adapter.dump_python(fitted, mode="json", warnings="error")
+            except (PydanticSerializationError, ValueError, TypeError):
+                pass
+            else:  # it converts to the annotated type (a dict for a model) but is not one
+                return TypeError(
+                    f"argument {name!r} of task {task!r} expects "
+                    f"{_type_name(self.hints.get(name, Any))}, got {type(value).__name__}"
+                )
+        return TypeError(
+            f"argument {name!r} of task {task!r} cannot be stored as JSON "
+            f"({type(value).__name__}): {exc}. Pass JSON-compatible values, pydantic "
+            "models, dataclasses, datetimes, UUIDs, Decimals or enums, annotated on the "
+            "task's parameters."
+        )
 
     def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str]:
         """Check the call against the signature and encode it; raises ``TypeError``."""
@@ -273,6 +310,46 @@ class Codec:
         if raw == "null":
             return None
         return self.result_adapter.validate_json(raw)
+
+
+def payload_size(task_name: str, limit: int, args: str, kwargs: str) -> int:
+    """The UTF-8 size of encoded arguments; raises ``PayloadTooLarge`` over ``limit``.
+
+    Callers skip it for calls whose length in characters is at most a quarter of the limit
+    (UTF-8 takes at most four bytes a character), so only a large call is measured; an ASCII
+    text (``isascii`` reads a flag CPython keeps) is measured without encoding it."""
+    size = sum(len(text) if text.isascii() else len(text.encode()) for text in (args, kwargs))
+    if size > limit:
+        raise PayloadTooLarge(task_name, size, limit)
+    return size
+
+
+# A dotted name inside an annotation's repr: ``__main__.User``, ``typing.Optional``.
+_QUALIFIED = re.compile(r"\b(?:\w+\.)+(\w+)")
+
+
+def _type_name(hint: Any) -> str:
+    """An annotation as it was written: ``int``, ``list[User]``, ``datetime | None``."""
+    if typing.get_origin(hint) is typing.Annotated:
+        hint = hint.__origin__
+    if isinstance(hint, type) and not typing.get_args(hint):
+        return hint.__name__
+    return _QUALIFIED.sub(r"\1", repr(hint))
+
+
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def _first_item(name: str, invalid: ValidationError) -> str:
+    """`` (items[0]: Input should be a valid integer, got str)`` for the first nested error;
+    nothing when the value as a whole is of the wrong type, which the message says already."""
+    errors = invalid.errors(include_url=False)
+    if not errors or not errors[0]["loc"]:
+        return ""
+    first = errors[0]
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
+    return f" ({name}{path}: {first['msg']}, got {type(first['input']).__name__})"
 
 
 def _is_secret(hint: Any) -> bool:

@@ -18,7 +18,7 @@ from offload.ids import new_id
 from offload.jobs import Job, JobContext
 from offload.redaction import SECRET_ARGS_META
 from offload.retry import RetryPolicy
-from offload.serialization import Codec
+from offload.serialization import Codec, payload_size
 from offload.stores.base import NewJob
 
 if TYPE_CHECKING:
@@ -47,6 +47,8 @@ class TaskConfig:
     timeout: float | None
     policy: RetryPolicy
     cpu_bound: bool
+    # Bytes of JSON the arguments may take; None: the app's ``max_payload``.
+    max_payload: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,12 @@ class Task(Generic[P, R]):
         self.config = config
         self.name = config.name
         self.codec = Codec(fn, config.name)
+        limit = config.max_payload if config.max_payload is not None else app.max_payload
+        self.max_payload = limit
+        self._payload_limit = sys.maxsize if limit is None else limit
+        # A call of at most a quarter of the limit in characters is within it however it
+        # encodes (UTF-8 takes at most four bytes a character): only a larger one is measured.
+        self._unmeasured = self._payload_limit // 4
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__wrapped__ = fn
         self.__doc__ = fn.__doc__
@@ -144,6 +152,8 @@ class Task(Generic[P, R]):
         self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: EnqueueOptions
     ) -> Prepared[R]:
         enc_args, enc_kwargs = self.codec.encode_args(args, kwargs)
+        if len(enc_args) + len(enc_kwargs) > self._unmeasured:
+            payload_size(self.name, self._payload_limit, enc_args, enc_kwargs)
         cfg = self.config
         retries = opts.retries if opts.retries is not None else cfg.policy.retries
         secret = self.codec.secret_params
@@ -250,6 +260,7 @@ def make_config(
     retry_on: tuple[type[BaseException], ...] | None,
     give_up_on: tuple[type[BaseException], ...] | None,
     cpu_bound: bool,
+    max_payload: int | None = None,
 ) -> TaskConfig:
     if not callable(fn):
         raise TypeError(f"@jobs.task decorates a function, got {fn!r}")
@@ -273,4 +284,14 @@ def make_config(
         timeout=secs,
         policy=RetryPolicy.of(retries, backoff, retry_on, give_up_on),
         cpu_bound=cpu_bound,
+        max_payload=check_max_payload(max_payload),
     )
+
+
+def check_max_payload(limit: int | None) -> int | None:
+    """A payload limit as given, once it is known to be a positive number of bytes."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(
+            f"max_payload is a number of bytes above 0 (or None for no limit), got {limit!r}"
+        )
+    return limit

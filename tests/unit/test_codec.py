@@ -3,11 +3,15 @@ whatever path it takes, a call must encode, decode and fail exactly as ``bind`` 
 
 from __future__ import annotations
 
+import enum
 import inspect
 import json
+import warnings
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from offload.serialization import Codec, PayloadError
 
@@ -123,3 +127,79 @@ def test_stored_arguments_that_are_not_json_fail_with_the_task_named() -> None:
     codec = Codec(natives, "t")
     with pytest.raises(PayloadError, match="task 't'"):
         codec.decode_args("[]", '{"a": 1,')
+
+
+class Point(BaseModel):
+    x: int
+
+
+class Shade(enum.Enum):
+    RED = "red"
+
+
+def typed(
+    x: int,
+    *rest: int,
+    items: list[int] | None = None,
+    point: Point | None = None,
+    when: datetime | None = None,
+    shade: Shade = Shade.RED,
+    thing: object = None,
+) -> None: ...
+
+
+REFUSED: list[tuple[tuple[Any, ...], dict[str, Any], str]] = [
+    (("not an int",), {}, "argument 'x' of task 'T' expects int, got str"),
+    ((1.5,), {}, "argument 'x' of task 'T' expects int, got float"),
+    ((), {"x": "1"}, "argument 'x' of task 'T' expects int, got str"),
+    (
+        (1, 2, "3"),
+        {},
+        "argument 'rest' of task 'T' expects tuple[int, ...], got tuple "
+        "(rest[1]: Input should be a valid integer, got str)",
+    ),
+    (
+        (1,),
+        {"items": [1, "two"]},
+        "argument 'items' of task 'T' expects list[int] | None, got list",
+    ),
+    ((1,), {"point": {"x": 1}}, "argument 'point' of task 'T' expects Point | None, got dict"),
+    ((1,), {"when": "2024-01-01"}, "argument 'when' of task 'T' expects datetime | None, got str"),
+    ((1,), {"shade": "red"}, "argument 'shade' of task 'T' expects Shade, got str"),
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs", "message"), REFUSED)
+def test_a_value_of_another_type_is_refused_naming_both_types_without_a_warning(
+    args: tuple[Any, ...], kwargs: dict[str, Any], message: str
+) -> None:
+    """Not "cannot be stored as JSON" (it could be, as some other type), and no pydantic
+    serializer warning on the way."""
+    codec = Codec(typed, "T")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(TypeError) as refused:
+            codec.encode_args(args, kwargs)
+    assert message == str(refused.value)
+    assert [] == [str(w.message) for w in caught]
+
+
+def test_a_value_no_json_can_hold_says_so() -> None:
+    codec = Codec(typed, "T")
+    with pytest.raises(TypeError, match="argument 'thing' of task 'T' cannot be stored as JSON"):
+        codec.encode_args((1,), {"thing": object()})
+
+
+def test_the_annotated_types_still_encode() -> None:
+    codec = Codec(typed, "T")
+    when = datetime(2024, 1, 1, tzinfo=UTC)
+    args, kwargs = codec.encode_args(
+        (1, 2), {"items": [3], "point": Point(x=4), "when": when, "shade": Shade.RED}
+    )
+    assert "[1,2]" == args
+    assert {
+        "items": [3],
+        "point": {"x": 4},
+        "when": "2024-01-01T00:00:00Z",
+        "shade": "red",
+    } == json.loads(kwargs)

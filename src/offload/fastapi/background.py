@@ -12,14 +12,16 @@ from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 from fastapi import Depends, HTTPException, status
 
-from offload.errors import StoreUnavailable
+from offload.errors import PayloadTooLarge, StoreUnavailable
+from offload.fastapi.outage import outage_of
+from offload.fastapi.schemas import Detail
 from offload.jobs import Job
 from offload.tasks import Prepared, Task, TaskCall
 
 if TYPE_CHECKING:
     from offload.app import Offload
 
-__all__ = ["Background", "DurableTasks"]
+__all__ = ["ENQUEUE_RESPONSES", "UNAVAILABLE_RESPONSE", "Background", "DurableTasks"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -29,6 +31,27 @@ log = logging.getLogger("offload.fastapi")
 # A store outage is usually brief (a restart, a failover); tell clients when to try again
 # rather than letting them hammer the endpoint.
 RETRY_AFTER_SECONDS = 5
+
+UNAVAILABLE_RESPONSE: dict[str, Any] = {
+    "model": Detail,
+    "description": "the job store cannot be reached; nothing was changed or accepted",
+    "headers": {
+        "Retry-After": {
+            "description": "seconds to wait before retrying",
+            "schema": {"type": "integer"},
+        }
+    },
+}
+
+# The answers ``add_task`` adds to an endpoint's own, for its OpenAPI entry:
+# ``@app.post("/signup", responses=ENQUEUE_RESPONSES)``, so generated clients know them.
+ENQUEUE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {
+        "model": Detail,
+        "description": "the request body, or the job made of it, is over the size limit",
+    },
+    503: UNAVAILABLE_RESPONSE,
+}
 
 
 class DurableTasks:
@@ -51,14 +74,16 @@ class DurableTasks:
         """Store a job for ``task(*args, **kwargs)`` and return it once it is durable.
 
         Arguments are checked against the task's signature first: a mismatch is a bug in the
-        caller and raises ``TypeError``. A store outage becomes a 503 so that the client
-        knows the work was not accepted and can retry.
+        caller and raises ``TypeError``. Arguments over the task's payload limit come from
+        what the client sent, so they answer 413. A store outage becomes a 503 so that the
+        client knows the work was not accepted and can retry.
         """
         app, prepared = _prepare(task, args, kwargs)
         try:
             (job,) = await app.enqueue_many([prepared])
         except (StoreUnavailable, OSError) as exc:
-            raise _unavailable(prepared, exc) from exc
+            raise _unavailable(app, prepared, exc) from exc
+        outage_of(app).answered()
         self.jobs.append(job)
         return job
 
@@ -70,7 +95,8 @@ class DurableTasks:
         try:
             (job,) = app.enqueue_many_sync([prepared])
         except (StoreUnavailable, OSError) as exc:
-            raise _unavailable(prepared, exc) from exc
+            raise _unavailable(app, prepared, exc) from exc
+        outage_of(app).answered()
         self.jobs.append(job)
         return job
 
@@ -78,10 +104,13 @@ class DurableTasks:
 def _prepare(
     task: Task[P, R] | TaskCall[P, R], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[Offload, Prepared[R]]:
-    if isinstance(task, TaskCall):
-        return task.task.app, task.prepare(*args, **kwargs)
-    if isinstance(task, Task):
-        return task.app, task.prepare(*args, **kwargs)
+    try:
+        if isinstance(task, TaskCall):
+            return task.task.app, task.prepare(*args, **kwargs)
+        if isinstance(task, Task):
+            return task.app, task.prepare(*args, **kwargs)
+    except PayloadTooLarge as exc:
+        raise _too_large(exc) from exc
     name = getattr(task, "__qualname__", repr(task))
     raise TypeError(
         f"add_task() needs a registered task, got {name}; decorate the function with "
@@ -89,12 +118,22 @@ def _prepare(
     )
 
 
-def _unavailable(prepared: Prepared[Any], exc: BaseException) -> HTTPException:
-    log.error(
-        "job store unavailable; the request fails so the job is not lost silently",
-        extra={"action": "fastapi.enqueue_unavailable", "task": prepared.job.task},
-        exc_info=exc,
+def _too_large(exc: PayloadTooLarge) -> HTTPException:
+    # The full message (which names the server's settings) is for the log, not the client.
+    log.info(
+        "job refused: its arguments are over the payload limit",
+        extra={"action": "fastapi.payload_too_large", "task": exc.task, "error": str(exc)},
     )
+    return HTTPException(
+        413,
+        detail=f"the data in this request makes a job of {exc.size:,} bytes, over the limit "
+        f"of {exc.limit:,} bytes; send less data",
+    )
+
+
+def _unavailable(app: Offload, prepared: Prepared[Any], exc: BaseException) -> HTTPException:
+    # One line per outage, not a traceback per request (see offload.fastapi.outage).
+    outage_of(app).failed(exc, task=prepared.job.task)
     return HTTPException(
         status.HTTP_503_SERVICE_UNAVAILABLE,
         detail="the job store is unavailable, so the work was not accepted; "

@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.exceptions import RequestValidationError
 
 from offload.errors import ConfigError, InvalidTransition, StoreUnavailable, UnknownSchedule
-from offload.fastapi.background import RETRY_AFTER_SECONDS
+from offload.fastapi.background import RETRY_AFTER_SECONDS, UNAVAILABLE_RESPONSE
+from offload.fastapi.outage import outage_of
 from offload.fastapi.schemas import Detail, JobOut, JobPageOut, ScheduleListOut, ScheduleOut
 from offload.jobs import JobRecord, JobState
 from offload.schedules import set_paused, statuses
@@ -35,7 +36,7 @@ JobId = Annotated[str, Path(description="the job id returned at enqueue", max_le
 ScheduleName = Annotated[str, Path(description="the schedule's name", max_length=200)]
 
 _NOT_FOUND = {"model": Detail, "description": "no job with that id (it may have been purged)"}
-_UNAVAILABLE = {"model": Detail, "description": "the job store cannot be reached"}
+_UNAUTHORIZED = {"model": Detail, "description": "the auth dependency refused the credentials"}
 
 
 def jobs_router(
@@ -54,6 +55,10 @@ def jobs_router(
 
     With ``prefix="/jobs"`` the listing is served at ``/jobs`` itself; included under an outer
     prefix instead, it is at ``<prefix>/``.
+
+    Every route's OpenAPI entry lists 401 (with ``auth``) and 503 besides its own answers; an
+    ``auth`` that answers otherwise (403, say) is documented with
+    ``app.include_router(router, responses={403: ...})``.
     """
     if auth is None and not allow_anonymous:
         raise ConfigError(
@@ -62,8 +67,10 @@ def jobs_router(
             "them to anyone on purpose"
         )
     dependencies = []
+    responses: dict[int | str, dict[str, Any]] = {503: UNAVAILABLE_RESPONSE}
     if auth is not None:
         dependencies.append(Depends(auth))
+        responses[401] = _UNAUTHORIZED
     else:
         log.warning(
             "the jobs API is served without authentication (allow_anonymous=True)",
@@ -73,11 +80,11 @@ def jobs_router(
         prefix=prefix,
         tags=list(tags) if tags is not None else ["jobs"],
         dependencies=dependencies,
-        responses={503: _UNAVAILABLE},
+        responses=responses,
     )
 
     async def load(job_id: str) -> JobRecord:
-        async with _store_errors():
+        async with _store_errors(jobs):
             await jobs.open()
             record = await jobs.store.get(job_id)
         if record is None:
@@ -102,7 +109,7 @@ def jobs_router(
         flt = JobFilter(
             states=tuple(state or ()), tasks=tuple(task or ()), queues=tuple(queue or ())
         )
-        async with _store_errors():
+        async with _store_errors(jobs):
             await jobs.open()
             try:
                 page = await jobs.store.list(flt, limit, cursor)
@@ -153,7 +160,7 @@ def jobs_router(
                 detail=f"job {job_id} is already {before.state.value}; only queued or running "
                 "jobs can be cancelled",
             )
-        async with _store_errors():
+        async with _store_errors(jobs):
             record = await jobs.store.cancel(job_id)
         if record is None:  # purged between the two calls
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
@@ -176,7 +183,7 @@ def jobs_router(
         },
     )
     async def retry_job(job_id: JobId) -> JobOut:
-        async with _store_errors():
+        async with _store_errors(jobs):
             await jobs.open()
             try:
                 record = await jobs.store.retry(job_id)
@@ -199,12 +206,12 @@ def _schedule_routes(router: APIRouter, jobs: Offload) -> None:
         summary="The app's schedules, whether paused, and their next fire times",
     )
     async def list_schedules() -> ScheduleListOut:
-        async with _store_errors():
+        async with _store_errors(jobs):
             found = await statuses(jobs)
         return ScheduleListOut(items=[ScheduleOut.from_status(s) for s in found])
 
     async def change(name: str, paused: bool) -> ScheduleOut:
-        async with _store_errors():
+        async with _store_errors(jobs):
             try:
                 status_ = await set_paused(jobs, name, paused)
             except UnknownSchedule as exc:
@@ -233,18 +240,16 @@ def _schedule_routes(router: APIRouter, jobs: Offload) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _store_errors() -> AsyncIterator[None]:
-    """An outage is the store's state, not a bug in the API: answer 503, never 500."""
+async def _store_errors(jobs: Offload) -> AsyncIterator[None]:
+    """An outage is the store's state, not a bug in the API: answer 503, never 500, and log
+    it once per outage rather than a traceback per request."""
     try:
         yield
     except (StoreUnavailable, OSError) as exc:
-        log.error(
-            "job store unavailable",
-            extra={"action": "fastapi.store_unavailable"},
-            exc_info=exc,
-        )
+        outage_of(jobs).failed(exc)
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             detail="the job store is unavailable; retry later",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from exc
+    outage_of(jobs).answered()

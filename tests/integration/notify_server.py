@@ -1,0 +1,96 @@
+"""The reference service run by uvicorn in a process of its own, on a free loopback port.
+
+For the tests that need a real HTTP server between them and the app: bodies streamed over a
+socket, the server process's memory, a fuzzer speaking HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "test-token"
+UVICORN = [sys.executable, "-m", "uvicorn", "examples.notify.app:app"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def peak_rss_kib(self) -> int:
+        """The most memory the server process has held at once (``VmHWM``), in KiB."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmHWM in /proc/<pid>/status")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def notify_server(tmp: Path, **env: str) -> Iterator[Server]:
+    """Start ``uvicorn examples.notify.app:app`` with a fresh SQLite store under ``tmp``."""
+    port = free_port()
+    log = tmp / "server.log"
+    environ = {
+        **os.environ,
+        "OFFLOAD_URL": f"sqlite:///{tmp / 'jobs.db'}",
+        "NOTIFY_API_TOKEN": TOKEN,
+        "NOTIFY_LOG": "json",
+        **env,
+    }
+    for setting in ("HOST", "PORT", "TLS", "SENDER"):
+        environ.pop(f"OFFLOAD_SMTP_{setting}", None)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*UVICORN, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+            cwd=ROOT,
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(proc, port, log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the service exited at start:\n{server.output()}")
+            try:
+                if httpx.get(f"{server.base_url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the service did not answer within 30 s:\n{server.output()}")
+            time.sleep(0.05)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
