@@ -297,16 +297,20 @@ class RedisConnection:
         # No retries of redis-py's own on the hot path's connections: _exchange retries the
         # whole call, under the Outage policy.
         lean = self._make_pool(0)
+        first: Link | None = None
         try:
             async with self.guard("connecting"):
-                # The first round trip (it also proves the server reachable, as a PING would).
+                # One hot-path connection first, under the Outage policy: a server refusing
+                # connections is known within REFUSED_WINDOW, and at once to every open
+                # after one gave up (an app whose every request opens the store anew), not
+                # after the client's own retries. It serves the first enqueue, too.
+                first = await self._connect(lean)
                 await check_layout(client, self.layout, self.opts.display_url)
                 await warn_if_evicting(client, self.opts.display_url)
                 await self.scripts.load(client)
-                # One hot-path connection up front: the first enqueue after start-up then
-                # costs one round trip, not a connect and a handshake as well.
-                first = await Link.open(lean.make_connection())  # type: ignore[no-untyped-call]
         except BaseException:
+            if first is not None:
+                await first.aclose()
             await client.aclose()
             raise
         self._client = client
@@ -314,6 +318,23 @@ class RedisConnection:
         self._idle.append(first)
         self._layout_checked = True
         await self.refresh_known(0.0)
+
+    async def _connect(self, pool: ConnectionPool) -> Link:
+        outage = self.outage
+        failures = 0
+        began = time.monotonic()
+        while True:
+            try:
+                link = await Link.open(pool.make_connection())  # type: ignore[no-untyped-call]
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                pause = _pause(failures + 1)
+                if outage.give_up(exc, failures, time.monotonic() - began, pause):
+                    raise
+                failures += 1
+                await asyncio.sleep(pause)
+                continue
+            outage.down = False
+            return link
 
     async def close(self) -> None:
         client = self._client
