@@ -1,124 +1,27 @@
-"""The job: its states, its stored row, and the typed handle users hold.
+"""The typed handle users hold on a stored job, and the context a running job gets.
 
-Times are float seconds since the epoch inside offload (cheap to compare and store in every
-backend); the public handle exposes them as aware ``datetime`` objects.
+The records themselves (``JobRecord``, ``JobState``, ``JobError``, ``Progress``) live in
+``offload.records``, below the stores, and are re-exported here. Times are float seconds
+since the epoch inside offload; the handle exposes them as aware ``datetime`` objects.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from offload.errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout
+from offload.records import JobError, JobRecord, JobState, Progress
+
+__all__ = ["Job", "JobContext", "JobError", "JobRecord", "JobState", "Progress"]
 
 if TYPE_CHECKING:
     from offload.stores.base import Store
 
 R = TypeVar("R")
-
-
-class JobState(enum.StrEnum):
-    """Where a job is in its life (DESIGN §3). Delayed jobs are ``queued`` with a future run_at."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in _FINISHED
-
-
-_FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
-
-
-@dataclass(frozen=True, slots=True)
-class JobError:
-    """Why an attempt failed, kept on the job so the failure can be read without the logs."""
-
-    type: str
-    message: str
-    traceback: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, "message": self.message, "traceback": self.traceback}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> JobError | None:
-        if not data:
-            return None
-        return cls(str(data["type"]), str(data["message"]), data.get("traceback"))
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """What a running task last reported through ``ctx.progress``."""
-
-    fraction: float
-    message: str = ""
-
-
-@dataclass(slots=True)
-class JobRecord:
-    """One job row as every store keeps it; ``args``/``kwargs``/``result`` are encoded JSON."""
-
-    id: str
-    task: str
-    queue: str
-    args: str
-    kwargs: str
-    state: JobState
-    priority: int
-    attempt: int
-    max_attempts: int
-    run_at: float
-    enqueued_at: float
-    timeout: float | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    lease_until: float | None = None
-    worker_id: str | None = None
-    key: str | None = None
-    result: str | None = None
-    error: JobError | None = None
-    progress: Progress | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-    cancel_requested: bool = False
-
-    def copy(self) -> JobRecord:
-        # Spelled out: ``dataclasses.replace`` walks the fields by name on every call, which
-        # made copying most of what the memory store does per job.
-        return JobRecord(
-            id=self.id,
-            task=self.task,
-            queue=self.queue,
-            args=self.args,
-            kwargs=self.kwargs,
-            state=self.state,
-            priority=self.priority,
-            attempt=self.attempt,
-            max_attempts=self.max_attempts,
-            run_at=self.run_at,
-            enqueued_at=self.enqueued_at,
-            timeout=self.timeout,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            lease_until=self.lease_until,
-            worker_id=self.worker_id,
-            key=self.key,
-            result=self.result,
-            error=self.error,
-            progress=self.progress,
-            meta=dict(self.meta),
-            cancel_requested=self.cancel_requested,
-        )
 
 
 def _dt(ts: float | None) -> datetime | None:

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from offload.jobs import JobError, JobRecord, JobState, Progress
+from offload.records import JobError, JobRecord, JobState, Progress
 from offload.stores.base import JobFilter, NewJob, Outcome, OutcomeKind, Store
 
 LEASE_EXPIRED = "LeaseExpired"

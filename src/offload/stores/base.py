@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from offload.jobs import JobError, JobRecord, JobState
+from offload.records import JobError, JobRecord, JobState
 
 
 @dataclass(slots=True)

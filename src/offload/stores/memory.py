@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from offload.errors import InvalidTransition
-from offload.jobs import JobRecord, JobState, Progress
+from offload.records import JobRecord, JobState, Progress
 from offload.stores._common import (
     apply_outcome,
     decode_cursor,

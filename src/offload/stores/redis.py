@@ -18,7 +18,7 @@ from collections.abc import Generator, Sequence
 from typing import Any
 
 from offload.errors import InvalidTransition, StoreUnavailable
-from offload.jobs import JobRecord, JobState, Progress
+from offload.records import JobRecord, JobState, Progress
 from offload.stores._common import (
     dump_error,
     dump_progress,

@@ -22,7 +22,7 @@ from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS, Connection, SSL
 from redis.exceptions import NoScriptError, ResponseError
 
 from offload.errors import ConfigError
-from offload.jobs import JobRecord, JobState
+from offload.records import JobRecord, JobState
 from offload.stores._common import load_error, load_progress
 
 log = logging.getLogger("offload.store.redis")

@@ -5,7 +5,7 @@ Both walk sorted sets in bounded batches so that one call never blocks the serve
 
 from __future__ import annotations
 
-from offload.jobs import JobRecord
+from offload.records import JobRecord
 from offload.stores._common import decode_cursor, encode_cursor
 from offload.stores.base import JobFilter, Page
 from offload.stores.redis_conn import RedisConnection

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from offload.errors import ConfigError, InvalidTransition, StoreUnavailable
-from offload.jobs import JobRecord, JobState, Progress
+from offload.records import JobRecord, JobState, Progress
 from offload.stores import sqlite_ops as ops
 from offload.stores._common import (
     decode_cursor,

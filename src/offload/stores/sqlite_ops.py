@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Any
 
 from offload.errors import ConfigError
-from offload.jobs import JobRecord, JobState
+from offload.records import JobRecord, JobState
 from offload.stores._common import (
     dump_error,
     lease_expired_error,

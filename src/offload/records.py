@@ -1,0 +1,113 @@
+"""The job's records: its states, its stored row, its error and progress.
+
+At the bottom of the package, below the stores: every store reads and writes these, and none
+needs the ``Job`` handle (``offload.jobs``) that talks to a store. Times are float seconds
+since the epoch (cheap to compare and store in every backend).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["JobError", "JobRecord", "JobState", "Progress"]
+
+
+class JobState(enum.StrEnum):
+    """Where a job is in its life (DESIGN §3). Delayed jobs are ``queued`` with a future run_at."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    """Why an attempt failed, kept on the job so the failure can be read without the logs."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> JobError | None:
+        if not data:
+            return None
+        return cls(str(data["type"]), str(data["message"]), data.get("traceback"))
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What a running task last reported through ``ctx.progress``."""
+
+    fraction: float
+    message: str = ""
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """One job row as every store keeps it; ``args``/``kwargs``/``result`` are encoded JSON."""
+
+    id: str
+    task: str
+    queue: str
+    args: str
+    kwargs: str
+    state: JobState
+    priority: int
+    attempt: int
+    max_attempts: int
+    run_at: float
+    enqueued_at: float
+    timeout: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    lease_until: float | None = None
+    worker_id: str | None = None
+    key: str | None = None
+    result: str | None = None
+    error: JobError | None = None
+    progress: Progress | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    cancel_requested: bool = False
+
+    def copy(self) -> JobRecord:
+        # Spelled out: ``dataclasses.replace`` walks the fields by name on every call, which
+        # made copying most of what the memory store does per job.
+        return JobRecord(
+            id=self.id,
+            task=self.task,
+            queue=self.queue,
+            args=self.args,
+            kwargs=self.kwargs,
+            state=self.state,
+            priority=self.priority,
+            attempt=self.attempt,
+            max_attempts=self.max_attempts,
+            run_at=self.run_at,
+            enqueued_at=self.enqueued_at,
+            timeout=self.timeout,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            lease_until=self.lease_until,
+            worker_id=self.worker_id,
+            key=self.key,
+            result=self.result,
+            error=self.error,
+            progress=self.progress,
+            meta=dict(self.meta),
+            cancel_requested=self.cancel_requested,
+        )
