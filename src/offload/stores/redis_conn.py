@@ -13,8 +13,8 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar, cast
 
 import hiredis
 from redis import ConnectionPool as BlockingPool
@@ -61,6 +61,8 @@ WAIT_ERROR_PAUSE = 0.2
 # for the whole op_timeout: long enough for a server restarting on the spot, short enough
 # that a request answers 503 promptly when Redis is down.
 REFUSED_WINDOW = 1.0
+
+T = TypeVar("T")
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 # Error replies by which a reachable server refuses writes for a while, by their first word;
@@ -137,6 +139,30 @@ class Outage:
         if self.down or failures >= RETRIES:
             return True
         return elapsed + pause >= REFUSED_WINDOW and _is_refused(exc)
+
+    async def call(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()``, retried with backoff under this policy; the loop's calls and
+        connects. (redis-py wraps socket errors in ConnectionError; a bare OSError is
+        retried too, in case one slips through.)"""
+        failures = 0
+        began = 0.0  # read only on a failure: the hot path's calls mostly succeed at once
+        while True:
+            try:
+                result = await attempt()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                now = time.monotonic()
+                if not failures:
+                    began = now
+                pause = _pause(failures + 1)
+                if self.give_up(exc, failures, now - began, pause):
+                    raise
+                failures += 1
+                await _dropped(exc)
+                await asyncio.sleep(pause)
+                continue
+            if self.down:
+                self.down = False
+            return result
 
 
 def _pause(failures: int) -> float:
@@ -320,21 +346,9 @@ class RedisConnection:
         await self.refresh_known(0.0)
 
     async def _connect(self, pool: ConnectionPool) -> Link:
-        outage = self.outage
-        failures = 0
-        began = time.monotonic()
-        while True:
-            try:
-                link = await Link.open(pool.make_connection())  # type: ignore[no-untyped-call]
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                pause = _pause(failures + 1)
-                if outage.give_up(exc, failures, time.monotonic() - began, pause):
-                    raise
-                failures += 1
-                await asyncio.sleep(pause)
-                continue
-            outage.down = False
-            return link
+        return await self.outage.call(
+            lambda: Link.open(pool.make_connection())  # type: ignore[no-untyped-call]
+        )
 
     async def close(self) -> None:
         client = self._client
@@ -432,28 +446,7 @@ class RedisConnection:
                 idle.append(link)
             return replies
 
-        outage = self.outage
-        failures = 0
-        began = 0.0
-        while True:
-            try:
-                replies = await attempt()
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                # (redis-py wraps socket errors in ConnectionError; a bare OSError is
-                # retried too, in case one slips through.)
-                now = time.monotonic()
-                if not failures:
-                    began = now
-                pause = _pause(failures + 1)
-                if outage.give_up(exc, failures, now - began, pause):
-                    raise
-                failures += 1
-                await _dropped(exc)
-                await asyncio.sleep(pause)
-                continue
-            if outage.down:
-                outage.down = False
-            return replies
+        return await self.outage.call(attempt)
 
     def run_blocking(self, what: str, commands: list[tuple[Any, ...]]) -> list[Any]:
         """``run`` for a thread outside the event loop, with ``guard``'s promise: within
