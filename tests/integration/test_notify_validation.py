@@ -8,12 +8,8 @@ where mail is sent, a real SMTP sink on loopback.
 from __future__ import annotations
 
 import asyncio
-import importlib
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import httpx
 import pytest
@@ -22,9 +18,14 @@ from pydantic.functional_validators import AfterValidator
 from offload import JobFailed, JobState
 from offload.email import check_header_value
 from offload.email.sink import MailSink
+from tests.integration.test_notify_service import (
+    AUTH,
+    environment,
+    fresh_service,
+    until_finished,
+)
 
-TOKEN = "test-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+__all__ = ["environment"]  # the fixture, shared with the service's own tests
 
 # Names the issue saw accepted (202) and then retried five times by the welcome job.
 UNSENDABLE = {
@@ -39,24 +40,6 @@ UNSENDABLE = {
 }
 # Found by the generated header-injection test: folding once lost the space after "Bcc:".
 NBSP_NAME = "HelloHelloHelloBcc: evil@example.org\xa0HelloBcc: evil\xa0"
-
-
-def fresh_service() -> ModuleType:
-    """Import the service anew, so that it reads the environment this test set."""
-    sys.modules.pop("examples.notify.app", None)
-    return importlib.import_module("examples.notify.app")
-
-
-@pytest.fixture
-def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str) -> None:
-    # The working directory holds no .env, so only what the test sets is read.
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("OFFLOAD_URL", db_url)
-    monkeypatch.setenv("NOTIFY_API_TOKEN", TOKEN)
-    # The service would otherwise configure logging for the whole test process.
-    monkeypatch.setenv("NOTIFY_LOG", "off")
-    for setting in ("HOST", "PORT", "TLS", "SENDER"):
-        monkeypatch.delenv(f"OFFLOAD_SMTP_{setting}", raising=False)
 
 
 @pytest.fixture
@@ -83,18 +66,6 @@ async def client(service: ModuleType) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(service.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield client
-
-
-async def until_finished(client: httpx.AsyncClient, status_url: str) -> dict[str, Any]:
-    """Poll the status URL as a client would, until the job has finished."""
-    async with asyncio.timeout(20):
-        while True:
-            response = await client.get(status_url, headers=AUTH)
-            assert 200 == response.status_code, response.text
-            body: dict[str, Any] = response.json()
-            if body["state"] in {"succeeded", "failed", "cancelled"}:
-                return body
-            await asyncio.sleep(0.02)
 
 
 class TestUnsendableNames:

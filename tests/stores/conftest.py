@@ -124,12 +124,17 @@ class OwnRedis:
             self.proc.wait(timeout=10)
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+def unstarted_redis(tmp_path: Path) -> OwnRedis:
+    """A redis-server of the test's own, not started yet (its port refuses connections)."""
     binary = shutil.which("redis-server")
     if binary is None:
-        unavailable("redis-server is not installed (needed to crash a server of our own)")
-    server = OwnRedis(tmp_path, binary)
+        unavailable("redis-server is not installed (needed for a server of the test's own)")
+    return OwnRedis(tmp_path, binary)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = unstarted_redis(tmp_path)
     server.start()
     try:
         yield server

@@ -5,7 +5,6 @@ traceback per request."""
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from fastapi import FastAPI
 from offload import Offload
 from offload.fastapi import ENQUEUE_RESPONSES, Background, jobs_router
 from offload.fastapi.outage import StoreOutage
-from tests.stores.conftest import OwnRedis, _free_port, unavailable
+from tests.stores.conftest import OwnRedis, _free_port, unstarted_redis
 
 TOKEN = {"Authorization": "Bearer t"}
 # Each request must be answered well within this; the store's own timeout is 5 s.
@@ -66,10 +65,7 @@ async def client_of() -> AsyncIterator[object]:
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[OwnRedis]:
     """A redis-server of the test's own, not yet started: its port refuses connections."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        unavailable("redis-server is not installed (needed for a server of the test's own)")
-    server = OwnRedis(tmp_path, binary)
+    server = unstarted_redis(tmp_path)
     try:
         yield server
     finally:
