@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 from offload import correlation
 from offload.errors import ConfigError, StoreUnavailable, UnknownTask
 from offload.jobs import Job, JobContext, JobRecord
-from offload.observers import JobObserver, notify
+from offload.observers import Observers
 from offload.redaction import redact_text
 from offload.retry import RetryPolicy
 from offload.schedules import Schedule, make_schedule
@@ -128,7 +128,8 @@ class Offload:
             )
         # The request id (or parent job) of whatever enqueues a job goes into its meta.
         self.meta_hooks: list[MetaHook] = [correlation.enqueue_meta]
-        self.observers: list[JobObserver] = []
+        # Told of every enqueue and attempt (offload.observers); metrics and tracing append.
+        self.observers = Observers()
         self.enqueue_hooks: list[EnqueueHook] = []
         # Ids of this process's running workers (each adds itself), for observers attached
         # after a worker started (the metrics of a service first scraped while it runs).
@@ -404,7 +405,7 @@ class Offload:
             records = await self.store.enqueue(new_jobs)
         except BaseException as exc:
             if self.observers:
-                notify(self.observers, "enqueued", new_jobs, None, exc)
+                self.observers.enqueued(new_jobs, None, exc)
             raise
         jobs = self._enqueued(items, new_jobs, records)
         for hook in self.enqueue_hooks:
@@ -434,7 +435,7 @@ class Offload:
                 records = blocking.enqueue_blocking(new_jobs)
             except BaseException as exc:
                 if self.observers:
-                    notify(self.observers, "enqueued", new_jobs, None, exc)
+                    self.observers.enqueued(new_jobs, None, exc)
                 raise
             return self._enqueued(items, new_jobs, records)
         loop = self._loop or self._open_own_loop()
@@ -473,14 +474,14 @@ class Offload:
                     item.job.meta = {**extra, **item.job.meta}
         new_jobs = [item.job for item in items]
         if self.observers:
-            notify(self.observers, "enqueuing", new_jobs)
+            self.observers.enqueuing(new_jobs)
         return new_jobs
 
     def _enqueued(
         self, items: list[Prepared[Any]], new_jobs: list[NewJob], records: list[JobRecord]
     ) -> list[Job[Any]]:
         if self.observers:
-            notify(self.observers, "enqueued", new_jobs, records)
+            self.observers.enqueued(new_jobs, records)
         # DEBUG: a batch of thousands would otherwise cost a line each on the caller's path.
         if log.isEnabledFor(logging.DEBUG):
             _log_enqueued(new_jobs, records)

@@ -1,8 +1,10 @@
 """One attempt of one job: run the task, and turn how it ended into an ``Outcome``.
 
-The worker (``worker.py``) decides what runs when and reports outcomes in batches; this
-module decides what an attempt's result or exception means: success, a retry with backoff,
-a failure with its reason, a cancellation, or a requeue on shutdown (DESIGN §3).
+The worker (``worker.py``) decides what runs when, counts the outcomes and reports them in
+batches; this module decides what an attempt's result or exception means: success, a retry
+with backoff, a failure with its reason, a cancellation, or a requeue on shutdown (DESIGN §3).
+The runner keeps no state of the worker's: it returns each attempt's ``Outcome``, the value
+the store takes, and reads only why the worker cancelled a job.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from typing import Any
 
 from offload import correlation
@@ -27,7 +29,6 @@ from offload.executors import (
     unimportable,
 )
 from offload.jobs import JobContext, JobError, JobRecord
-from offload.observers import notify
 from offload.redaction import SECRET_ARGS_META, redact_text, scoped_secrets, secret_values
 from offload.serialization import PayloadError
 from offload.stores.base import Outcome, OutcomeKind
@@ -65,23 +66,27 @@ def _secret_args(record: JobRecord) -> list[str]:
 
 
 class JobRunner:
-    """Runs attempts for one worker, counting outcomes in the worker's ``stats``."""
+    """Runs attempts for one worker and says how each ended.
+
+    A job cancelled from outside (``CancelledError``) ends by why the worker cancelled it:
+    ``cancelling`` holds the ids of the jobs whose cancellation was requested (they end
+    ``cancelled``), ``stopping`` is set once the worker drains (the others are requeued).
+    Both belong to the worker, which alone changes them.
+    """
 
     def __init__(
         self,
         app: Offload,
         worker_id: str,
         executors: Executors,
-        stats: dict[str, int],
-        cancel_requested: set[str],
+        cancelling: Container[str],
         stopping: asyncio.Event,
     ) -> None:
         self.app = app
         self.store = app.store
         self.id = worker_id
         self.executors = executors
-        self.stats = stats
-        self._cancel_requested = cancel_requested
+        self._cancelling = cancelling
         self._stopping = stopping
         for task in app.tasks.values():
             problem = unimportable(task)
@@ -102,12 +107,12 @@ class JobRunner:
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("job started", extra={"action": "job.started"})
                 if observers:
-                    notify(observers, "started", record)
+                    observers.started(record)
                 outcome = await self._outcome(record)
                 kind = outcome.kind.value
         finally:
             if observers:
-                notify(observers, "finished", record, kind, time.perf_counter() - started)
+                observers.finished(record, kind, time.perf_counter() - started)
             correlation.reset(token)
         error = outcome.error
         if error is not None:
@@ -137,9 +142,7 @@ class JobRunner:
         try:
             result = await self._invoke(task, record)
         except asyncio.CancelledError:
-            if record.id in self._cancel_requested:
-                self._cancel_requested.discard(record.id)
-                self.stats["cancelled"] += 1
+            if record.id in self._cancelling:
                 return Outcome(
                     record.id,
                     self.id,
@@ -163,7 +166,6 @@ class JobRunner:
         except Fail as exc:
             return self._failed(record, JobError("Fail", exc.reason))
         except Cancel as exc:
-            self.stats["cancelled"] += 1
             return Outcome(
                 record.id,
                 self.id,
@@ -173,11 +175,15 @@ class JobRunner:
             )
         except Exception as exc:
             return self._retry_or_fail(record, exc, task)
-        try:
-            encoded = task.codec.encode_result(result)
-        except TypeError as exc:
-            return self._failed(record, _error_of(exc))
-        self.stats["succeeded"] += 1
+        if task.config.cpu_bound:
+            # Encoded in the pool process (procchild.py), which failed a result that is not
+            # JSON: stored as it came, not decoded and encoded again here.
+            encoded: str = result
+        else:
+            try:
+                encoded = task.codec.encode_result(result)
+            except TypeError as exc:
+                return self._failed(record, _error_of(exc))
         # DEBUG: at INFO this line cost more CPU than a short job's own run (about 45 µs
         # rendered in line, 70 µs on the writer thread, against 75 µs for the rest of the
         # job), halving a worker's throughput. Failures and retries stay at ERROR and INFO;
@@ -187,6 +193,8 @@ class JobRunner:
         return Outcome(record.id, self.id, record.attempt, OutcomeKind.SUCCEEDED, result=encoded)
 
     async def _invoke(self, task: Task[Any, Any], record: JobRecord) -> Any:
+        """The task's return value; for a ``cpu_bound`` task, the result as its process
+        encoded it."""
         timeout = record.timeout
         if task.config.cpu_bound:
             call = self.executors.run_process(
@@ -203,8 +211,9 @@ class JobRunner:
                         **self._job_extra(record),
                     },
                 )
-                if self.app.observers:
-                    notify(self.app.observers, "process_died", record, exc.exitcode)
+                observers = self.app.observers
+                if observers:
+                    observers.process_died(record, exc.exitcode)
                 raise
             except TimeoutError:
                 log.warning(
@@ -212,7 +221,7 @@ class JobRunner:
                     extra={"action": "job.process_stopped", **self._job_extra(record)},
                 )
                 raise
-            return task.codec.decode_result(raw)
+            return raw
         args, kwargs = task.codec.decode_args(record.args, record.kwargs)
         if task.codec.context_param is not None:
             task.codec.add_context(args, kwargs, self._context(record))
@@ -284,7 +293,6 @@ class JobRunner:
             if decision is None:
                 return self._failed(record, error)
             delay = decision.delay
-        self.stats["retried"] += 1
         log.info(
             "job will be retried",
             extra={
@@ -299,7 +307,6 @@ class JobRunner:
         )
 
     def _failed(self, record: JobRecord, error: JobError) -> Outcome:
-        self.stats["failed"] += 1
         log.error(
             "job failed",
             extra={

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from offload.ids import new_id
 from offload.jobs import Job, JobContext
@@ -20,9 +20,6 @@ from offload.redaction import SECRET_ARGS_META
 from offload.retry import RetryPolicy
 from offload.serialization import Codec, payload_size
 from offload.stores.base import NewJob
-
-if TYPE_CHECKING:
-    from offload.app import Offload
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -72,10 +69,23 @@ class Prepared(Generic[R]):
     job: NewJob
 
 
+class Enqueuer(Protocol):
+    """What a task needs of the app it is registered on (``Offload``): its payload limit and
+    the two ways to store calls. Named here so that this module, below the app, never imports
+    it (DESIGN §2)."""
+
+    @property
+    def max_payload(self) -> int | None: ...
+
+    async def enqueue_many(self, prepared: Iterable[Prepared[Any]]) -> list[Job[Any]]: ...
+
+    def enqueue_many_sync(self, prepared: Iterable[Prepared[Any]]) -> list[Job[Any]]: ...
+
+
 class Task(Generic[P, R]):
     """A registered task. ``await task.enqueue(...)`` stores a job; calling it runs inline."""
 
-    def __init__(self, app: Offload, fn: Callable[..., Any], config: TaskConfig) -> None:
+    def __init__(self, app: Enqueuer, fn: Callable[..., Any], config: TaskConfig) -> None:
         self.app = app
         self.fn = fn
         self.config = config

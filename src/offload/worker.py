@@ -3,7 +3,8 @@
 One asyncio loop per process (DESIGN §5). Up to ``concurrency`` jobs are in flight; a
 heartbeat renews their leases at a third of the lease; a reaper (every worker runs one)
 requeues jobs whose worker died. SIGTERM drains, a second signal stops at once. What one
-attempt's ending means (success, retry, failure, cancellation) is ``runner.py``'s.
+attempt's ending means (success, retry, failure, cancellation) is ``runner.py``'s; the worker
+counts the outcomes it returns. The schedule loop it runs beside is ``scheduler.py``'s.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from offload.app import Offload
 from offload.errors import StoreUnavailable
 from offload.executors import Executors
 from offload.jobs import JobRecord
-from offload.observers import notify
 from offload.runner import JobRunner
-from offload.schedules import Scheduler
+from offload.scheduler import Scheduler
 from offload.stores.base import Outcome, OutcomeKind
 
 log = logging.getLogger("offload.worker")
@@ -102,7 +102,8 @@ class Worker:
         self.id = f"w-{os.getpid()}-{secrets.token_hex(4)}"
         self.executors = Executors(threads or concurrency, processes)
         self.started = asyncio.Event()
-        self.stats = {"succeeded": 0, "failed": 0, "retried": 0, "cancelled": 0}
+        # Attempts by how they ended (see ``stats``).
+        self._counts = dict.fromkeys(OutcomeKind, 0)
         self._stop = asyncio.Event()
         self._force = False
         self._killed = asyncio.Event()
@@ -110,15 +111,26 @@ class Worker:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._ready: collections.deque[JobRecord] = collections.deque()
         self._leases: dict[str, int] = {}
+        # Running jobs whose cancellation the store asked for: the runner ends them
+        # cancelled, not requeued, when their task is cancelled.
         self._cancel_requested: set[str] = set()
         self._pending: list[Outcome] = []
         self._pending_event = asyncio.Event()
         self._slot = asyncio.Event()
         self._flushed = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
-        self._runner = JobRunner(
-            app, self.id, self.executors, self.stats, self._cancel_requested, self._stop
-        )
+        self._runner = JobRunner(app, self.id, self.executors, self._cancel_requested, self._stop)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """How many attempts this worker ended, by outcome, since it was made."""
+        counts = self._counts
+        return {
+            "succeeded": counts[OutcomeKind.SUCCEEDED],
+            "failed": counts[OutcomeKind.FAILED],
+            "retried": counts[OutcomeKind.RETRY],
+            "cancelled": counts[OutcomeKind.CANCELLED],
+        }
 
     # --- control -----------------------------------------------------------------------
 
@@ -207,7 +219,7 @@ class Worker:
         )
         self.started.set()
         self.app.workers.add(self.id)
-        notify(self.app.observers, "worker_started", self.id)
+        self.app.observers.worker_started(self.id)
         try:
             await self._claim_loop()
             await self._drain()
@@ -216,7 +228,7 @@ class Worker:
             unsaved = await self._close_flusher()
             self.executors.shutdown(wait=not self._force and not self.executors.busy)
             self.app.workers.discard(self.id)
-            notify(self.app.observers, "worker_stopped", self.id)
+            self.app.observers.worker_stopped(self.id)
             log.info(
                 "worker stopped",
                 extra={
@@ -339,10 +351,13 @@ class Worker:
         finally:
             self._mean_run += (time.monotonic() - began - self._mean_run) * RUN_TIME_WEIGHT
             del self._running[record.id]
+            if self._cancel_requested:
+                self._cancel_requested.discard(record.id)
             # Hand the freed slot to a prefetched job at once, without a claim round trip.
             if self._ready and not self._stop.is_set():
                 self._start(self._ready.popleft())
             self._slot.set()
+        self._counts[outcome.kind] += 1
         self._pending.append(outcome)
         self._pending_event.set()
 
@@ -496,7 +511,9 @@ class Worker:
                 return ran
             for record in records:
                 self._leases[record.id] = record.attempt
-                self._pending.append(await self._runner.run(record))
+                outcome = await self._runner.run(record)
+                self._counts[outcome.kind] += 1
+                self._pending.append(outcome)
                 ran += 1
             await self._flush_now()
 

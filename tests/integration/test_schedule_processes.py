@@ -25,7 +25,8 @@ import pytest
 
 from offload import Offload
 from offload.errors import StoreUnavailable
-from offload.schedules import Scheduler, slot_iso
+from offload.scheduler import Scheduler
+from offload.schedules import slot_iso
 from offload.stores import JobFilter, open_store
 from offload.testing import Clock
 from tests.integration.mpsched import TASK

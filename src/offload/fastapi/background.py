@@ -8,7 +8,7 @@ is only ever sent for a job that is stored (DESIGN §1.1).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 from fastapi import Depends, HTTPException, status
 
@@ -16,10 +16,7 @@ from offload.errors import PayloadTooLarge, StoreUnavailable
 from offload.fastapi.outage import outage_of
 from offload.fastapi.schemas import Detail
 from offload.jobs import Job
-from offload.tasks import Prepared, Task, TaskCall
-
-if TYPE_CHECKING:
-    from offload.app import Offload
+from offload.tasks import Enqueuer, Prepared, Task, TaskCall
 
 __all__ = ["ENQUEUE_RESPONSES", "UNAVAILABLE_RESPONSE", "Background", "DurableTasks"]
 
@@ -103,7 +100,7 @@ class DurableTasks:
 
 def _prepare(
     task: Task[P, R] | TaskCall[P, R], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[Offload, Prepared[R]]:
+) -> tuple[Enqueuer, Prepared[R]]:
     try:
         if isinstance(task, TaskCall):
             return task.task.app, task.prepare(*args, **kwargs)
@@ -131,7 +128,7 @@ def _too_large(exc: PayloadTooLarge) -> HTTPException:
     )
 
 
-def _unavailable(app: Offload, prepared: Prepared[Any], exc: BaseException) -> HTTPException:
+def _unavailable(app: Enqueuer, prepared: Prepared[Any], exc: BaseException) -> HTTPException:
     # One line per outage, not a traceback per request (see offload.fastapi.outage).
     outage_of(app).failed(exc, task=prepared.job.task)
     return HTTPException(

@@ -13,10 +13,7 @@ import logging
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from offload.app import Offload
+from typing import Any
 
 __all__ = ["StoreOutage", "outage_of"]
 
@@ -78,11 +75,11 @@ class StoreOutage:
 
 
 # Per app, not per process: two apps in one process have two stores that fail on their own.
-_OUTAGES: weakref.WeakKeyDictionary[Offload, StoreOutage] = weakref.WeakKeyDictionary()
+_OUTAGES: weakref.WeakKeyDictionary[object, StoreOutage] = weakref.WeakKeyDictionary()
 _CREATE = threading.Lock()
 
 
-def outage_of(jobs: Offload) -> StoreOutage:
+def outage_of(jobs: object) -> StoreOutage:
     """The outage state of ``jobs``'s store, created on first use."""
     outage = _OUTAGES.get(jobs)
     if outage is None:

@@ -19,7 +19,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from offload.schedules import Scheduler
+from offload.scheduler import Scheduler
 
 if TYPE_CHECKING:
     from offload.app import Offload
