@@ -1,11 +1,10 @@
-"""Fixtures for the email tests: a real SMTP sink on a free loopback port, and test TLS
-certificates from trustme so that certificate verification stays on."""
+"""Fixtures for the email tests that talk to a server: a real SMTP sink on a free loopback
+port, and test TLS certificates from trustme so that certificate verification stays on."""
 
 from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import trustme
@@ -46,20 +45,3 @@ async def sink() -> AsyncIterator[MailSink]:
 def mailer(sink: MailSink) -> Mailer:
     """A mailer for the plain sink (no TLS: it is loopback)."""
     return Mailer("127.0.0.1", sink.port, tls="none", sender="App <app@example.com>", timeout=5)
-
-
-@pytest.fixture
-def templates_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "templates"
-    folder.mkdir()
-    files = {
-        "welcome.subject.txt": "Welcome, {{ name }}!\n",
-        "welcome.html": "<h1>Hello {{ name }}</h1>\n<p>Your code: <b>{{ code }}</b></p>\n",
-        "receipt.subject.txt": "Receipt {{ number }}",
-        "receipt.txt": "Total: {{ total }} <not escaped>\n",
-        "receipt.html": "<p>Total: {{ total }}</p>\n",
-        "nobody.subject.txt": "No body",
-    }
-    for name, content in files.items():
-        (folder / name).write_text(content, encoding="utf-8")
-    return folder

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from offload import Job, JobContext, JobState, Offload, Worker
 from offload.fastapi import Background, RequestLogMiddleware
 from offload.stores.base import JobFilter
-from tests.observability.conftest import LogLines
+from tests.conftest import LogLines
 
 task_log = logging.getLogger("tests.billing")
 

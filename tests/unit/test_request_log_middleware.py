@@ -10,7 +10,7 @@ import pytest
 from fastapi import APIRouter, FastAPI
 
 from offload.fastapi import RequestLogMiddleware
-from tests.observability.conftest import LogLines
+from tests.conftest import LogLines
 
 
 def build() -> FastAPI:

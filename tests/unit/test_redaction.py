@@ -1,33 +1,22 @@
-"""Secrets planted by key name, by registered value and as a Secret-marked argument never
-reach logs, API answers or CLI output."""
+"""The redactor: secret key names, registered values, Secret-marked arguments and secrets
+written inside messages, masked in values, in text and in the log output.
+
+A task's own log lines are checked in tests/integration/test_task_log_redaction.py, and
+secrets planted in jobs checked against logs, API answers and CLI output in
+tests/acceptance/test_redaction_cli.py."""
 
 from __future__ import annotations
 
-import asyncio
 import io
-import json
 import logging
-import subprocess
-import sys
-from pathlib import Path
 from typing import Annotated
 
-import httpx
 import pytest
 import structlog
-from fastapi import FastAPI
 
-from offload import JobContext, JobState, Offload, Worker
-from offload.fastapi import RequestLogMiddleware, jobs_router
+from offload import Offload
 from offload.logging import RedactingFilter, configure_logging
-from offload.redaction import REDACTED, Redactor, Secret, redact_call, register_secret
-from tests.observability import secretapp
-from tests.observability.conftest import LogLines
-from tests.observability.secretapp import KEYED, MARKED, REGISTERED
-
-ROOT = Path(__file__).resolve().parents[2]
-
-PLANTED = (KEYED, REGISTERED, MARKED)
+from offload.redaction import REDACTED, Redactor, Secret, redact_call
 
 
 class TestRedactor:
@@ -90,84 +79,6 @@ class TestRedactor:
                 return None
 
 
-def build(jobs: Offload) -> FastAPI:
-    secretapp.register(jobs)
-    app = FastAPI()
-    app.add_middleware(RequestLogMiddleware)
-    app.include_router(jobs_router(jobs, allow_anonymous=True, prefix="/jobs"))
-    return app
-
-
-def cli(db_url: str, *args: str) -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "offload.cli", "jobs", *args, "--url", db_url],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
-
-
-class TestPlantedSecrets:
-    async def test_never_in_logs_api_or_cli(
-        self, jobs: Offload, db_url: str, json_logs: LogLines, fresh_redactor: Redactor
-    ) -> None:
-        register_secret(REGISTERED)
-        app = build(jobs)
-        failed = await jobs.tasks["tests.pay"].enqueue("ada", MARKED, api_token=KEYED)
-        succeeded = await jobs.tasks["tests.lookup"].enqueue("ada")
-        worker = Worker(jobs, concurrency=2, install_signals=False)
-        runner = asyncio.create_task(worker.run())
-        await succeeded.result(timeout=10)
-        for _ in range(500):
-            if (await failed.refresh()).state is JobState.FAILED:
-                break
-            await asyncio.sleep(0.02)
-        worker.stop()
-        await runner
-        assert JobState.FAILED == failed.state
-
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
-            answers = [
-                (await client.get(f"/jobs/{failed.id}")).text,
-                (await client.get(f"/jobs/{succeeded.id}")).text,
-                (await client.get("/jobs")).text,
-            ]
-        api = json.loads(answers[1])
-        assert {"user": "ada", "password": REDACTED, "note": "key ***"} == api["result"]
-        error = json.loads(answers[0])["error"]
-        assert "card *** declined by gateway key ***" == error["message"]
-
-        app_option = ("--app", "tests.observability.secretapp:jobs")
-        outputs = await asyncio.gather(
-            *(
-                asyncio.to_thread(cli, db_url, *args)
-                for args in (
-                    ["show", failed.id, "--json"],
-                    ["show", failed.id],
-                    ["show", succeeded.id, "--json", *app_option],
-                    ["show", succeeded.id, *app_option],
-                    ["list"],
-                )
-            )
-        )
-        shown = json.loads(outputs[0])
-        assert {"user": "ada", "card": REDACTED, "api_token": REDACTED} == shown["kwargs"]
-
-        logs = json_logs()
-        task_lines = [
-            line for line in logs if line["logger"].startswith(("tests.pay", "offload.task"))
-        ]
-        assert ["paying with *** using ***", "card *** token ***"] == [
-            line["event"] for line in task_lines
-        ]
-        everything = "\n".join([*answers, *outputs, json.dumps(logs)])
-        for secret in PLANTED:
-            assert secret not in everything, secret
-
-
 class TestSecretsWrittenInMessages:
     @pytest.mark.parametrize(
         ("written", "shown"),
@@ -209,37 +120,6 @@ class TestSecretsWrittenInMessages:
 
 
 class TestSecretsInLogOutput:
-    async def test_a_task_logging_a_password_shows_the_mask(
-        self, jobs: Offload, json_logs: LogLines
-    ) -> None:
-        """``ctx.logger.info("login password=%s", ...)`` in a task run by a worker writes the
-        mask in the JSON line, and so does a traceback quoting a token."""
-
-        @jobs.task(name="tests.login", retries=0)
-        async def login(ctx: JobContext, user: str) -> None:
-            ctx.logger.info("login password=%s", "hunter2")
-            logging.getLogger("tests.login").info('sent {"api_key": "%s"}', "k-9876")
-            try:
-                raise ValueError("refused token: tok-5555")
-            except ValueError:
-                logging.getLogger("tests.login").exception("login failed for %s", user)
-
-        job = await login.enqueue("ada")
-        async with asyncio.timeout(20):
-            await Worker(jobs, install_signals=False).run_until_idle()
-        assert JobState.SUCCEEDED == (await job.refresh()).state
-        lines = [line for line in json_logs() if line.get("job_id") == job.id]
-        events = [line["event"] for line in lines if line["logger"].endswith("tests.login")]
-        assert [
-            "login password=***",
-            'sent {"api_key": "***"}',
-            "login failed for ada",
-        ] == events
-        (failed,) = [line for line in lines if "exception" in line]
-        assert "ValueError: refused token: ***" in failed["exception"]
-        for secret in ("hunter2", "k-9876", "tok-5555"):
-            assert secret not in json.dumps(lines), secret
-
     def test_console_rendering_shows_the_mask(self) -> None:
         """The human-readable rendering goes through the same redaction as JSON."""
         root = logging.getLogger()

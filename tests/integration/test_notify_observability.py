@@ -16,7 +16,7 @@ from tests.integration.test_notify_service import (
     fresh_service,
     until_finished,
 )
-from tests.observability.conftest import LogLines
+from tests.conftest import LogLines
 
 __all__ = ["environment"]  # the fixture, shared with the service's own tests
 
