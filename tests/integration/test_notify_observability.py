@@ -8,6 +8,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import LogLines
 from tests.integration.test_notify_service import (
     ADA,
     AUTH,
@@ -16,7 +17,6 @@ from tests.integration.test_notify_service import (
     fresh_service,
     until_finished,
 )
-from tests.conftest import LogLines
 
 __all__ = ["environment"]  # the fixture, shared with the service's own tests
 
