@@ -23,10 +23,10 @@ from typing import Any
 from offload.app import Offload
 from offload.errors import StoreUnavailable
 from offload.executors import Executors
-from offload.jobs import JobRecord
+from offload.records import JobRecord
 from offload.runner import JobRunner
 from offload.scheduler import Scheduler
-from offload.stores.base import Outcome, OutcomeKind
+from offload.stores.base import ClaimRequest, Outcome, OutcomeKind
 
 log = logging.getLogger("offload.worker")
 
@@ -258,7 +258,7 @@ class Worker:
                 await self._slot.wait()
                 continue
             try:
-                records = await store.claim(self.queues, want, self.id, self.lease)
+                records = await store.claim(self._claim(want))
                 if not records:
                     records = await self._idle(want)
             except Exception as exc:
@@ -281,6 +281,9 @@ class Worker:
                 # Let the jobs just started reach their first await before the next claim
                 # is built and sent: a job that arrived at an idle worker starts sooner.
                 await asyncio.sleep(0)
+
+    def _claim(self, limit: int) -> ClaimRequest:
+        return ClaimRequest(self.id, self.lease, limit, self.queues)
 
     def _prefetch_target(self) -> int:
         """How many claimed jobs may wait for a slot: about ``PREFETCH_HORIZON`` seconds of work.
@@ -306,7 +309,7 @@ class Worker:
             timeout = IDLE_RECHECK
         if timeout <= 0:
             return []
-        return await store.wait_claim(self.queues, timeout, want, self.id, self.lease, self._stop)
+        return await store.wait_claim(self._claim(want), timeout, self._stop)
 
     async def _sleep_or_stop(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -506,7 +509,7 @@ class Worker:
         """
         ran = 0
         while True:
-            records = await self.store.claim(self.queues, self.concurrency, self.id, self.lease)
+            records = await self.store.claim(self._claim(self.concurrency))
             if not records:
                 return ran
             for record in records:

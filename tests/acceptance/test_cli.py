@@ -24,6 +24,7 @@ from offload.cli import app as cli_app
 from offload.cli._common import CliError, mask_url, parse_duration
 from offload.cli.jobs import app as jobs_app
 from offload.jobs import JobRecord
+from offload.stores import ClaimRequest
 from tests.acceptance.clijobs import CliJobs, build
 from tests.stores.conftest import REDIS_URL, redis_unreachable
 
@@ -431,7 +432,7 @@ class TestJobsRetry:
 
         async def claimed(s: CliJobs) -> str:
             job = await s.nap.enqueue(str(runs), 0.0)
-            await s.app.store.claim(None, 1, "w-test", 60.0)
+            await s.app.store.claim(ClaimRequest("w-test", 60.0))
             return job.id
 
         job_id = with_app(db_url, claimed)

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Header, HTTPException
 
 from offload import ConfigError, JobContext, Offload, Task, Worker
 from offload.fastapi import jobs_router
+from offload.stores import ClaimRequest
 
 TOKEN = "s3cret"
 AUTH = {"X-Token": TOKEN}
@@ -259,7 +260,7 @@ class TestCancel:
     async def test_cancel_running_job_asks_the_worker(self, api: Api) -> None:
         """A running job stays running with ``cancel_requested`` set for its worker to see."""
         job_id = await api.enqueue_ok()
-        await api.jobs.store.claim(None, 1, "w-test", 30.0)
+        await api.jobs.store.claim(ClaimRequest("w-test", 30.0))
         response = await api.client.post(f"/jobs/{job_id}/cancel", headers=AUTH)
         body = response.json()
         assert (200, "running", True) == (

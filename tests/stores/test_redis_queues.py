@@ -10,7 +10,7 @@ import pytest
 
 from offload.errors import StoreUnavailable
 from offload.jobs import JobState
-from offload.stores import open_store
+from offload.stores import ClaimRequest, open_store
 from offload.stores.redis import RedisStore
 from offload.testing.conformance import TTL, new_job
 from tests.stores.conftest import REDIS_URL, drop_redis_keys, redis_unreachable
@@ -43,12 +43,12 @@ async def test_worker_claims_from_a_queue_born_while_it_waited(
     """The first job of a brand-new queue wakes a worker serving all queues, and that
     worker's next claim takes it, although its cached list of queues is still fresh."""
     worker, producer = pair
-    assert [] == await worker.claim(None, 10, "w", TTL)
+    assert [] == await worker.claim(ClaimRequest("w", TTL, limit=10))
     waiter = asyncio.create_task(worker.wait(None, 5.0))
     await asyncio.sleep(0.05)
     [job] = await producer.enqueue([new_job(queue=f"q-{uuid.uuid4().hex[:6]}")])
     await asyncio.wait_for(waiter, 3.0)
-    claimed = await worker.claim(None, 10, "w", TTL)
+    claimed = await worker.claim(ClaimRequest("w", TTL, limit=10))
     assert [job.id] == [r.id for r in claimed]
 
 
@@ -102,4 +102,4 @@ async def test_a_lost_queue_registry_is_rebuilt_by_the_next_enqueue(
     [job] = await producer.enqueue([new_job(queue=queue)])
     await worker.wait(None, 0.05)  # the wake-up from the re-registered queue, if any
     await worker._conn.refresh_known(0.0)
-    assert [job.id] == [r.id for r in await worker.claim(None, 10, "w", TTL)]
+    assert [job.id] == [r.id for r in await worker.claim(ClaimRequest("w", TTL, limit=10))]

@@ -16,7 +16,7 @@ from offload import Offload
 from offload.errors import StoreUnavailable
 from offload.fastapi import Background
 from offload.jobs import JobState
-from offload.stores import open_store
+from offload.stores import ClaimRequest, open_store
 from offload.stores.redis import RedisStore
 from offload.testing.inputs import new_job
 from tests.stores.conftest import OwnRedis
@@ -55,9 +55,9 @@ async def test_a_full_server_refuses_with_the_reason_and_the_fix(
         await admin.config_set("maxmemory", 0)
     # Nothing of the refused calls was applied, and the same store goes on.
     assert {("default", JobState.QUEUED): 1} == await store.counts()
-    assert [] == await store.claim(["other"], 10, "w", 30)
+    assert [] == await store.claim(ClaimRequest("w", 30, 10, ["other"]))
     await store.enqueue([new_job()])
-    claimed = await store.claim(None, 10, "w", 30)
+    claimed = await store.claim(ClaimRequest("w", 30, limit=10))
     assert first.id == claimed[0].id
     assert 2 == len(claimed)
 
@@ -88,10 +88,12 @@ async def test_a_worker_waiting_for_work_hears_the_refusal_in_words(
     await admin.replicaof("127.0.0.1", 9)
     try:
         with pytest.raises(StoreUnavailable, match=r"waiting for work refused.*read-only"):
-            await store.wait_claim(["default"], 1.0, 10, "w", 30, asyncio.Event())
+            await store.wait_claim(ClaimRequest("w", 30, 10, ["default"]), 1.0, asyncio.Event())
     finally:
         await admin.replicaof("NO", "ONE")
-    assert 1 == len(await store.wait_claim(["default"], 1.0, 10, "w", 30, asyncio.Event()))
+    assert 1 == len(
+        await store.wait_claim(ClaimRequest("w", 30, 10, ["default"]), 1.0, asyncio.Event())
+    )
 
 
 async def test_an_endpoint_answers_503_when_redis_refuses(

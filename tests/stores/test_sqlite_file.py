@@ -15,7 +15,7 @@ import pytest
 from offload.errors import ConfigError, StoreUnavailable
 from offload.jobs import JobError, JobState
 from offload.stores import sqlite_ops
-from offload.stores.base import Outcome, OutcomeKind
+from offload.stores.base import ClaimRequest, Outcome, OutcomeKind
 from offload.stores.sqlite import SQLiteStore
 from offload.stores.sqlite_writer import BACKSTOP_PAGES
 from offload.testing.inputs import new_job
@@ -36,11 +36,11 @@ async def test_batches_of_every_length_keep_their_order_and_keys(tmp_path: Path)
         assert [r.id for r in records[:130] + records[131:]] == [
             j.id for j in batch[:130] + batch[131:]
         ]
-        claimed = await store.claim(None, 1000, "w", 30)
+        claimed = await store.claim(ClaimRequest("w", 30, limit=1000))
         assert [r.id for r in claimed] == [first[0].id] + [j.id for j in batch if j.key is None]
         for n in (1, 3, 127, 128, 129, 1000):
             await store.enqueue([new_job(queue=f"q{n}") for _ in range(n)])
-            assert len(await store.claim([f"q{n}"], 2000, "w", 30)) == n
+            assert len(await store.claim(ClaimRequest("w", 30, 2000, [f"q{n}"]))) == n
     finally:
         await store.close()
 
@@ -142,19 +142,19 @@ async def test_counts_follow_every_transition(tmp_path: Path) -> None:
         await store.enqueue([new_job(key="k", queue="b")])
         await check()
         # A batch of successes applied at once, from two queues.
-        claimed = await store.claim(None, 4, "w", 30)
+        claimed = await store.claim(ClaimRequest("w", 30, limit=4))
         assert [True] * 4 == await store.complete(
             [done(j.id, OutcomeKind.SUCCEEDED) for j in claimed]
         )
         await check()
         # Claimed by one process, completed through another (its queue looked up).
-        claimed = await store.claim(["a"], 3, "w", 30)
+        claimed = await store.claim(ClaimRequest("w", 30, 3, ["a"]))
         assert [True] * 3 == await other.complete(
             [done(j.id, OutcomeKind.SUCCEEDED) for j in claimed]
         )
         await check()
         # One success whose fence fails sends the batch down the one-by-one path.
-        claimed = await store.claim(None, 2, "w", 30)
+        claimed = await store.claim(ClaimRequest("w", 30, limit=2))
         applied = await store.complete(
             [
                 done(claimed[0].id, OutcomeKind.SUCCEEDED),
@@ -164,7 +164,7 @@ async def test_counts_follow_every_transition(tmp_path: Path) -> None:
         assert [True, False] == applied
         await check()
         # Failed, cancelled, retried, requeued and released outcomes.
-        claimed = await store.claim(None, 5, "w", 30)
+        claimed = await store.claim(ClaimRequest("w", 30, limit=5))
         await store.cancel(claimed[4].id)  # requested while running: its release cancels it
         kinds = [
             OutcomeKind.FAILED,
@@ -179,7 +179,7 @@ async def test_counts_follow_every_transition(tmp_path: Path) -> None:
         await check()
         # Lapsed leases: one job with no attempts left fails, the others go back.
         [last] = await store.enqueue([new_job(queue="c", max_attempts=1)])
-        claimed = await store.claim(None, 100, "w", 0.01)
+        claimed = await store.claim(ClaimRequest("w", 0.01, limit=100))
         assert last.id in {j.id for j in claimed}
         await asyncio.sleep(0.05)
         assert len(claimed) == await store.requeue_expired()
@@ -208,7 +208,7 @@ async def test_counts_of_a_file_made_before_the_totals(tmp_path: Path) -> None:
     await store.open()
     try:
         await store.enqueue([new_job(queue=q) for q in "aabbb"])
-        claimed = await store.claim(None, 4, "w", 30)
+        claimed = await store.claim(ClaimRequest("w", 30, limit=4))
         await store.complete([Outcome(j.id, "w", 1, OutcomeKind.SUCCEEDED) for j in claimed])
     finally:
         await store.close()

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from offload.errors import ConfigError
 from offload.stores.base import (
+    ClaimRequest,
     JobFilter,
     NewJob,
     Outcome,
@@ -23,6 +24,7 @@ ACCEPTED = (
 
 __all__ = [
     "ACCEPTED",
+    "ClaimRequest",
     "JobFilter",
     "NewJob",
     "Outcome",

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from offload.records import JobError, JobRecord, JobState, Progress
-from offload.stores.base import JobFilter, NewJob, Outcome, OutcomeKind, Store
+from offload.stores.base import ClaimRequest, JobFilter, NewJob, Outcome, OutcomeKind, Store
 
 LEASE_EXPIRED = "LeaseExpired"
 
@@ -152,17 +152,11 @@ def queue_list(queues: Sequence[str] | None) -> list[str] | None:
 
 
 async def wait_then_claim(
-    store: Store,
-    queues: Sequence[str] | None,
-    timeout: float,
-    limit: int,
-    worker_id: str,
-    ttl: float,
-    stop: asyncio.Event,
+    store: Store, request: ClaimRequest, timeout: float, stop: asyncio.Event
 ) -> list[JobRecord]:
     """``Store.wait_claim`` in two steps, for stores that cannot block and claim at once."""
     if not stop.is_set():
-        waiter = asyncio.ensure_future(store.wait(queues, timeout))
+        waiter = asyncio.ensure_future(store.wait(request.queues, timeout))
         stopper = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait((waiter, stopper), return_when=asyncio.FIRST_COMPLETED)
@@ -171,4 +165,4 @@ async def wait_then_claim(
             stopper.cancel()
     if stop.is_set():
         return []
-    return await store.claim(queues, limit, worker_id, ttl)
+    return await store.claim(request)

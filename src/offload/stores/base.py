@@ -63,6 +63,21 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """What a worker asks of ``Store.claim``, as one value: limits the store enforces later
+    (rate, concurrency) arrive as new fields with defaults, not as more positional
+    arguments on every store and every caller."""
+
+    worker_id: str
+    ttl: float
+    """Seconds of lease each claimed job gets, on the store's clock."""
+    limit: int = 1
+    """At most this many jobs."""
+    queues: Sequence[str] | None = None
+    """The queues to claim from, in no particular order; ``None`` claims from all."""
+
+
+@dataclass(frozen=True, slots=True)
 class JobFilter:
     states: tuple[JobState, ...] = ()
     tasks: tuple[str, ...] = ()
@@ -107,20 +122,12 @@ class Store(Protocol):
         """Insert jobs atomically, in order; for a ``key`` already on record the existing job
         is returned in that position instead of a new one."""
 
-    async def claim(
-        self, queues: Sequence[str] | None, limit: int, worker_id: str, ttl: float
-    ) -> list[JobRecord]:
-        """Move up to ``limit`` due jobs to running (priority desc, then FIFO) in one step,
-        incrementing ``attempt`` and setting the lease. ``queues=None`` claims from all."""
+    async def claim(self, request: ClaimRequest) -> list[JobRecord]:
+        """Move up to ``request.limit`` due jobs of ``request.queues`` to running (priority
+        desc, then FIFO) in one step, incrementing ``attempt`` and setting the lease."""
 
     async def wait_claim(
-        self,
-        queues: Sequence[str] | None,
-        timeout: float,
-        limit: int,
-        worker_id: str,
-        ttl: float,
-        stop: asyncio.Event,
+        self, request: ClaimRequest, timeout: float, stop: asyncio.Event
     ) -> list[JobRecord]:
         """``wait``, then ``claim``: an idle worker's call. Like ``wait`` it may return early
         with nothing (a spurious wake-up). Returns at once with nothing when ``stop`` is or

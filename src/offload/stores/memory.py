@@ -27,7 +27,7 @@ from offload.stores._common import (
     sort_key,
     wait_then_claim,
 )
-from offload.stores.base import JobFilter, NewJob, Outcome, Page, ScheduleState
+from offload.stores.base import ClaimRequest, JobFilter, NewJob, Outcome, Page, ScheduleState
 
 
 class MemoryStore:
@@ -101,12 +101,11 @@ class MemoryStore:
             self._wake()
         return out
 
-    async def claim(
-        self, queues: Sequence[str] | None, limit: int, worker_id: str, ttl: float
-    ) -> list[JobRecord]:
+    async def claim(self, request: ClaimRequest) -> list[JobRecord]:
         now = self._now()
         ready = self._ready
-        wanted = self._queue_names(queues)
+        limit, worker_id, ttl = request.limit, request.worker_id, request.ttl
+        wanted = self._queue_names(request.queues)
         for name in wanted:
             delayed = self._delayed[name]
             while delayed and delayed[0][0] <= now:

@@ -26,7 +26,7 @@ from offload.stores._common import (
     lease_requeued_error,
     wait_then_claim,
 )
-from offload.stores.base import JobFilter, NewJob, Outcome, Page, ScheduleState
+from offload.stores.base import ClaimRequest, JobFilter, NewJob, Outcome, Page, ScheduleState
 from offload.stores.redis_conn import RedisConnection
 from offload.stores.redis_layout import NUL, record, record_from
 from offload.stores.redis_scan import list_jobs, purge_done
@@ -255,12 +255,11 @@ class RedisStore:
                 )
         return [r for r in out if r is not None]
 
-    async def claim(
-        self, queues: Sequence[str] | None, limit: int, worker_id: str, ttl: float
-    ) -> list[JobRecord]:
+    async def claim(self, request: ClaimRequest) -> list[JobRecord]:
         layout, scripts = self._conn.layout, self._conn.scripts
+        limit, worker_id, ttl = request.limit, request.worker_id, request.ttl
         async with self._conn.guard("claim"):
-            names = await self._conn.queue_names(queues)
+            names = await self._conn.queue_names(request.queues)
             if not names or limit <= 0:
                 return []
             if len(names) == 1:
@@ -292,13 +291,7 @@ class RedisStore:
         return claimed
 
     async def wait_claim(
-        self,
-        queues: Sequence[str] | None,
-        timeout: float,
-        limit: int,
-        worker_id: str,
-        ttl: float,
-        stop: asyncio.Event,
+        self, request: ClaimRequest, timeout: float, stop: asyncio.Event
     ) -> list[JobRecord]:
         """The claim rides behind the ``BLPOP`` (see ``RedisConnection.wait_then_run``) when
         one queue is served; over several, the claim first weighs their heads (``_split``),
@@ -307,16 +300,18 @@ class RedisStore:
         if stop.is_set() or timeout <= 0:
             return []
         async with conn.guard("claim"):
-            names = await conn.queue_names(queues)
-        if len(names) != 1 or limit <= 0:
-            return await wait_then_claim(self, queues, timeout, limit, worker_id, ttl, stop)
+            names = await conn.queue_names(request.queues)
+        if len(names) != 1 or request.limit <= 0:
+            return await wait_then_claim(self, request, timeout, stop)
         keys = conn.layout.queue(names[0])
         claim = conn.scripts.evalsha(
             "claim",
             [keys.ready, keys.delayed, keys.running, keys.counts],
-            [keys.job, limit, worker_id, ttl],
+            [keys.job, request.limit, request.worker_id, request.ttl],
         )
-        results = await conn.wait_then_run(queues, timeout, [claim], (worker_id, stop))
+        results = await conn.wait_then_run(
+            request.queues, timeout, [claim], (request.worker_id, stop)
+        )
         return [] if results is None else self._claimed(results)
 
     async def _split(self, names: list[str], limit: int) -> dict[str, int]:

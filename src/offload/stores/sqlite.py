@@ -31,7 +31,7 @@ from offload.stores._common import (
     queued_record,
     wait_then_claim,
 )
-from offload.stores.base import JobFilter, NewJob, Outcome, Page, ScheduleState
+from offload.stores.base import ClaimRequest, JobFilter, NewJob, Outcome, Page, ScheduleState
 from offload.stores.sqlite_writer import LOCK_WAIT_SECONDS, Op, Writer
 
 T = TypeVar("T")
@@ -164,13 +164,12 @@ class SQLiteStore:
         self._local.set()
         return records
 
-    async def claim(
-        self, queues: Sequence[str] | None, limit: int, worker_id: str, ttl: float
-    ) -> list[JobRecord]:
+    async def claim(self, request: ClaimRequest) -> list[JobRecord]:
         self._local.clear()
         self._seen_version = self._data_version()
-        qs = queue_list(queues)
+        qs = queue_list(request.queues)
         clock = self._clock
+        limit, worker_id, ttl = request.limit, request.worker_id, request.ttl
         records = await self._run(lambda conn: ops.claim(conn, qs, limit, worker_id, ttl, clock()))
         claimed = self._claimed
         if len(claimed) > CLAIMED_MAX:  # claims that were never completed here

@@ -23,8 +23,8 @@ import pytest
 
 from offload.errors import InvalidTransition
 from offload.ids import new_id
-from offload.jobs import JobError, JobState
-from offload.stores.base import JobFilter, Outcome, OutcomeKind, Store
+from offload.records import JobError, JobState
+from offload.stores.base import ClaimRequest, JobFilter, Outcome, OutcomeKind, Store
 from offload.testing.conformance_services import ScheduleConformance, WakeUpConformance
 from offload.testing.inputs import TTL, done, new_job
 
@@ -74,7 +74,7 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
     async def test_idempotency_key_holds_after_the_job_finished(self, store: Store) -> None:
         """A finished job still holds its key until purged; then the key is free again."""
         [a] = await store.enqueue([new_job(key="k")])
-        [claimed] = await store.claim(None, 1, "w", TTL)
+        [claimed] = await store.claim(ClaimRequest("w", TTL))
         assert [True] == await store.complete([done(claimed.id, "w")])
         [again] = await store.enqueue([new_job(key="k")])
         assert a.id == again.id
@@ -93,7 +93,7 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
         """Claim moves a job to running, counts the attempt and sets the lease and worker."""
         [new] = await store.enqueue([new_job()])
         before = await store.now()
-        [job] = await store.claim(None, 10, "w1", TTL)
+        [job] = await store.claim(ClaimRequest("w1", TTL, limit=10))
         assert (new.id, JobState.RUNNING, 1, "w1") == (
             job.id,
             job.state,
@@ -111,13 +111,13 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
             args="[1]", kwargs='{"a": 2}', priority=3, key="k1", meta={"m": 1}, timeout=7.0
         )
         await store.enqueue([new])
-        [job] = await store.claim(None, 1, "w", TTL)
+        [job] = await store.claim(ClaimRequest("w", TTL))
         assert await store.get(new.id) == job
         assert await store.set_progress(new.id, "w", 1, 0.5, "half")
         err = JobError("RuntimeError", "boom", "tb")
         retry = Outcome(new.id, "w", 1, OutcomeKind.RETRY, error=err, delay=0.0)
         assert [True] == await store.complete([retry])
-        [again] = await store.claim(None, 1, "w2", TTL)
+        [again] = await store.claim(ClaimRequest("w2", TTL))
         assert (2, "w2", err) == (again.attempt, again.worker_id, again.error)
         assert await store.get(new.id) == again
 
@@ -126,36 +126,38 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
         low = [new_job(priority=0) for _ in range(3)]
         high = [new_job(priority=5) for _ in range(3)]
         await store.enqueue([low[0], high[0], low[1], high[1], low[2], high[2]])
-        claimed = await store.claim(None, 6, "w", TTL)
+        claimed = await store.claim(ClaimRequest("w", TTL, limit=6))
         assert [j.id for j in high + low] == [j.id for j in claimed]
 
     async def test_claim_respects_limit_and_queues(self, store: Store) -> None:
         """Claim takes at most ``limit`` jobs and only from the queues asked for."""
         await store.enqueue([new_job(queue="a") for _ in range(5)])
         await store.enqueue([new_job(queue="b") for _ in range(5)])
-        assert 3 == len(await store.claim(["a"], 3, "w", TTL))
-        rest = await store.claim(["a"], 10, "w", TTL)
+        assert 3 == len(await store.claim(ClaimRequest("w", TTL, 3, ["a"])))
+        rest = await store.claim(ClaimRequest("w", TTL, 10, ["a"]))
         assert 2 == len(rest)
         assert {"a"} == {j.queue for j in rest}
-        both = await store.claim(["a", "b", "c"], 10, "w", TTL)
+        both = await store.claim(ClaimRequest("w", TTL, 10, ["a", "b", "c"]))
         assert 5 == len(both)
-        assert [] == await store.claim(None, 10, "w", TTL)
+        assert [] == await store.claim(ClaimRequest("w", TTL, limit=10))
 
     async def test_delayed_job_waits_until_due(self, store: Store) -> None:
         """A delayed job is not claimed before its run_at, and is after it."""
         [new] = await store.enqueue([new_job(delay=0.3)])
-        assert [] == await store.claim(None, 1, "w", TTL)
+        assert [] == await store.claim(ClaimRequest("w", TTL))
         due = await store.next_run_at(None)
         assert due is not None
         assert abs(due - new.run_at) < 0.001
         await asyncio.sleep(0.35)
-        [job] = await store.claim(None, 1, "w", TTL)
+        [job] = await store.claim(ClaimRequest("w", TTL))
         assert new.id == job.id
 
     async def test_concurrent_claims_never_share_a_job(self, store: Store) -> None:
         """Claims racing each other hand every job to exactly one claimer."""
         await store.enqueue([new_job() for _ in range(60)])
-        results = await asyncio.gather(*(store.claim(None, 7, f"w{i}", TTL) for i in range(12)))
+        results = await asyncio.gather(
+            *(store.claim(ClaimRequest(f"w{i}", TTL, limit=7)) for i in range(12))
+        )
         ids = [j.id for batch in results for j in batch]
         assert 60 == len(ids)
         assert 60 == len(set(ids))
@@ -165,7 +167,7 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
     async def test_succeed_stores_result(self, store: Store) -> None:
         """A success stores the result and the finish time and ends the lease."""
         await store.enqueue([new_job()])
-        [job] = await store.claim(None, 1, "w", TTL)
+        [job] = await store.claim(ClaimRequest("w", TTL))
         assert [True] == await store.complete([done(job.id, "w", result='{"ok": 1}')])
         got = await store.get(job.id)
         assert got is not None
@@ -176,7 +178,7 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
     async def test_completion_is_fenced_by_worker_and_attempt(self, store: Store) -> None:
         """Only the lease holder's current attempt can finish a job, and only once."""
         await store.enqueue([new_job()])
-        [job] = await store.claim(None, 1, "w", TTL)
+        [job] = await store.claim(ClaimRequest("w", TTL))
         assert [False] == await store.complete([done(job.id, "intruder")])
         assert [False] == await store.complete([done(job.id, "w", attempt=2)])
         assert [True] == await store.complete([done(job.id, "w")])
@@ -185,7 +187,7 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
     async def test_batch_completion_reports_each_outcome(self, store: Store) -> None:
         """A batch of outcomes is applied item by item, each fenced on its own."""
         await store.enqueue([new_job() for _ in range(3)])
-        jobs = await store.claim(None, 3, "w", TTL)
+        jobs = await store.claim(ClaimRequest("w", TTL, limit=3))
         outcomes = [
             done(jobs[0].id, "w"),
             Outcome(jobs[1].id, "w", 1, OutcomeKind.FAILED, error=JobError("E", "bad", "tb")),
@@ -201,7 +203,7 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
         """Successes applied together still store each job's own result, and one whose fence
         fails leaves its job running while the rest of the batch is applied once."""
         await store.enqueue([new_job() for _ in range(4)])
-        jobs = await store.claim(None, 4, "w", TTL)
+        jobs = await store.claim(ClaimRequest("w", TTL, limit=4))
         ok = [
             Outcome(j.id, "w", 1, OutcomeKind.SUCCEEDED, result=str(i)) for i, j in enumerate(jobs)
         ]
@@ -219,7 +221,7 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
         assert (JobState.SUCCEEDED, "0") == (first.state, first.result)
         assert (JobState.SUCCEEDED, "3") == (last.state, last.result)
         await store.enqueue([new_job() for _ in range(2)])
-        pair = await store.claim(None, 2, "w", TTL)
+        pair = await store.claim(ClaimRequest("w", TTL, limit=2))
         fenced = [
             Outcome(pair[0].id, "other", 1, OutcomeKind.SUCCEEDED, result="x"),
             Outcome(pair[1].id, "w", 1, OutcomeKind.SUCCEEDED, result="y"),
@@ -232,34 +234,34 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
     async def test_retry_outcome_requeues_later(self, store: Store) -> None:
         """A retry puts the job back in queued after the delay, keeping the attempt count."""
         await store.enqueue([new_job()])
-        [job] = await store.claim(None, 1, "w", TTL)
+        [job] = await store.claim(ClaimRequest("w", TTL))
         err = JobError("RuntimeError", "boom")
         retry = Outcome(job.id, "w", 1, OutcomeKind.RETRY, error=err, delay=0.2)
         assert [True] == await store.complete([retry])
         got = await store.get(job.id)
         assert got is not None
         assert (JobState.QUEUED, 1, err) == (got.state, got.attempt, got.error)
-        assert [] == await store.claim(None, 1, "w", TTL)
+        assert [] == await store.claim(ClaimRequest("w", TTL))
         await asyncio.sleep(0.25)
-        [again] = await store.claim(None, 1, "w2", TTL)
+        [again] = await store.claim(ClaimRequest("w2", TTL))
         assert 2 == again.attempt
 
     async def test_requeue_outcome_keeps_a_last_attempt(self, store: Store) -> None:
         """A job requeued by a shutting-down worker keeps at least one attempt to run."""
         await store.enqueue([new_job(max_attempts=1)])
-        [job] = await store.claim(None, 1, "w", TTL)
+        [job] = await store.claim(ClaimRequest("w", TTL))
         assert [True] == await store.complete([Outcome(job.id, "w", 1, OutcomeKind.REQUEUE)])
         got = await store.get(job.id)
         assert got is not None
         assert JobState.QUEUED == got.state
         assert got.max_attempts >= 2
-        assert 1 == len(await store.claim(None, 1, "w2", TTL))
+        assert 1 == len(await store.claim(ClaimRequest("w2", TTL)))
 
     async def test_release_outcome_undoes_the_claim(self, store: Store) -> None:
         """A job claimed ahead and given back unstarted is queued as if never claimed, and
         can be claimed again at once by anyone; a later release keeps earlier attempts."""
         [new] = await store.enqueue([new_job(max_attempts=1)])
-        [job] = await store.claim(None, 1, "w", TTL)
+        [job] = await store.claim(ClaimRequest("w", TTL))
         assert [True] == await store.complete([Outcome(job.id, "w", 1, OutcomeKind.RELEASE)])
         got = await store.get(job.id)
         assert got is not None
@@ -268,11 +270,11 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
         assert got.worker_id is None
         assert got.lease_until is None
         assert {(new.queue, JobState.QUEUED): 1} == await store.counts()
-        [again] = await store.claim(None, 1, "w2", TTL)
+        [again] = await store.claim(ClaimRequest("w2", TTL))
         assert 1 == again.attempt
         retry = Outcome(job.id, "w2", 1, OutcomeKind.RETRY, error=None, delay=0.0)
         assert [True] == await store.complete([retry])
-        [third] = await store.claim(None, 1, "w3", TTL)
+        [third] = await store.claim(ClaimRequest("w3", TTL))
         assert [True] == await store.complete([Outcome(job.id, "w3", 2, OutcomeKind.RELEASE)])
         got = await store.get(job.id)
         assert got is not None
@@ -283,7 +285,7 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
         """Only the lease holder can release; a release of a job whose cancellation was
         requested while it waited ends the job cancelled."""
         await store.enqueue([new_job()])
-        [job] = await store.claim(None, 1, "w", TTL)
+        [job] = await store.claim(ClaimRequest("w", TTL))
         assert [False] == await store.complete([Outcome(job.id, "x", 1, OutcomeKind.RELEASE)])
         cancelling = await store.cancel(job.id)
         assert cancelling is not None
@@ -292,12 +294,12 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
         assert got is not None
         assert JobState.CANCELLED == got.state
         assert got.finished_at is not None
-        assert [] == await store.claim(None, 1, "w2", TTL)
+        assert [] == await store.claim(ClaimRequest("w2", TTL))
 
     async def test_cancelled_outcome(self, store: Store) -> None:
         """A task that cancels itself ends cancelled."""
         await store.enqueue([new_job()])
-        [job] = await store.claim(None, 1, "w", TTL)
+        [job] = await store.claim(ClaimRequest("w", TTL))
         await store.complete([Outcome(job.id, "w", 1, OutcomeKind.CANCELLED)])
         got = await store.get(job.id)
         assert got is not None
@@ -306,7 +308,7 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
     async def test_progress_is_fenced(self, store: Store) -> None:
         """Progress is stored for the lease holder only."""
         await store.enqueue([new_job()])
-        [job] = await store.claim(None, 1, "w", TTL)
+        [job] = await store.claim(ClaimRequest("w", TTL))
         assert await store.set_progress(job.id, "w", 1, 0.5, "half")
         assert not await store.set_progress(job.id, "x", 1, 0.9, "no")
         got = await store.get(job.id)
@@ -319,7 +321,7 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
     async def test_heartbeat_extends_lease_and_reports_lost(self, store: Store) -> None:
         """A heartbeat renews held leases and names the ones the worker no longer holds."""
         await store.enqueue([new_job(), new_job()])
-        a, b = await store.claim(None, 2, "w", 1.0)
+        a, b = await store.claim(ClaimRequest("w", 1.0, limit=2))
         lost, cancel = await store.heartbeat([(a.id, 1), (b.id, 2)], "w", TTL)
         assert ({b.id}, set()) == (lost, cancel)
         got = await store.get(a.id)
@@ -330,10 +332,10 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
     async def test_expired_lease_is_requeued_then_fenced(self, store: Store) -> None:
         """A lapsed lease puts the job back; the old worker can no longer finish it."""
         await store.enqueue([new_job(max_attempts=3)])
-        [job] = await store.claim(None, 1, "dead", 0.1)
+        [job] = await store.claim(ClaimRequest("dead", 0.1))
         await asyncio.sleep(0.15)
         assert 1 == await store.requeue_expired()
-        [again] = await store.claim(None, 1, "alive", TTL)
+        [again] = await store.claim(ClaimRequest("alive", TTL))
         assert (job.id, 2) == (again.id, again.attempt)
         assert [False] == await store.complete([done(job.id, "dead", attempt=1)])
         assert [True] == await store.complete([done(job.id, "alive", attempt=2)])
@@ -341,7 +343,7 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
     async def test_expired_lease_without_attempts_left_fails(self, store: Store) -> None:
         """A crash counts as an attempt: with none left the job fails, with the reason."""
         await store.enqueue([new_job(max_attempts=1)])
-        [job] = await store.claim(None, 1, "dead", 0.05)
+        [job] = await store.claim(ClaimRequest("dead", 0.05))
         await asyncio.sleep(0.1)
         assert 1 == await store.requeue_expired()
         got = await store.get(job.id)
@@ -353,7 +355,7 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
     async def test_live_leases_are_not_reaped(self, store: Store) -> None:
         """The reaper leaves jobs with a current lease alone."""
         await store.enqueue([new_job()])
-        await store.claim(None, 1, "w", TTL)
+        await store.claim(ClaimRequest("w", TTL))
         assert 0 == await store.requeue_expired()
 
     # --- cancel, retry by hand, purge ---------------------------------------------------
@@ -364,12 +366,12 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
         got = await store.cancel(job.id)
         assert got is not None
         assert JobState.CANCELLED == got.state
-        assert [] == await store.claim(None, 1, "w", TTL)
+        assert [] == await store.claim(ClaimRequest("w", TTL))
 
     async def test_cancel_running_job_is_requested(self, store: Store) -> None:
         """Cancelling a running job asks its worker, who learns it from the heartbeat."""
         await store.enqueue([new_job()])
-        [job] = await store.claim(None, 1, "w", TTL)
+        [job] = await store.claim(ClaimRequest("w", TTL))
         got = await store.cancel(job.id)
         assert got is not None
         assert (JobState.RUNNING, True) == (got.state, got.cancel_requested)
@@ -378,7 +380,7 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
     async def test_cancel_finished_job_changes_nothing(self, store: Store) -> None:
         """A finished job stays as it finished; an unknown id gives None."""
         await store.enqueue([new_job()])
-        [job] = await store.claim(None, 1, "w", TTL)
+        [job] = await store.claim(ClaimRequest("w", TTL))
         await store.complete([done(job.id, "w")])
         got = await store.cancel(job.id)
         assert got is not None
@@ -388,7 +390,7 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
     async def test_retry_by_hand(self, store: Store) -> None:
         """A failed job can be queued again with a fresh attempt budget; others cannot."""
         await store.enqueue([new_job()])
-        [job] = await store.claim(None, 1, "w", TTL)
+        [job] = await store.claim(ClaimRequest("w", TTL))
         with pytest.raises(InvalidTransition):
             await store.retry(job.id)
         failed = Outcome(job.id, "w", 1, OutcomeKind.FAILED, error=JobError("E", "m"))
@@ -396,7 +398,7 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
         got = await store.retry(job.id)
         assert got is not None
         assert (JobState.QUEUED, 0, None) == (got.state, got.attempt, got.error)
-        [again] = await store.claim(None, 1, "w", TTL)
+        [again] = await store.claim(ClaimRequest("w", TTL))
         assert 1 == again.attempt
         assert await store.retry(new_id()) is None
 
@@ -409,18 +411,18 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
         await store.enqueue([a, b, c])
         await store.cancel(a.id)
         await store.retry(a.id)
-        claimed = await store.claim(None, 10, "w", TTL)
+        claimed = await store.claim(ClaimRequest("w", TTL, limit=10))
         assert [b.id, a.id, c.id] == [j.id for j in claimed]
         released = [Outcome(j.id, "w", 1, OutcomeKind.RELEASE) for j in claimed]
         assert [True, True, True] == await store.complete(released)
-        again = await store.claim(["a", "b"], 10, "w2", TTL)
+        again = await store.claim(ClaimRequest("w2", TTL, 10, ["a", "b"]))
         assert [b.id, a.id, c.id] == [j.id for j in again]
-        assert [] == await store.claim(None, 10, "w2", TTL)
+        assert [] == await store.claim(ClaimRequest("w2", TTL, limit=10))
 
     async def test_purge_removes_only_old_finished_jobs(self, store: Store) -> None:
         """Purge deletes finished jobs older than the cut-off and nothing else."""
         await store.enqueue([new_job() for _ in range(3)])
-        a, b, _ = await store.claim(None, 3, "w", TTL)
+        a, b, _ = await store.claim(ClaimRequest("w", TTL, limit=3))
         await store.complete([done(a.id, "w")])
         await store.enqueue([new_job()])
         assert 0 == await store.purge(await store.now() - 60)
@@ -449,7 +451,7 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
     async def test_counts_by_queue_and_state(self, store: Store) -> None:
         """Counts group jobs by queue and state."""
         await store.enqueue([new_job(queue="a"), new_job(queue="a"), new_job(queue="b")])
-        await store.claim(["b"], 1, "w", TTL)
+        await store.claim(ClaimRequest("w", TTL, 1, ["b"]))
         counts = await store.counts()
         assert 2 == counts[("a", JobState.QUEUED)]
         assert 1 == counts[("b", JobState.RUNNING)]
@@ -474,7 +476,7 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
         assert await store.next_run_at(["elsewhere"]) is None
         await store.cancel(a.id)
         assert await store.next_run_at(["a"]) is None
-        [claimed] = await store.claim(["c"], 1, "w", TTL)
+        [claimed] = await store.claim(ClaimRequest("w", TTL, 1, ["c"]))
         assert c.id == claimed.id
         due = await store.next_run_at(None)
         assert due is not None
@@ -486,14 +488,14 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
         [job] = await store.enqueue([new_job(max_attempts=3)])
         [kept] = await store.enqueue([new_job(queue="k", max_attempts=3)])
         for worker in ("w1", "w2"):
-            [claimed] = await store.claim(["default"], 1, worker, 0.05)
+            [claimed] = await store.claim(ClaimRequest(worker, 0.05, 1, ["default"]))
             assert job.id == claimed.id
             await asyncio.sleep(0.1)
             assert 1 == await store.requeue_expired()
-        [other] = await store.claim(["k"], 1, "w3", 0.05)
+        [other] = await store.claim(ClaimRequest("w3", 0.05, 1, ["k"]))
         assert kept.id == other.id
         assert [True] == await store.complete([done(kept.id, "w3", attempt=1)])
-        [last] = await store.claim(["default"], 1, "w4", TTL)
+        [last] = await store.claim(ClaimRequest("w4", TTL, 1, ["default"]))
         assert (job.id, 3) == (last.id, last.attempt)
         await asyncio.sleep(0.1)
         assert 0 == await store.requeue_expired()

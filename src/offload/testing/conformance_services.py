@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from offload.jobs import JobRecord, JobState
-from offload.stores.base import ScheduleState, Store
+from offload.records import JobRecord, JobState
+from offload.stores.base import ClaimRequest, ScheduleState, Store
 from offload.testing.inputs import TTL, new_job
 
 
@@ -53,7 +53,7 @@ class WakeUpConformance:
     async def test_wait_wakes_on_enqueue(self, store: Store) -> None:
         """A waiting worker wakes promptly when a job is enqueued, without waiting out the
         timeout."""
-        assert [] == await store.claim(None, 1, "w", TTL)
+        assert [] == await store.claim(ClaimRequest("w", TTL))
         waiter = asyncio.create_task(store.wait(None, 5.0))
         await asyncio.sleep(0.05)
         started = time.monotonic()
@@ -63,7 +63,7 @@ class WakeUpConformance:
 
     async def test_wait_times_out_when_idle(self, store: Store) -> None:
         """With nothing happening, wait returns after its timeout."""
-        assert [] == await store.claim(None, 1, "w", TTL)
+        assert [] == await store.claim(ClaimRequest("w", TTL))
         started = time.monotonic()
         await store.wait(None, 0.2)
         assert time.monotonic() - started >= 0.15
@@ -76,38 +76,40 @@ class WakeUpConformance:
 
         async def idle_worker(queues: list[str] | None) -> list[JobRecord]:
             while True:
-                jobs = await store.wait_claim(queues, 5.0, 2, "w", TTL, stop)
+                jobs = await store.wait_claim(ClaimRequest("w", TTL, 2, queues), 5.0, stop)
                 if jobs:
                     return jobs
 
         for queues in (None, ["default"]):
-            assert [] == await store.claim(queues, 1, "w", TTL)
+            assert [] == await store.claim(ClaimRequest("w", TTL, 1, queues))
             waiter = asyncio.create_task(idle_worker(queues))
             await asyncio.sleep(0.05)
             new = await store.enqueue([new_job() for _ in range(3)])
             jobs = await asyncio.wait_for(waiter, 2.0)
             assert [j.id for j in new[:2]] == [j.id for j in jobs]
             assert all(j.state is JobState.RUNNING and j.worker_id == "w" for j in jobs)
-            rest = await store.claim(queues, 5, "w2", TTL)
+            rest = await store.claim(ClaimRequest("w2", TTL, 5, queues))
             assert [new[2].id] == [j.id for j in rest]
 
     async def test_wait_claim_times_out_with_nothing(self, store: Store) -> None:
         """With nothing queued, the wait returns empty after its timeout."""
-        assert [] == await store.claim(None, 1, "w", TTL)
+        assert [] == await store.claim(ClaimRequest("w", TTL))
         started = time.monotonic()
-        assert [] == await store.wait_claim(None, 0.2, 5, "w", TTL, asyncio.Event())
+        assert [] == await store.wait_claim(ClaimRequest("w", TTL, limit=5), 0.2, asyncio.Event())
         assert time.monotonic() - started >= 0.15
 
     async def test_wait_claim_returns_when_stop_is_set(self, store: Store) -> None:
         """Setting ``stop`` ends the wait at once; a job that arrives later stays queued."""
         await store.enqueue([new_job(queue="other")])
-        await store.claim(["other"], 5, "w", TTL)
+        await store.claim(ClaimRequest("w", TTL, 5, ["other"]))
         stop = asyncio.Event()
-        waiter = asyncio.create_task(store.wait_claim(["default"], 30.0, 5, "w", TTL, stop))
+        waiter = asyncio.create_task(
+            store.wait_claim(ClaimRequest("w", TTL, 5, ["default"]), 30.0, stop)
+        )
         await asyncio.sleep(0.05)
         stop.set()
         assert [] == await asyncio.wait_for(waiter, 5.0)
-        assert [] == await store.wait_claim(["default"], 30.0, 5, "w", TTL, stop)
+        assert [] == await store.wait_claim(ClaimRequest("w", TTL, 5, ["default"]), 30.0, stop)
         [new] = await store.enqueue([new_job()])
-        [job] = await store.claim(["default"], 5, "w2", TTL)
+        [job] = await store.claim(ClaimRequest("w2", TTL, 5, ["default"]))
         assert new.id == job.id
