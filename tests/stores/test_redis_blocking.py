@@ -21,7 +21,7 @@ from offload import JobState, Offload
 from offload.errors import ConfigError, StoreUnavailable
 from offload.fastapi import Background
 from offload.stores.redis import RedisStore
-from offload.stores.redis_layout import LAYOUT_VERSION
+from offload.stores.redis.layout import LAYOUT_VERSION
 from tests.stores.conftest import REDIS_URL, OwnRedis, drop_redis_keys, redis_unreachable
 
 BUILT: list[Offload] = []

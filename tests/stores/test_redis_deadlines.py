@@ -9,7 +9,7 @@ import time
 import pytest
 
 from offload.errors import StoreUnavailable
-from offload.stores.redis_conn import RedisConnection
+from offload.stores.redis.connection import RedisConnection
 
 # Nothing listens there; the guard never connects.
 URL = "redis://127.0.0.1:1/0?op_timeout=0.2"

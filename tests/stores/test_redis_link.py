@@ -1,4 +1,4 @@
-"""The Redis store's hot-path connection (``redis_link.Link``).
+"""The Redis store's hot-path connection (``offload.stores.redis.link.Link``).
 
 Replies, error replies and pipelining run against the real server. What a healthy Redis never
 does (hang up mid-reply, answer a command twice, report that it is still loading) comes from a
@@ -16,7 +16,7 @@ from redis.asyncio import ConnectionPool
 from redis.exceptions import BusyLoadingError, InvalidResponse, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from offload.stores.redis_link import Link
+from offload.stores.redis.link import Link
 from tests.stores.conftest import REDIS_URL, redis_unreachable
 
 
@@ -166,7 +166,8 @@ async def test_links_the_server_closed_while_idle_are_skipped_without_a_retry(
     opens a fresh one at once instead of failing on each dead one and backing off."""
     import redis.asyncio
 
-    from offload.stores import redis_conn
+    from offload.stores.redis import connection as redis_conn
+    from offload.stores.redis import faults
 
     conn = redis_conn.RedisConnection(f"{REDIS_URL}?prefix=test-link-idle&op_timeout=2")
     try:
@@ -191,7 +192,7 @@ async def test_links_the_server_closed_while_idle_are_skipped_without_a_retry(
         async def count(error: Exception) -> None:
             retries.append(error)
 
-        monkeypatch.setattr(redis_conn, "_dropped", count)
+        monkeypatch.setattr(faults, "_dropped", count)
         assert await conn.run([("PING",)]) == ["PONG"]
         assert retries == []
         assert len(conn._idle) == 1

@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from offload.errors import ConfigError, StoreUnavailable
 from offload.stores import open_store
-from offload.stores.redis_layout import LAYOUT_VERSION
+from offload.stores.redis.layout import LAYOUT_VERSION
 from tests.stores.conftest import REDIS_URL, OwnRedis, drop_redis_keys, redis_unreachable
 
 

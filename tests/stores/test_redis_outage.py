@@ -14,7 +14,7 @@ import pytest
 
 from offload import Offload
 from offload.errors import StoreUnavailable
-from offload.stores.redis_conn import REFUSED_WINDOW
+from offload.stores.redis.faults import REFUSED_WINDOW
 from tests.stores.conftest import OwnRedis
 
 REFUSED = "did not answer: it refused the connection"

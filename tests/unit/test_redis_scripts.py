@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-from offload.stores.redis_layout import FIELDS, SCRIPTS, load_scripts
+from offload.stores.redis.layout import FIELDS
+from offload.stores.redis.scripts import SCRIPTS, load_scripts
 
-LUA = resources.files("offload.stores").joinpath("redis_lua")
+LUA = resources.files("offload.stores.redis").joinpath("lua")
 PRELUDE = LUA.joinpath("prelude.lua").read_text()
 HELPERS = set(re.findall(r"^local (?:function )?(\w+)", PRELUDE, re.MULTILINE))
 

@@ -1,5 +1,5 @@
 -- Helpers for the offload scripts. Each script is loaded with the paragraphs below that it
--- uses, directly or through another (redis_layout.load_scripts): one group of definitions per
+-- uses, directly or through another (scripts.load_scripts): one group of definitions per
 -- paragraph, separated by blank lines.
 
 -- Times are the server's clock, as float seconds, stored with microsecond precision.
@@ -50,7 +50,7 @@ end
 
 local FINISHED = {succeeded = true, failed = true, cancelled = true}
 
--- A job as a fixed-order row (the client decodes by position; see redis_layout.FIELDS). The
+-- A job as a fixed-order row (the client decodes by position; see layout.FIELDS). The
 -- names are spelled out in the call, not kept in a table, so no table is built per call.
 local function row(k)
   return redis.call('HMGET', k, 'id', 'task', 'queue', 'args', 'kwargs', 'state', 'priority',

@@ -1,6 +1,6 @@
-"""The Redis store's URL options, key layout, Lua scripts and row decoding.
+"""The Redis store's URL options, key layout and row decoding.
 
-Kept apart from ``redis.py`` so that the store module reads as the list of operations, and
+Kept apart from ``store.py`` so that the store module reads as the list of operations, and
 so that the key layout (which ``docs/redis.md`` documents) lives in one place.
 """
 
@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from hashlib import sha1
-from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import hiredis
 from redis.asyncio import Redis
-from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS, Connection, SSLConnection
-from redis.exceptions import NoScriptError, ResponseError
+from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
+from redis.exceptions import ResponseError
 
 from offload.errors import ConfigError
 from offload.records import JobRecord, JobState
@@ -42,25 +37,6 @@ DEFAULT_PREFIX = "offload"
 # Upper bound for one store operation, retries included: long enough to ride out a brief
 # failover, short enough that a producer gets StoreUnavailable instead of a hung request.
 DEFAULT_OP_TIMEOUT = 5.0
-
-SCRIPTS = (
-    "enqueue",
-    "claim",
-    "peek",
-    "complete",
-    "heartbeat",
-    "progress",
-    "requeue",
-    "cancel",
-    "retry",
-    "purge_scan",
-    "purge_drop",
-    "list",
-    "next",
-    "reserve",
-    "release_key",
-    "advance_schedule",
-)
 
 _STATES = {s.value: s for s in JobState}
 # Separates a queue name from a job id where Redis stores the pair as one string.
@@ -179,140 +155,6 @@ class Layout:
     def schedule(self, name: str) -> str:
         # One hash per schedule, no hash tag: every schedule operation touches one key.
         return f"{self.prefix}:schedule:{name}"
-
-
-class _HiredisPacking:
-    """Packs commands with hiredis (C) instead of redis-py's Python packer, which costs tens
-    of microseconds for a script call with a batch of arguments."""
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        first = args[0]
-        if isinstance(first, str) and " " in first:  # "SCRIPT LOAD" is two words on the wire
-            args = (*first.split(), *args[1:])
-        return [hiredis.pack_command(args)]
-
-
-class FastConnection(_HiredisPacking, Connection):
-    pass
-
-
-class FastSSLConnection(_HiredisPacking, SSLConnection):
-    pass
-
-
-def connection_class(url: str) -> type[Connection]:
-    return FastSSLConnection if url.startswith("rediss:") else FastConnection
-
-
-def load_scripts() -> dict[str, str]:
-    folder = resources.files("offload.stores").joinpath("redis_lua")
-    blocks = _prelude_blocks(folder.joinpath("prelude.lua").read_text())
-    scripts = {}
-    for name in SCRIPTS:
-        body = folder.joinpath(f"{name}.lua").read_text()
-        scripts[name] = "".join(_needed(blocks, body)) + body
-    return scripts
-
-
-_DEFINES = re.compile(r"^local (?:function )?(\w+)", re.MULTILINE)
-_COMMENT = re.compile(r"--[^\n]*")
-
-
-def _prelude_blocks(prelude: str) -> list[tuple[set[str], str]]:
-    """The prelude's definitions, one block per blank-line-separated paragraph, with the
-    names each defines."""
-    blocks = []
-    for text in re.split(r"\n\s*\n", prelude):
-        text = text.strip("\n")
-        if text:
-            blocks.append((set(_DEFINES.findall(text)), text + "\n\n"))
-    return blocks
-
-
-def _needed(blocks: list[tuple[set[str], str]], body: str) -> list[str]:
-    """The blocks ``body`` uses, directly or through another block, in the prelude's order.
-
-    Redis runs a script's whole text on every call, so each helper a script does not use
-    (a closure, a table) would cost every call of it for nothing."""
-    chosen: set[int] = set()
-    code = _COMMENT.sub("", body)
-    while True:
-        more = {
-            i
-            for i, (names, _) in enumerate(blocks)
-            if i not in chosen and any(re.search(rf"\b{n}\b", code) for n in names)
-        }
-        if not more:
-            return [blocks[i][1] for i in sorted(chosen)]
-        chosen |= more
-        code += _COMMENT.sub("", "".join(blocks[i][1] for i in more))
-
-
-Exchange = Callable[[list[tuple[Any, ...]]], Awaitable[list[Any]]]
-BlockingExchange = Callable[[list[tuple[Any, ...]]], list[Any]]
-
-
-def lost_scripts(results: list[Any]) -> list[int]:
-    """Which replies say the server no longer has the script (a restart, ``SCRIPT FLUSH``)."""
-    return [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-
-
-def raise_errors(results: list[Any]) -> list[Any]:
-    for value in results:
-        if isinstance(value, Exception):
-            raise value
-    return results
-
-
-"""Sends commands in one round trip and returns their replies, error replies as values."""
-
-
-class Scripts:
-    """EVALSHA with the script cache: the body goes over the wire only when the server lost
-    it (a restart or ``SCRIPT FLUSH``). redis-py's pipeline checks every script with an extra
-    ``SCRIPT EXISTS`` round trip per pipeline, which the hot path cannot afford."""
-
-    def __init__(self) -> None:
-        self.sources = load_scripts()
-        self.shas = {name: sha1(src.encode()).hexdigest() for name, src in self.sources.items()}
-
-    async def load(self, client: Redis) -> None:
-        pipe = client.pipeline(transaction=False)
-        for source in self.sources.values():
-            pipe.script_load(source)
-        await pipe.execute()
-
-    async def run(
-        self, exchange: Exchange, client: Redis, commands: list[tuple[Any, ...]]
-    ) -> list[Any]:
-        """Run raw commands (EVALSHA built by ``evalsha``) in one round trip.
-
-        After a server restart the cache is empty: the scripts are loaded and only the
-        commands that met NOSCRIPT are sent again (the others already ran)."""
-        results = await exchange(commands)
-        missing = lost_scripts(results)
-        if missing:
-            await self.load(client)
-            again = await exchange([commands[i] for i in missing])
-            for i, value in zip(missing, again, strict=True):
-                results[i] = value
-        return raise_errors(results)
-
-    def run_blocking(
-        self, exchange: BlockingExchange, commands: list[tuple[Any, ...]]
-    ) -> list[Any]:
-        """``run`` for a caller outside the event loop, over a blocking exchange."""
-        results = exchange(commands)
-        missing = lost_scripts(results)
-        if missing:
-            exchange([("SCRIPT", "LOAD", source) for source in self.sources.values()])
-            again = exchange([commands[i] for i in missing])
-            for i, value in zip(missing, again, strict=True):
-                results[i] = value
-        return raise_errors(results)
-
-    def evalsha(self, name: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
-        return ("EVALSHA", self.shas[name], len(keys), *keys, *args)
 
 
 FIELDS = (

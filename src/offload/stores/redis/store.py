@@ -2,11 +2,11 @@
 
 Each queue's keys share one hash tag, so a queue lives in one Cluster slot and every script
 touches one slot; the key layout and what each persistence setting means for durability are in
-``docs/redis.md`` (and in ``redis_layout.py``). Time comes from the server (``TIME`` inside the
+``docs/redis.md`` (and in ``layout.py``). Time comes from the server (``TIME`` inside the
 scripts), so worker clocks never decide when a lease lapses. Per job the hot path costs one
 round trip to enqueue and a share of one round trip per batch to claim and to complete.
-Connections, timeouts and wake-ups live in ``redis_conn.py``; the scans behind listing and
-purging in ``redis_scan.py``.
+Connections, timeouts and wake-ups live in ``connection.py``, the fault policy in
+``faults.py``, the scans behind listing and purging in ``scan.py``.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from offload.stores._common import (
     wait_then_claim,
 )
 from offload.stores.base import ClaimRequest, JobFilter, NewJob, Outcome, Page, ScheduleState
-from offload.stores.redis_conn import RedisConnection
-from offload.stores.redis_layout import NUL, record, record_from
-from offload.stores.redis_scan import list_jobs, purge_done
+from offload.stores.redis.connection import RedisConnection
+from offload.stores.redis.layout import NUL, record, record_from
+from offload.stores.redis.scan import list_jobs, purge_done
 
 # Jobs of concurrent callers sent together in one enqueue call at most (one caller's own
 # batch is never split), so one script call never holds the server for long.

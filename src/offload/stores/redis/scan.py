@@ -8,8 +8,8 @@ from __future__ import annotations
 from offload.records import JobRecord
 from offload.stores._common import decode_cursor, encode_cursor
 from offload.stores.base import JobFilter, Page
-from offload.stores.redis_conn import RedisConnection
-from offload.stores.redis_layout import NUL, record
+from offload.stores.redis.connection import RedisConnection
+from offload.stores.redis.layout import NUL, record
 
 # Finished jobs a purge step handles per script call.
 PURGE_BATCH = 500

@@ -1,6 +1,6 @@
 """The Redis store's connection: clients, timeouts, the queue registry and wake-ups.
 
-Kept apart from ``redis.py`` so that the store module reads as the list of operations. A
+Kept apart from ``store.py`` so that the store module reads as the list of operations. A
 dropped connection is retried with exponential backoff inside redis-py; an operation that
 still fails within ``op_timeout`` raises ``StoreUnavailable`` so that a producer is never left
 hanging while Redis is down.
@@ -13,8 +13,8 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 import hiredis
 from redis import ConnectionPool as BlockingPool
@@ -24,29 +24,35 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.connection import AbstractConnection as SyncConnection
 from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as BlockingRetry
 
 from offload.errors import StoreUnavailable
-from offload.stores.redis_layout import (
+from offload.stores.redis.faults import (
+    BACKOFF_BASE,
+    BACKOFF_CAP,
+    RETRIES,
+    UNREACHABLE,
+    Deadlines,
+    Guard,
+    Outage,
+    backoff,
+    is_refused,
+    refusal,
+)
+from offload.stores.redis.layout import (
     Layout,
     RedisOptions,
-    Scripts,
     check_layout,
     check_layout_version,
-    connection_class,
     layout_commands,
     parse_redis_url,
     warn_if_evicting,
 )
-from offload.stores.redis_link import BlockingLink, Link
+from offload.stores.redis.link import BlockingLink, Link, connection_class
+from offload.stores.redis.scripts import Scripts
 
-# redis-py retries a command on a dropped connection this many times, backing off from 50 ms
-# to at most 0.5 s: enough to ride out a restart of a few seconds within op_timeout.
-RETRIES = 8
-BACKOFF_BASE = 0.05
-BACKOFF_CAP = 0.5
 # Operations in flight per store and process: a burst of concurrent enqueues waits for a
 # free connection rather than opening hundreds of sockets. (An asyncio.Semaphore: redis-py's
 # blocking pool costs a loop iteration per command even when a connection is free.)
@@ -57,39 +63,6 @@ CONNECT_TIMEOUT = 1.0
 QUEUES_MAX_AGE = 1.0
 # After a failed blocking wait, pause this long so a worker does not spin while Redis is down.
 WAIT_ERROR_PAUSE = 0.2
-# A refused connection (nothing listens at the address) is retried for this long only, not
-# for the whole op_timeout: long enough for a server restarting on the spot, short enough
-# that a request answers 503 promptly when Redis is down.
-REFUSED_WINDOW = 1.0
-
-T = TypeVar("T")
-
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
-# Error replies by which a reachable server refuses writes for a while, by their first word;
-# OOM and READONLY arrive as their own redis-py classes (see _refusal).
-_REFUSALS = {
-    "MISCONF": "cannot write its snapshot to disk, and refuses writes until it can (see its log)",
-    "NOREPLICAS": "has fewer replicas online than its min-replicas-to-write",
-    "BUSY": "is busy running a script past its time limit",
-    "MASTERDOWN": "is a replica that lost its primary",
-}
-
-
-def _refusal(exc: BaseException) -> str | None:
-    """Why the server refused, when ``exc`` is a refusal that passes (not a bug to raise)."""
-    if isinstance(exc, OutOfMemoryError):
-        return (
-            "is out of memory: it reached maxmemory and refuses writes until memory is freed "
-            "(purge finished jobs, shorten the retention, or raise maxmemory)"
-        )
-    if isinstance(exc, ReadOnlyError):
-        return (
-            "is a read-only replica (after a failover the connection still led to the old "
-            "primary; the next operation connects afresh)"
-        )
-    if isinstance(exc, ResponseError):
-        return _REFUSALS.get(str(exc).split(" ", 1)[0])
-    return None
 
 
 @functools.cache
@@ -99,171 +72,6 @@ def _driver_info() -> DriverInfo:
 
 def _not_open() -> StoreUnavailable:
     return StoreUnavailable("the Redis store is not open: use `async with jobs:` or jobs.lifespan")
-
-
-def _is_refused(exc: BaseException) -> bool:
-    """Whether ``exc`` is a refused connection (redis-py wraps the ``OSError`` it met)."""
-    seen: BaseException | None = exc
-    for _ in range(4):
-        if seen is None:
-            return False
-        if isinstance(seen, ConnectionRefusedError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-async def _dropped(_error: Exception) -> None:
-    """Retry hook, before each retry of the hot path: nothing to do, the failed connection
-    was already dropped (tests count retries through it)."""
-
-
-class Outage:
-    """Whether the server is known to be down, and so how hard a failing call retries.
-
-    A call that meets a failure retries with backoff, to ride out a dropped connection or a
-    restart: up to ``RETRIES`` times within ``op_timeout``, and a refused connection only
-    within ``REFUSED_WINDOW``. Once a call has given up, the outage is known: later calls
-    make one attempt each (a refused connect costs a fraction of a millisecond) and fail at
-    once, so that every request during an outage does not wait out the retries again. The
-    first call that gets through ends it. Shared by the loop and by ``run_blocking``'s
-    threads: one flag, written whole."""
-
-    __slots__ = ("down",)
-
-    def __init__(self) -> None:
-        self.down = False
-
-    def give_up(self, exc: BaseException, failures: int, elapsed: float, pause: float) -> bool:
-        """Whether a call that failed ``failures + 1`` times in ``elapsed`` s stops here."""
-        if self.down or failures >= RETRIES:
-            return True
-        return elapsed + pause >= REFUSED_WINDOW and _is_refused(exc)
-
-    async def call(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """``attempt()``, retried with backoff under this policy; the loop's calls and
-        connects. (redis-py wraps socket errors in ConnectionError; a bare OSError is
-        retried too, in case one slips through.)"""
-        failures = 0
-        began = 0.0  # read only on a failure: the hot path's calls mostly succeed at once
-        while True:
-            try:
-                result = await attempt()
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                now = time.monotonic()
-                if not failures:
-                    began = now
-                pause = _pause(failures + 1)
-                if self.give_up(exc, failures, now - began, pause):
-                    raise
-                failures += 1
-                await _dropped(exc)
-                await asyncio.sleep(pause)
-                continue
-            if self.down:
-                self.down = False
-            return result
-
-
-def _pause(failures: int) -> float:
-    """Backoff before retry ``failures`` (from 1): 50 ms, doubling, at most 0.5 s."""
-    return float(min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (failures - 1)))
-
-
-class Deadlines:
-    """Cancels tasks that overran their deadline, with one timer for all of them.
-
-    ``asyncio.timeout`` schedules and cancels a timer per operation; at thousands of
-    operations a second the loop's heap fills with cancelled timers (one per operation in the
-    last ``op_timeout`` seconds) and every operation pays for it. Here an operation only
-    records its deadline; one timer, set for the earliest deadline in flight, fires at most
-    once per expiry or per ``op_timeout``. Semantics match ``asyncio.timeout``: the task is
-    cancelled, and the guard that owns the deadline turns that cancellation (and only that
-    one, by ``Task.uncancel``) into a timeout.
-    """
-
-    def __init__(self) -> None:
-        self.due: dict[asyncio.Task[Any], float] = {}
-        self.expired: set[asyncio.Task[Any]] = set()
-        self._timer: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        timer = self._timer
-        # (A timer of another loop, one the store was used from before, would never fire.)
-        if timer is None or self._loop is not loop:
-            if timer is not None:
-                timer.cancel()
-            self._loop = loop
-            self._timer = loop.call_at(when, self._check, loop)
-
-    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        now = loop.time()
-        earliest = math.inf
-        for task, when in self.due.items():
-            if when > now:
-                earliest = min(earliest, when)
-            elif task not in self.expired:
-                self.expired.add(task)
-                task.cancel()
-        if earliest < math.inf:
-            self.arm(loop, earliest)
-
-
-class _Guard:
-    """``RedisConnection.guard``: a class, not a generator, since it wraps every operation."""
-
-    __slots__ = ("conn", "outer", "task", "what")
-
-    def __init__(self, conn: RedisConnection, what: str) -> None:
-        self.conn = conn
-        self.what = what
-
-    async def __aenter__(self) -> None:
-        conn = self.conn
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task(loop)
-        if task is None:  # pragma: no cover - an async context manager always runs in a task
-            raise RuntimeError("a store operation must run in a task")
-        due = conn.deadlines.due
-        self.task = task
-        self.outer = outer = due.get(task)
-        when = loop.time() + conn.opts.op_timeout
-        due[task] = when if outer is None else min(outer, when)
-        conn.deadlines.arm(loop, when)
-        try:
-            await conn._slots.acquire()
-        except BaseException as exc:
-            if self._leave(type(exc)):
-                raise conn.unavailable(self.what, TimeoutError()) from exc
-            raise
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> None:
-        self.conn._slots.release()
-        if self._leave(exc_type):
-            self.conn.outage.down = True
-            raise self.conn.unavailable(self.what, TimeoutError()) from exc
-        if exc is not None and isinstance(exc, _UNREACHABLE):
-            self.conn.outage.down = True
-            raise self.conn.unavailable(self.what, exc) from exc
-        refused = None if exc is None else self.conn.refused(self.what, exc)
-        if refused is not None:
-            raise refused from exc
-
-    def _leave(self, exc_type: type[BaseException] | None) -> bool:
-        """Drop this guard's deadline; true if it expired and cancelled the task."""
-        deadlines, task, outer = self.conn.deadlines, self.task, self.outer
-        if outer is None:
-            del deadlines.due[task]
-        else:
-            deadlines.due[task] = outer
-        if task not in deadlines.expired or (outer is not None and outer <= task.get_loop().time()):
-            return False  # not expired, or an outer guard owns the expiry
-        deadlines.expired.discard(task)
-        return task.uncancel() == 0 and exc_type is asyncio.CancelledError
 
 
 class RedisConnection:
@@ -369,12 +177,12 @@ class RedisConnection:
             raise _not_open()
         return client
 
-    def guard(self, what: str) -> _Guard:
+    def guard(self, what: str) -> Guard:
         """Bound ``what`` by ``op_timeout`` and turn an unreachable server into one clear error."""
-        return _Guard(self, what)
+        return Guard(self, what)
 
     def unavailable(self, what: str, exc: BaseException) -> StoreUnavailable:
-        if _is_refused(exc):
+        if is_refused(exc):
             return StoreUnavailable(
                 f"{what} failed: Redis at {self.opts.display_url} did not answer: it refused "
                 f"the connection ({exc}). Check that redis-server is running and listens at "
@@ -388,8 +196,8 @@ class RedisConnection:
         )
 
     def refused(self, what: str, exc: BaseException) -> StoreUnavailable | None:
-        """``exc`` worded as ``StoreUnavailable`` if it is a refusal that passes (_refusal)."""
-        reason = _refusal(exc)
+        """``exc`` worded as ``StoreUnavailable`` if it is a refusal that passes (refusal)."""
+        reason = refusal(exc)
         if reason is None:
             return None
         return StoreUnavailable(
@@ -411,7 +219,7 @@ class RedisConnection:
         The hot path skips redis-py's client layer (pool locks, a timeout per read, the
         retry wrapper) and its stream reader, which together cost more than the round trip
         itself on a local server: connecting, AUTH, SELECT and TLS stay redis-py's, and a
-        ``Link`` reads the replies (see ``redis_link``). The whole call is bounded by
+        ``Link`` reads the replies (see ``link.py``). The whole call is bounded by
         ``guard``'s deadline instead of one per read. A connection is reused only after a
         complete exchange, so a call cut short (by that deadline or a cancellation) can never
         leave replies for the next caller."""
@@ -461,9 +269,9 @@ class RedisConnection:
         while True:
             try:
                 replies = self.scripts.run_blocking(self._exchange_blocking, commands)
-            except _UNREACHABLE as exc:
+            except UNREACHABLE as exc:
                 now = time.monotonic()
-                pause = _pause(failures + 1)
+                pause = backoff(failures + 1)
                 if now + pause >= deadline or outage.give_up(exc, 0, now - began, pause):
                     outage.down = True
                     raise self.unavailable(what, exc) from exc
@@ -613,10 +421,10 @@ class RedisConnection:
         try:
             async with asyncio.timeout(seconds + self.opts.op_timeout), self._slots:
                 replies = await self.run([("BLPOP", *keys, f"{seconds:.3f}"), *commands])
-        except _UNREACHABLE:
+        except UNREACHABLE:
             await asyncio.sleep(min(timeout, WAIT_ERROR_PAUSE))
             return None
-        except ResponseError as exc:  # a command behind the wait refused (see _refusal)
+        except ResponseError as exc:  # a command behind the wait refused (see refusal)
             refused = self.refused("waiting for work", exc)
             if refused is None:
                 raise
