@@ -19,6 +19,17 @@ class TestStoreUrl:
             Offload(url)
         assert "sqlite:///" in str(info.value)
 
+    @pytest.mark.parametrize("url", ["postgresql://app@db/jobs", "postgres://app@db/jobs"])
+    def test_postgresql_says_it_is_coming(self, url: str) -> None:
+        """The PostgreSQL store does not exist yet: the error says so and names what works
+        today, rather than asking for an extra that would not provide it."""
+        with pytest.raises(ConfigError) as info:
+            Offload(url)
+        message = str(info.value)
+        assert "not part of this release yet" in message
+        assert "redis://" in message and "sqlite:///" in message
+        assert "install" not in message
+
     def test_unknown_sqlite_option(self) -> None:
         """An unknown URL option is named, with the options that exist."""
         with pytest.raises(ConfigError, match=r"foo.*synchronous"):

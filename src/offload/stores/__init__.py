@@ -19,7 +19,7 @@ from offload.stores.base import (
 
 ACCEPTED = (
     "sqlite:///relative/path.db, sqlite:////absolute/path.db, memory://, "
-    "redis://host:6379/0, postgresql://user@host/db"
+    "redis://host:6379/0"
 )
 
 __all__ = [
@@ -71,11 +71,10 @@ def open_store(url: str, clock: Callable[[], float] | None = None) -> Store:
             ) from None
         return RedisStore(url)  # type: ignore[no-any-return,unused-ignore]
     if scheme in {"postgresql", "postgres"}:
-        try:
-            from offload.stores.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:
-            raise ConfigError(
-                f"the PostgreSQL store is not available ({exc}); install offload[postgres]"
-            ) from None
-        return PostgresStore(url)  # type: ignore[no-any-return,unused-ignore]
+        # Named so that a user who tries it learns it is planned, not that an extra is missing.
+        raise ConfigError(
+            f"the PostgreSQL store ({scheme}://) is not part of this release yet; it is "
+            f"coming. Today use a sqlite:/// file (one machine) or redis:// (many machines); "
+            f"accepted forms: {ACCEPTED}"
+        )
     raise ConfigError(f"unknown store scheme {scheme!r} in {url!r}; accepted forms: {ACCEPTED}")

@@ -105,7 +105,7 @@ class ScheduleState:
 
 @runtime_checkable
 class Store(Protocol):
-    """A durable home for jobs. Implementations: memory, sqlite, redis, postgres."""
+    """A durable home for jobs. Implementations: memory, sqlite, redis."""
 
     url: str
 
@@ -195,6 +195,17 @@ class Store(Protocol):
 
     async def pause_schedules(self, names: Sequence[str], paused: bool) -> None:
         """Set the pause flag of each named schedule, creating the state when there is none."""
+
+
+# --- optional capabilities ---------------------------------------------------------------
+#
+# What only some stores can do is a small Protocol of its own, not a method every store must
+# stub out. ``Offload`` checks each one once, when it is built around its store
+# (``isinstance`` against the runtime-checkable Protocol), keeps the answer, and takes the
+# faster or stronger path where the store offers it; a store without it is never asked.
+# Transactional enqueue (a job written in the caller's own database transaction) and an
+# event feed (for the dashboard's live view) come as further capabilities with their
+# features.
 
 
 @runtime_checkable
