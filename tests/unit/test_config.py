@@ -27,7 +27,8 @@ class TestStoreUrl:
             Offload(url)
         message = str(info.value)
         assert "not part of this release yet" in message
-        assert "redis://" in message and "sqlite:///" in message
+        assert "redis://" in message
+        assert "sqlite:///" in message
         assert "install" not in message
 
     def test_unknown_sqlite_option(self) -> None:
