@@ -17,10 +17,7 @@ from offload.stores.base import (
     Store,
 )
 
-ACCEPTED = (
-    "sqlite:///relative/path.db, sqlite:////absolute/path.db, memory://, "
-    "redis://host:6379/0"
-)
+ACCEPTED = "sqlite:///relative/path.db, sqlite:////absolute/path.db, memory://, redis://host:6379/0"
 
 __all__ = [
     "ACCEPTED",
