@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Run by the fresh virtualenv's interpreter, from a folder outside the repository, so that
 # only the installed wheel can provide ``offload``.
-JOB = '''
+JOB = """
 import asyncio, sys
 import offload
 from offload import Offload, Worker
@@ -41,7 +41,7 @@ async def main() -> None:
         print(ran, await job.result(timeout=10))
 
 asyncio.run(main())
-'''
+"""
 
 
 def _uv() -> str:
