@@ -35,7 +35,6 @@ from offload.stores.redis.faults import (
     RETRIES,
     UNREACHABLE,
     Deadlines,
-    Guard,
     Outage,
     backoff,
     is_refused,
@@ -72,6 +71,61 @@ def _driver_info() -> DriverInfo:
 
 def _not_open() -> StoreUnavailable:
     return StoreUnavailable("the Redis store is not open: use `async with jobs:` or jobs.lifespan")
+
+
+class Guard:
+    """``RedisConnection.guard``: a class, not a generator, since it wraps every operation."""
+
+    __slots__ = ("conn", "outer", "task", "what")
+
+    def __init__(self, conn: RedisConnection, what: str) -> None:
+        self.conn = conn
+        self.what = what
+
+    async def __aenter__(self) -> None:
+        conn = self.conn
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        if task is None:  # pragma: no cover - an async context manager always runs in a task
+            raise RuntimeError("a store operation must run in a task")
+        due = conn.deadlines.due
+        self.task = task
+        self.outer = outer = due.get(task)
+        when = loop.time() + conn.opts.op_timeout
+        due[task] = when if outer is None else min(outer, when)
+        conn.deadlines.arm(loop, when)
+        try:
+            await conn._slots.acquire()
+        except BaseException as exc:
+            if self._leave(type(exc)):
+                raise conn.unavailable(self.what, TimeoutError()) from exc
+            raise
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        self.conn._slots.release()
+        if self._leave(exc_type):
+            self.conn.outage.down = True
+            raise self.conn.unavailable(self.what, TimeoutError()) from exc
+        if exc is not None and isinstance(exc, UNREACHABLE):
+            self.conn.outage.down = True
+            raise self.conn.unavailable(self.what, exc) from exc
+        refused = None if exc is None else self.conn.refused(self.what, exc)
+        if refused is not None:
+            raise refused from exc
+
+    def _leave(self, exc_type: type[BaseException] | None) -> bool:
+        """Drop this guard's deadline; true if it expired and cancelled the task."""
+        deadlines, task, outer = self.conn.deadlines, self.task, self.outer
+        if outer is None:
+            del deadlines.due[task]
+        else:
+            deadlines.due[task] = outer
+        if task not in deadlines.expired or (outer is not None and outer <= task.get_loop().time()):
+            return False  # not expired, or an outer guard owns the expiry
+        deadlines.expired.discard(task)
+        return task.uncancel() == 0 and exc_type is asyncio.CancelledError
 
 
 class RedisConnection:

@@ -1,6 +1,6 @@
 """How the Redis store meets faults: which errors mean the server is unreachable or refusing
 writes, how a failing call retries (``Outage``), and the one timer that bounds every
-operation by ``op_timeout`` (``Deadlines``, ``Guard``).
+operation by ``op_timeout`` (``Deadlines``; ``connection.Guard`` applies it).
 
 Kept apart from ``connection.py`` so that the policy reads in one place, and so that the
 connection module holds only the clients and what they carry.
@@ -12,14 +12,11 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-
-if TYPE_CHECKING:
-    from offload.stores.redis.connection import RedisConnection
 
 # redis-py retries a command on a dropped connection this many times, backing off from 50 ms
 # to at most 0.5 s: enough to ride out a restart of a few seconds within op_timeout.
@@ -169,58 +166,3 @@ class Deadlines:
                 task.cancel()
         if earliest < math.inf:
             self.arm(loop, earliest)
-
-
-class Guard:
-    """``RedisConnection.guard``: a class, not a generator, since it wraps every operation."""
-
-    __slots__ = ("conn", "outer", "task", "what")
-
-    def __init__(self, conn: RedisConnection, what: str) -> None:
-        self.conn = conn
-        self.what = what
-
-    async def __aenter__(self) -> None:
-        conn = self.conn
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task(loop)
-        if task is None:  # pragma: no cover - an async context manager always runs in a task
-            raise RuntimeError("a store operation must run in a task")
-        due = conn.deadlines.due
-        self.task = task
-        self.outer = outer = due.get(task)
-        when = loop.time() + conn.opts.op_timeout
-        due[task] = when if outer is None else min(outer, when)
-        conn.deadlines.arm(loop, when)
-        try:
-            await conn._slots.acquire()
-        except BaseException as exc:
-            if self._leave(type(exc)):
-                raise conn.unavailable(self.what, TimeoutError()) from exc
-            raise
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> None:
-        self.conn._slots.release()
-        if self._leave(exc_type):
-            self.conn.outage.down = True
-            raise self.conn.unavailable(self.what, TimeoutError()) from exc
-        if exc is not None and isinstance(exc, UNREACHABLE):
-            self.conn.outage.down = True
-            raise self.conn.unavailable(self.what, exc) from exc
-        refused = None if exc is None else self.conn.refused(self.what, exc)
-        if refused is not None:
-            raise refused from exc
-
-    def _leave(self, exc_type: type[BaseException] | None) -> bool:
-        """Drop this guard's deadline; true if it expired and cancelled the task."""
-        deadlines, task, outer = self.conn.deadlines, self.task, self.outer
-        if outer is None:
-            del deadlines.due[task]
-        else:
-            deadlines.due[task] = outer
-        if task not in deadlines.expired or (outer is not None and outer <= task.get_loop().time()):
-            return False  # not expired, or an outer guard owns the expiry
-        deadlines.expired.discard(task)
-        return task.uncancel() == 0 and exc_type is asyncio.CancelledError
