@@ -70,6 +70,10 @@ class InvalidTransition(OffloadError):
     """The job is not in a state that allows this change."""
 
 
+class InvalidCursor(OffloadError, ValueError):
+    """A page cursor that no listing handed out (mistyped, cut short, or from another store)."""
+
+
 class JobFailed(OffloadError):
     """The job ended in state failed; ``error_type``, ``message`` and ``traceback`` say why."""
 

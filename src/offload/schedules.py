@@ -12,7 +12,6 @@ be tested without a store or a clock.
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Iterator
@@ -23,14 +22,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from offload.errors import ConfigError, UnknownSchedule
+from offload.errors import ConfigError
 from offload.stores.base import ScheduleState
 
 if TYPE_CHECKING:
-    from offload.app import Offload
     from offload.tasks import Task
-
-log = logging.getLogger("offload.schedules")
 
 CatchUp = Literal["latest", "all", "none"]
 CATCH_UP_CHOICES: tuple[str, ...] = get_args(CatchUp)
@@ -338,58 +334,16 @@ def _forward(mark: float | None, to: float) -> float | None:
     return to if mark is None or to > mark else None
 
 
-# --- operations for the CLI and the HTTP API ---------------------------------------------
+# The operations on schedules (status listings, pause and resume) moved to ``offload.admin``,
+# with the other operator actions; their old names here still resolve, on first use, so that
+# code written against them keeps working without this module importing the layer above it
+# at import time.
+_MOVED_TO_ADMIN = frozenset({"ScheduleStatus", "get_schedule", "set_paused", "statuses"})
 
 
-@dataclass(frozen=True, slots=True)
-class ScheduleStatus:
-    """A schedule as listings show it."""
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_ADMIN:
+        from offload import admin
 
-    schedule: Schedule
-    paused: bool
-    fired_until: float | None
-    next_times: list[float]
-
-
-def get_schedule(app: Offload, name: str) -> Schedule:
-    try:
-        return app.schedules[name]
-    except KeyError:
-        known = ", ".join(sorted(app.schedules)) or "none"
-        raise UnknownSchedule(f"no schedule named {name!r}; known schedules: {known}") from None
-
-
-async def statuses(app: Offload, count: int = NEXT_COUNT) -> list[ScheduleStatus]:
-    """Every schedule of ``app`` with its stored state and next fire times."""
-    await app.open()
-    now = await app.store.now()
-    names = sorted(app.schedules)
-    states = await app.store.schedule_states(names)
-    out = []
-    for name in names:
-        schedule = app.schedules[name]
-        state = states.get(name)
-        out.append(
-            ScheduleStatus(
-                schedule,
-                paused=state is not None and state.paused,
-                fired_until=None if state is None else state.fired_until,
-                next_times=schedule.next_after(now, count),
-            )
-        )
-    return out
-
-
-async def set_paused(app: Offload, name: str, paused: bool) -> ScheduleStatus:
-    """Pause or resume ``name`` for every instance; slots passed while paused never fire."""
-    get_schedule(app, name)
-    await app.open()
-    if not paused:
-        # Settle the slots passed while paused first, so that no scheduler catches them up.
-        await app.store.advance_schedules({name: await app.store.now()})
-    await app.store.pause_schedules([name], paused)
-    log.info(
-        "schedule paused" if paused else "schedule resumed",
-        extra={"action": "schedule.paused" if paused else "schedule.resumed", "schedule": name},
-    )
-    return next(s for s in await statuses(app) if s.schedule.name == name)
+        return getattr(admin, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

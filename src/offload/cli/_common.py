@@ -7,7 +7,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import typer
 
 from offload.app import Offload, resolve_url
-from offload.jobs import JobRecord
+from offload.records import JobRecord
 from offload.stores import Store, open_store
 
 if TYPE_CHECKING:
@@ -122,13 +122,11 @@ class ConnectedStore:
         self.store = store
         self.app = app
 
-    def result_of(self, record: JobRecord) -> Any:
-        if record.result is None:
-            return None
+    def result_decoder(self, record: JobRecord) -> Callable[[str], Any] | None:
+        """The task's own result codec when the app is known and declares the task; without
+        it ``offload.admin.view`` reads the stored JSON."""
         task = self.app.tasks.get(record.task) if self.app is not None else None
-        if task is None:
-            return json.loads(record.result)
-        return task.codec.decode_result(record.result)
+        return None if task is None else task.codec.decode_result
 
 
 def mask_url(url: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 
+from offload import admin
 from offload.cli._common import (
     USAGE,
     CliError,
@@ -27,8 +28,8 @@ from offload.cli._common import (
     url_option,
     wide_console,
 )
-from offload.jobs import JobError, JobRecord, JobState
-from offload.redaction import redact, redact_call, redact_text
+from offload.errors import InvalidCursor, JobNotFound
+from offload.records import JobError, JobRecord, JobState
 from offload.stores import JobFilter
 
 app = typer.Typer(
@@ -65,14 +66,14 @@ def _states(values: list[str] | None) -> tuple[JobState, ...]:
     return tuple(states)
 
 
-def _decoded(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
+def _error(error: JobError | None) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    return {"type": error.type, "message": error.message, "traceback": error.traceback}
 
 
 def _summary(record: JobRecord) -> dict[str, Any]:
+    error = admin.view(record).error
     return {
         "id": record.id,
         "task": record.task,
@@ -83,25 +84,13 @@ def _summary(record: JobRecord) -> dict[str, Any]:
         "enqueued_at": iso(record.enqueued_at),
         "run_at": iso(record.run_at),
         "finished_at": iso(record.finished_at),
-        "error": None
-        if record.error is None
-        else {"type": record.error.type, "message": redact_text(record.error.message)},
-    }
-
-
-def _error(error: JobError | None) -> dict[str, Any] | None:
-    if error is None:
-        return None
-    return {
-        "type": error.type,
-        "message": redact_text(error.message),
-        "traceback": None if error.traceback is None else redact_text(error.traceback),
+        "error": None if error is None else {"type": error.type, "message": error.message},
     }
 
 
 def _detail(record: JobRecord, conn: ConnectedStore) -> dict[str, Any]:
-    # Secrets (by key name, registered value or Secret parameter) are hidden in what is shown.
-    args, kwargs = redact_call(_decoded(record.args), _decoded(record.kwargs), record.meta)
+    shown = admin.view(record, conn.result_decoder(record))
+    progress = shown.progress
     return {
         "id": record.id,
         "task": record.task,
@@ -110,8 +99,8 @@ def _detail(record: JobRecord, conn: ConnectedStore) -> dict[str, Any]:
         "priority": record.priority,
         "attempt": record.attempt,
         "max_attempts": record.max_attempts,
-        "args": args,
-        "kwargs": kwargs,
+        "args": shown.args,
+        "kwargs": shown.kwargs,
         "enqueued_at": iso(record.enqueued_at),
         "run_at": iso(record.run_at),
         "started_at": iso(record.started_at),
@@ -121,15 +110,12 @@ def _detail(record: JobRecord, conn: ConnectedStore) -> dict[str, Any]:
         "worker_id": record.worker_id,
         "key": record.key,
         "cancel_requested": record.cancel_requested,
-        "result": redact(conn.result_of(record)),
-        "error": _error(record.error),
+        "result": shown.result,
+        "error": _error(shown.error),
         "progress": None
-        if record.progress is None
-        else {
-            "fraction": record.progress.fraction,
-            "message": redact_text(record.progress.message),
-        },
-        "meta": redact(record.meta),
+        if progress is None
+        else {"fraction": progress.fraction, "message": progress.message},
+        "meta": shown.meta,
     }
 
 
@@ -165,8 +151,8 @@ def list_jobs(
     async def fetch() -> tuple[list[JobRecord], str | None]:
         async with connected(url, app_target) as conn:
             try:
-                page = await conn.store.list(flt, limit, cursor)
-            except ValueError as exc:  # a malformed cursor
+                page = await admin.list_jobs(conn.store, flt, limit, cursor)
+            except InvalidCursor as exc:
                 raise CliError(f"{exc}; pass the cursor a previous page printed", USAGE) from None
             return page.jobs, page.next_cursor
 
@@ -185,7 +171,8 @@ def list_jobs(
         Column("error", max_width=60),
     )
     for r in records:
-        error = "" if r.error is None else f"{r.error.type}: {redact_text(r.error.message)}"
+        shown = admin.view(r).error
+        error = "" if shown is None else f"{shown.type}: {shown.message}"
         table.add_row(
             Text(r.id),
             Text(r.task),
@@ -213,9 +200,10 @@ def show(
 
     async def fetch() -> dict[str, Any]:
         async with connected(url, app_target) as conn:
-            record = await conn.store.get(job_id)
-            if record is None:
-                raise _missing(job_id)
+            try:
+                record = await admin.get_job(conn.store, job_id)
+            except JobNotFound:
+                raise _missing(job_id) from None
             return _detail(record, conn)
 
     data = asyncio.run(fetch())
@@ -248,10 +236,10 @@ def retry(
 
     async def act() -> JobRecord:
         async with connected(url, None) as conn:
-            record = await conn.store.retry(job_id)
-            if record is None:
-                raise _missing(job_id)
-            return record
+            try:
+                return await admin.retry_job(conn.store, job_id)
+            except JobNotFound:
+                raise _missing(job_id) from None
 
     record = asyncio.run(act())
     typer.echo(f"job {record.id} is {record.state.value} again")
@@ -266,21 +254,16 @@ def cancel(
 
     async def act() -> JobRecord:
         async with connected(url, None) as conn:
-            record = await conn.store.cancel(job_id)
-            if record is None:
-                raise _missing(job_id)
-            return record
+            try:
+                return await admin.cancel_job(conn.store, job_id)
+            except JobNotFound:
+                raise _missing(job_id) from None
 
     record = asyncio.run(act())
     if record.state is JobState.CANCELLED:
         typer.echo(f"job {record.id} cancelled")
-    elif record.cancel_requested:
-        typer.echo(f"job {record.id} is running; its worker was asked to stop it")
     else:
-        raise CliError(
-            f"job {record.id} already {record.state.value}; only queued or running jobs can be "
-            "cancelled"
-        )
+        typer.echo(f"job {record.id} is running; its worker was asked to stop it")
 
 
 @app.command("purge")
@@ -299,7 +282,7 @@ def purge(
 
     async def act() -> int:
         async with connected(url, None) as conn:
-            return await conn.store.purge(await conn.store.now() - seconds)
+            return await admin.purge_jobs(conn.store, seconds)
 
     count = asyncio.run(act())
     if as_json:

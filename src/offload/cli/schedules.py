@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from offload.admin import ScheduleStatus, set_paused, statuses
 from offload.app import Offload
 from offload.cli._common import (
     help_without_command,
@@ -20,7 +21,6 @@ from offload.cli._common import (
     print_json,
     wide_console,
 )
-from offload.schedules import ScheduleStatus, set_paused, statuses
 from offload.stores import open_store
 
 app = typer.Typer(name="schedules", help="List, pause and resume the app's schedules.")

@@ -10,12 +10,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.exceptions import RequestValidationError
 
-from offload.errors import ConfigError, InvalidTransition, StoreUnavailable, UnknownSchedule
+from offload import admin
+from offload.errors import (
+    ConfigError,
+    InvalidCursor,
+    InvalidTransition,
+    JobNotFound,
+    StoreUnavailable,
+    UnknownSchedule,
+)
 from offload.fastapi.background import RETRY_AFTER_SECONDS, UNAVAILABLE_RESPONSE
 from offload.fastapi.outage import outage_of
 from offload.fastapi.schemas import Detail, JobOut, JobPageOut, ScheduleListOut, ScheduleOut
-from offload.jobs import JobRecord, JobState
-from offload.schedules import set_paused, statuses
+from offload.records import JobState
 from offload.stores.base import JobFilter
 
 if TYPE_CHECKING:
@@ -83,14 +90,6 @@ def jobs_router(
         responses=responses,
     )
 
-    async def load(job_id: str) -> JobRecord:
-        async with _store_errors(jobs):
-            await jobs.open()
-            record = await jobs.store.get(job_id)
-        if record is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
-        return record
-
     @router.get(
         "" if prefix else "/",
         name="offload_list_jobs",
@@ -109,22 +108,21 @@ def jobs_router(
         flt = JobFilter(
             states=tuple(state or ()), tasks=tuple(task or ()), queues=tuple(queue or ())
         )
-        async with _store_errors(jobs):
-            await jobs.open()
-            try:
-                page = await jobs.store.list(flt, limit, cursor)
-            except ValueError as exc:
-                # Only the cursor is not checked before this point.
-                raise RequestValidationError(
-                    [
-                        {
-                            "type": "value_error",
-                            "loc": ("query", "cursor"),
-                            "msg": f"not a cursor from this API: {exc}",
-                            "input": cursor,
-                        }
-                    ]
-                ) from exc
+        try:
+            async with _operation(jobs):
+                page = await admin.list_jobs(jobs.store, flt, limit, cursor)
+        except InvalidCursor as exc:
+            # Only the cursor is not checked before this point.
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "value_error",
+                        "loc": ("query", "cursor"),
+                        "msg": f"not a cursor from this API: {exc}",
+                        "input": cursor,
+                    }
+                ]
+            ) from exc
         return JobPageOut(
             items=[JobOut.from_record(r) for r in page.jobs], next_cursor=page.next_cursor
         )
@@ -140,7 +138,8 @@ def jobs_router(
         responses={404: _NOT_FOUND},
     )
     async def get_job(job_id: JobId) -> JobOut:
-        return JobOut.from_record(await load(job_id))
+        async with _operation(jobs):
+            return JobOut.from_record(await admin.get_job(jobs.store, job_id))
 
     @router.post(
         "/{job_id}/cancel",
@@ -149,28 +148,12 @@ def jobs_router(
         summary="Cancel a queued job, or ask the worker to stop a running one",
         responses={
             404: _NOT_FOUND,
-            409: {"model": Detail, "description": "the job has already finished"},
+            409: {"model": Detail, "description": "the job already succeeded or failed"},
         },
     )
     async def cancel_job(job_id: JobId) -> JobOut:
-        before = await load(job_id)
-        if before.state.finished:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT,
-                detail=f"job {job_id} is already {before.state.value}; only queued or running "
-                "jobs can be cancelled",
-            )
-        async with _store_errors(jobs):
-            record = await jobs.store.cancel(job_id)
-        if record is None:  # purged between the two calls
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
-        if record.state.finished and record.state is not JobState.CANCELLED:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT,
-                detail=f"job {job_id} finished as {record.state.value} before it could be "
-                "cancelled",
-            )
-        return JobOut.from_record(record)
+        async with _operation(jobs):
+            return JobOut.from_record(await admin.cancel_job(jobs.store, job_id))
 
     @router.post(
         "/{job_id}/retry",
@@ -183,15 +166,8 @@ def jobs_router(
         },
     )
     async def retry_job(job_id: JobId) -> JobOut:
-        async with _store_errors(jobs):
-            await jobs.open()
-            try:
-                record = await jobs.store.retry(job_id)
-            except InvalidTransition as exc:
-                raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
-        if record is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
-        return JobOut.from_record(record)
+        async with _operation(jobs):
+            return JobOut.from_record(await admin.retry_job(jobs.store, job_id))
 
     return router
 
@@ -206,17 +182,13 @@ def _schedule_routes(router: APIRouter, jobs: Offload) -> None:
         summary="The app's schedules, whether paused, and their next fire times",
     )
     async def list_schedules() -> ScheduleListOut:
-        async with _store_errors(jobs):
-            found = await statuses(jobs)
+        async with _operation(jobs):
+            found = await admin.statuses(jobs)
         return ScheduleListOut(items=[ScheduleOut.from_status(s) for s in found])
 
     async def change(name: str, paused: bool) -> ScheduleOut:
-        async with _store_errors(jobs):
-            try:
-                status_ = await set_paused(jobs, name, paused)
-            except UnknownSchedule as exc:
-                raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
-        return ScheduleOut.from_status(status_)
+        async with _operation(jobs):
+            return ScheduleOut.from_status(await admin.set_paused(jobs, name, paused))
 
     @router.post(
         "/schedules/{name}/pause",
@@ -240,16 +212,28 @@ def _schedule_routes(router: APIRouter, jobs: Offload) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _store_errors(jobs: Offload) -> AsyncIterator[None]:
-    """An outage is the store's state, not a bug in the API: answer 503, never 500, and log
-    it once per outage rather than a traceback per request."""
+async def _operation(jobs: Offload) -> AsyncIterator[None]:
+    """Open the store, then answer the operator errors of ``offload.admin`` with their status
+    codes and their own words. An outage is the store's state, not a bug in the API: 503,
+    never 500, logged once per outage rather than a traceback per request."""
+    outage = outage_of(jobs)
     try:
+        await jobs.open()
         yield
     except (StoreUnavailable, OSError) as exc:
-        outage_of(jobs).failed(exc)
+        outage.failed(exc)
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             detail="the job store is unavailable; retry later",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from exc
-    outage_of(jobs).answered()
+    except (JobNotFound, UnknownSchedule) as exc:
+        outage.answered()
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+    except InvalidTransition as exc:
+        outage.answered()
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+    except InvalidCursor:
+        outage.answered()
+        raise
+    outage.answered()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from offload.jobs import JobRecord, JobState
-from offload.redaction import redact, redact_text
-from offload.schedules import ScheduleStatus
+from offload.admin import ScheduleStatus, view
+from offload.records import JobRecord, JobState
 
 __all__ = [
     "Detail",
@@ -58,8 +56,10 @@ class JobOut(BaseModel):
 
     @classmethod
     def from_record(cls, record: JobRecord) -> JobOut:
-        progress = record.progress
-        error = record.error
+        # Built from the one redacted view (offload.admin.view) that every surface shows.
+        shown = view(record)
+        progress = shown.progress
+        error = shown.error
         return cls(
             id=record.id,
             task=record.task,
@@ -76,17 +76,12 @@ class JobOut(BaseModel):
             finished_at=None if record.finished_at is None else _dt(record.finished_at),
             progress=None
             if progress is None
-            else ProgressOut(fraction=progress.fraction, message=redact_text(progress.message)),
-            # Secrets are hidden here, the one place every API answer about a job is built.
-            result=redact(_result(record.result)),
+            else ProgressOut(fraction=progress.fraction, message=progress.message),
+            result=shown.result,
             error=None
             if error is None
-            else JobErrorOut(
-                type=error.type,
-                message=redact_text(error.message),
-                traceback=None if error.traceback is None else redact_text(error.traceback),
-            ),
-            meta=redact(record.meta),
+            else JobErrorOut(type=error.type, message=error.message, traceback=error.traceback),
+            meta=shown.meta,
         )
 
 
@@ -140,13 +135,3 @@ class Detail(BaseModel):
 
 def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
-
-
-def _result(raw: str | None) -> Any:
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        # Every store writes JSON; a row edited by hand should still be readable, not a 500.
-        return raw
