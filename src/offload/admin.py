@@ -1,13 +1,14 @@
 """What an operator does to stored jobs and schedules, and the one redacted view of a job.
 
-The jobs API, ``offload jobs``, ``offload schedules`` and the dashboard all call these, so an
-action means the same wherever it is taken (cancel a finished job: refused with the same
-reason everywhere) and a secret hidden in one answer is hidden in all. The callers only turn
-the outcome into their own form: a status code, a line on the terminal, a page.
+The jobs API, ``offload jobs``, ``offload schedules``, ``Job.cancel`` and the dashboard all
+call these, so an action means the same wherever it is taken (cancel a finished job: refused,
+naming its state) and a secret hidden in one answer is hidden in all. The callers only turn
+the outcome into their own form: a status code, a line on the terminal, a boolean, a page.
 
 Each function takes an open store (or, for schedules, the app that declares them); a failure
 the operator can meet is a typed error of ``offload.errors``: ``JobNotFound``,
-``InvalidTransition``, ``InvalidCursor``, ``UnknownSchedule``.
+``InvalidTransition`` (``NotCancellable`` for cancel, which carries the job),
+``InvalidCursor``, ``UnknownSchedule``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NEXT_COUNT",
     "JobView",
+    "NotCancellable",
     "ScheduleStatus",
     "cancel_job",
     "get_job",
@@ -51,10 +53,7 @@ log = logging.getLogger("offload.schedules")
 
 
 async def get_job(store: Store, job_id: str) -> JobRecord:
-    record = await store.get(job_id)
-    if record is None:
-        raise JobNotFound(f"job {job_id} not found")
-    return record
+    return _found(job_id, await store.get(job_id))
 
 
 async def list_jobs(store: Store, filter: JobFilter, limit: int, cursor: str | None) -> Page:
@@ -65,27 +64,45 @@ async def list_jobs(store: Store, filter: JobFilter, limit: int, cursor: str | N
         raise InvalidCursor(str(exc)) from exc
 
 
+class NotCancellable(InvalidTransition):
+    """The job had already finished (succeeded, failed, or was cancelled before); ``record``
+    is the job as it stands, for a caller to which an already cancelled job is no failure."""
+
+    def __init__(self, message: str, record: JobRecord) -> None:
+        super().__init__(message)
+        self.record = record
+
+
 async def cancel_job(store: Store, job_id: str) -> JobRecord:
-    """Cancel a queued job now, or ask the worker running it to stop; idempotent.
+    """Cancel a queued job now, or ask the worker running it to stop.
 
     Returns the job as it stands afterwards: ``cancelled``, or ``running`` with
-    ``cancel_requested`` set. A job that already succeeded or failed (also one that did so
-    while this call was on its way) is ``InvalidTransition``, naming its state."""
-    record = await store.cancel(job_id)
-    if record is None:
-        raise JobNotFound(f"job {job_id} not found")
-    if record.state is JobState.CANCELLED or record.cancel_requested:
-        return record
-    raise InvalidTransition(
-        f"job {job_id} is already {record.state.value}; only queued or running jobs can be "
-        "cancelled"
-    )
+    ``cancel_requested`` set. A job that had already finished, cancelled included, is
+    ``NotCancellable``, naming its state: read first, since the store answers a cancelled job
+    the same whether this call or an earlier one cancelled it."""
+    before = await get_job(store, job_id)
+    if before.state.finished:
+        raise NotCancellable(
+            f"job {job_id} is already {before.state.value}; only queued or running jobs can "
+            "be cancelled",
+            before,
+        )
+    record = _found(job_id, await store.cancel(job_id))  # None: purged since the read
+    if record.state.finished and record.state is not JobState.CANCELLED:
+        raise NotCancellable(
+            f"job {job_id} finished as {record.state.value} before it could be cancelled",
+            record,
+        )
+    return record
 
 
 async def retry_job(store: Store, job_id: str) -> JobRecord:
     """Queue a failed or cancelled job again with a fresh attempt budget; any other state is
     ``InvalidTransition`` (the store words it, naming the state)."""
-    record = await store.retry(job_id)
+    return _found(job_id, await store.retry(job_id))
+
+
+def _found(job_id: str, record: JobRecord | None) -> JobRecord:
     if record is None:
         raise JobNotFound(f"job {job_id} not found")
     return record

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +31,7 @@ from offload.cli._common import (
 )
 from offload.errors import InvalidCursor, JobNotFound
 from offload.records import JobError, JobRecord, JobState
-from offload.stores import JobFilter
+from offload.stores import JobFilter, Store
 
 app = typer.Typer(
     name="jobs",
@@ -233,15 +234,7 @@ def retry(
     url: str | None = url_option,
 ) -> None:
     """Queue a failed or cancelled job again, with a fresh attempt budget."""
-
-    async def act() -> JobRecord:
-        async with connected(url, None) as conn:
-            try:
-                return await admin.retry_job(conn.store, job_id)
-            except JobNotFound:
-                raise _missing(job_id) from None
-
-    record = asyncio.run(act())
+    record = _change(admin.retry_job, job_id, url)
     typer.echo(f"job {record.id} is {record.state.value} again")
 
 
@@ -251,19 +244,36 @@ def cancel(
     url: str | None = url_option,
 ) -> None:
     """Cancel a queued job now, or ask the worker running it to stop it."""
-
-    async def act() -> JobRecord:
-        async with connected(url, None) as conn:
-            try:
-                return await admin.cancel_job(conn.store, job_id)
-            except JobNotFound:
-                raise _missing(job_id) from None
-
-    record = asyncio.run(act())
+    try:
+        record = _change(admin.cancel_job, job_id, url)
+    except admin.NotCancellable as exc:
+        # On the command line cancel is idempotent: a job cancelled before is what was asked.
+        record = exc.record
+        if record.state is not JobState.CANCELLED:
+            raise CliError(
+                f"job {record.id} already {record.state.value}; only queued or running jobs "
+                "can be cancelled"
+            ) from None
     if record.state is JobState.CANCELLED:
         typer.echo(f"job {record.id} cancelled")
     else:
         typer.echo(f"job {record.id} is running; its worker was asked to stop it")
+
+
+def _change(
+    action: Callable[[Store, str], Awaitable[JobRecord]], job_id: str, url: str | None
+) -> JobRecord:
+    """Run one operator action of ``offload.admin`` on ``job_id``; an unknown id is the
+    command line's own message (with where to find ids), other refusals pass through."""
+
+    async def act() -> JobRecord:
+        async with connected(url, None) as conn:
+            try:
+                return await action(conn.store, job_id)
+            except JobNotFound:
+                raise _missing(job_id) from None
+
+    return asyncio.run(act())
 
 
 @app.command("purge")

@@ -148,7 +148,7 @@ def jobs_router(
         summary="Cancel a queued job, or ask the worker to stop a running one",
         responses={
             404: _NOT_FOUND,
-            409: {"model": Detail, "description": "the job already succeeded or failed"},
+            409: {"model": Detail, "description": "the job has already finished"},
         },
     )
     async def cancel_job(job_id: JobId) -> JobOut:
