@@ -114,13 +114,22 @@ class Job(Generic[R]):
     async def cancel(self) -> bool:
         """Cancel a queued job now, or ask its worker to stop a running one.
 
-        Returns False when the job had already finished.
+        Returns False when the job had already succeeded or failed; True for one cancelled
+        before, which is what was asked. The rule is ``offload.admin.cancel_job``'s, the one
+        the jobs API and the CLI follow.
         """
-        record = await self._store.cancel(self.id)
-        if record is None:
-            raise JobNotFound(f"job {self.id} no longer exists (purged?)")
-        self._record = record
-        return record.state is JobState.CANCELLED or record.cancel_requested
+        # Imported here, not at the top: the operator layer sits above the handle (DESIGN §2),
+        # so loading ``offload.jobs`` never loads it.
+        from offload import admin
+
+        try:
+            self._record = await admin.cancel_job(self._store, self.id)
+        except JobNotFound:
+            raise JobNotFound(f"job {self.id} no longer exists (purged?)") from None
+        except admin.NotCancellable as exc:
+            self._record = exc.record
+            return exc.record.state is JobState.CANCELLED
+        return True
 
     async def result(self, timeout: float | None = None, poll: float = 0.01) -> R:
         """Wait for the job to finish and return its decoded result.
