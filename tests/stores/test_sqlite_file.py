@@ -7,17 +7,15 @@ import asyncio
 import sqlite3
 import threading
 import time
-from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from offload.errors import ConfigError, StoreUnavailable
 from offload.jobs import JobError, JobState
-from offload.stores import sqlite_ops
 from offload.stores.base import ClaimRequest, Outcome, OutcomeKind
-from offload.stores.sqlite import SQLiteStore
-from offload.stores.sqlite_writer import BACKSTOP_PAGES
+from offload.stores.sqlite import SQLiteStore, ops, schema
+from offload.stores.sqlite.writer import BACKSTOP_PAGES
 from offload.testing.inputs import new_job
 
 
@@ -48,12 +46,11 @@ async def test_batches_of_every_length_keep_their_order_and_keys(tmp_path: Path)
 def test_multi_row_insert_respects_a_low_bound_variable_limit(tmp_path: Path) -> None:
     # Builds of SQLite before 3.32 allow 999 bound variables; 128 rows of 12 would exceed it.
     conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
-    conn.executescript(resources.files("offload.stores").joinpath("sqlite.sql").read_text())
-    sqlite_ops.migrate(conn)
+    schema.migrate(conn)
     conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
     jobs = [new_job() for _ in range(300)]
     conn.execute("BEGIN")
-    assert sqlite_ops.enqueue(conn, jobs, 1.0) == {}
+    assert ops.enqueue(conn, jobs, 1.0) == {}
     conn.execute("COMMIT")
     ids = [r[0] for r in conn.execute("SELECT id FROM offload_jobs ORDER BY id")]
     assert ids == sorted(j.id for j in jobs)
@@ -226,7 +223,7 @@ async def test_counts_of_a_file_made_before_the_totals(tmp_path: Path) -> None:
         assert 4 == sum(n for (_, state), n in counts.items() if state is JobState.SUCCEEDED)
     finally:
         await again.close()
-    assert sqlite_ops.SCHEMA_VERSION == _version(path)
+    assert schema.SCHEMA_VERSION == _version(path)
 
 
 def _version(path: Path) -> int:
@@ -243,14 +240,14 @@ async def test_a_new_file_records_its_layout_version(tmp_path: Path) -> None:
     store = SQLiteStore(f"sqlite:///{path}")
     await store.open()
     await store.close()
-    assert sqlite_ops.SCHEMA_VERSION == _version(path)
+    assert schema.SCHEMA_VERSION == _version(path)
 
 
 async def test_a_file_of_a_newer_layout_is_refused_and_left_alone(tmp_path: Path) -> None:
     """An older process must not write to a file whose layout it does not know: it would
     skip what the newer one keeps (such as the totals) and leave it wrong for both."""
     path = tmp_path / "jobs.db"
-    newer = sqlite_ops.SCHEMA_VERSION + 1
+    newer = schema.SCHEMA_VERSION + 1
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE future (x)")
     conn.execute(f"PRAGMA user_version = {newer}")
@@ -275,7 +272,7 @@ async def test_next_run_at_seeks_each_priority(tmp_path: Path) -> None:
     await store.open()
     try:
         jobs = [new_job(queue="a", priority=p, delay=d) for p, d in ((5, 100), (0, 50), (-3, 10))]
-        many = sqlite_ops.SEEK_PRIORITIES + 6
+        many = ops.SEEK_PRIORITIES + 6
         jobs += [new_job(queue="b", priority=p, delay=1000 + p) for p in range(many)]
         [a_first] = [j for j in await store.enqueue(jobs) if j.priority == -3]
         conn = sqlite3.connect(path)

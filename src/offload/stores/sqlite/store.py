@@ -22,7 +22,6 @@ from urllib.parse import parse_qs, urlsplit
 
 from offload.errors import ConfigError, InvalidTransition, StoreUnavailable
 from offload.records import JobRecord, JobState, Progress
-from offload.stores import sqlite_ops as ops
 from offload.stores._common import (
     decode_cursor,
     dump_progress,
@@ -32,7 +31,9 @@ from offload.stores._common import (
     wait_then_claim,
 )
 from offload.stores.base import ClaimRequest, JobFilter, NewJob, Outcome, Page, ScheduleState
-from offload.stores.sqlite_writer import LOCK_WAIT_SECONDS, Op, Writer
+from offload.stores.sqlite import ops
+from offload.stores.sqlite.queries import QUERIES as Q
+from offload.stores.sqlite.writer import LOCK_WAIT_SECONDS, Op, Writer
 
 T = TypeVar("T")
 log = logging.getLogger("offload.store.sqlite")
@@ -41,6 +42,22 @@ log = logging.getLogger("offload.store.sqlite")
 MAX_POLL_SECONDS = 0.005
 # Claims remembered for the counts (``SQLiteStore._claimed``) at most.
 CLAIMED_MAX = 100_000
+
+_DATA_VERSION = Q["data_version"]
+_SET_PROGRESS = Q["set_progress"]
+_CANCEL_QUEUED = Q["cancel_queued"]
+_CANCEL_RUNNING = Q["cancel_running"]
+_RETRY = Q["retry"]
+_PURGE_COUNTS = Q["purge_counts"]
+_PURGE_DELETE = Q["purge_delete"]
+_ADVANCE_SCHEDULE = Q["advance_schedule"]
+_PAUSE_SCHEDULE = Q["pause_schedule"]
+_SCHEDULE_STATES = Q["schedule_states"]
+_LIST_JOBS = Q["list_jobs"]
+_LIST_STATES = Q["list_states"]
+_LIST_TASKS = Q["list_tasks"]
+_LIST_QUEUES = Q["list_queues"]
+_LIST_BEFORE = Q["list_before"]
 
 
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
@@ -86,7 +103,7 @@ class SQLiteStore:
         self._seen_version = 0
         self._local = asyncio.Event()
         # Queue of each job claimed here and not yet completed, so the counts need no lookup
-        # per completed job (see ``sqlite_ops.tally``); bounded, and a job missing from it is
+        # per completed job (see ``ops.tally``); bounded, and a job missing from it is
         # looked up instead.
         self._claimed: dict[str, str] = {}
 
@@ -145,7 +162,7 @@ class SQLiteStore:
         watch = self._watch
         if watch is None:
             return 0
-        row = watch.execute("PRAGMA data_version").fetchone()
+        row = watch.execute(_DATA_VERSION).fetchone()
         return int(row[0])
 
     async def now(self) -> float:
@@ -204,11 +221,7 @@ class SQLiteStore:
         progress = dump_progress(Progress(fraction, message))
 
         def op(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "UPDATE offload_jobs SET progress=? WHERE id=? AND state='running' "
-                "AND worker_id=? AND attempt=?",
-                (progress, job_id, worker_id, attempt),
-            )
+            cur = conn.execute(_SET_PROGRESS, (progress, job_id, worker_id, attempt))
             return cur.rowcount == 1
 
         return await self._run(op)
@@ -223,17 +236,10 @@ class SQLiteStore:
     async def cancel(self, job_id: str) -> JobRecord | None:
         def op(conn: sqlite3.Connection) -> JobRecord | None:
             now = self._clock()
-            cancelled = conn.execute(
-                "UPDATE offload_jobs SET state='cancelled', finished_at=? "
-                "WHERE id=? AND state='queued' RETURNING queue",
-                (now, job_id),
-            ).fetchall()
+            cancelled = conn.execute(_CANCEL_QUEUED, (now, job_id)).fetchall()
             for (queue,) in cancelled:
                 ops.tally_move(conn, queue, "queued", "cancelled")
-            conn.execute(
-                "UPDATE offload_jobs SET cancel_requested=1 WHERE id=? AND state='running'",
-                (job_id,),
-            )
+            conn.execute(_CANCEL_RUNNING, (job_id,))
             return ops.get(conn, job_id)
 
         return await self._run(op, durable=True)
@@ -248,11 +254,7 @@ class SQLiteStore:
                     f"job {job_id} is {job.state.value}; "
                     "only failed or cancelled jobs can be retried"
                 )
-            conn.execute(
-                "UPDATE offload_jobs SET state='queued', attempt=0, run_at=?, finished_at=NULL, "
-                "error=NULL, cancel_requested=0, lease_until=NULL WHERE id=?",
-                (self._clock(), job_id),
-            )
+            conn.execute(_RETRY, (self._clock(), job_id))
             ops.tally_move(conn, job.queue, job.state.value, "queued")
             return ops.get(conn, job_id)
 
@@ -261,16 +263,9 @@ class SQLiteStore:
         return record
 
     async def purge(self, older_than: float) -> int:
-        doomed = (
-            "FROM offload_jobs WHERE finished_at IS NOT NULL AND finished_at < ? "
-            "AND state IN ('succeeded', 'failed', 'cancelled')"
-        )
-
         def op(conn: sqlite3.Connection) -> int:
-            gone = conn.execute(
-                f"SELECT queue, state, count(*) {doomed} GROUP BY queue, state", (older_than,)
-            ).fetchall()
-            cur = conn.execute(f"DELETE {doomed}", (older_than,))
+            gone = conn.execute(_PURGE_COUNTS, (older_than,)).fetchall()
+            cur = conn.execute(_PURGE_DELETE, (older_than,))
             ops.tally(conn, {(queue, state): -n for queue, state, n in gone})
             return cur.rowcount
 
@@ -280,12 +275,7 @@ class SQLiteStore:
         rows = list(marks.items())
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO offload_schedules (name, fired_until) VALUES (?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET fired_until = "
-                "max(coalesce(fired_until, excluded.fired_until), excluded.fired_until)",
-                rows,
-            )
+            conn.executemany(_ADVANCE_SCHEDULE, rows)
 
         await self._run(op)
 
@@ -293,11 +283,7 @@ class SQLiteStore:
         rows = [(name, int(paused)) for name in names]
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO offload_schedules (name, paused) VALUES (?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
-                rows,
-            )
+            conn.executemany(_PAUSE_SCHEDULE, rows)
 
         # An operator's pause must survive a power cut like any other change made by hand.
         await self._run(op, durable=True)
@@ -310,11 +296,9 @@ class SQLiteStore:
         def op(conn: sqlite3.Connection) -> dict[str, ScheduleState]:
             if not wanted:
                 return {}
-            rows = conn.execute(
-                "SELECT name, paused, fired_until FROM offload_schedules "
-                f"WHERE name IN ({','.join('?' * len(wanted))})",
-                wanted,
-            ).fetchall()
+            # One ? per name, composed here.
+            sql = _SCHEDULE_STATES.format(marks=",".join("?" * len(wanted)))
+            rows = conn.execute(sql, wanted).fetchall()
             return {n: ScheduleState(n, bool(p), f) for n, p, f in rows}
 
         return await self._run(op, write=False)
@@ -328,21 +312,20 @@ class SQLiteStore:
         def op(conn: sqlite3.Connection) -> Page:
             where: list[str] = []
             params: list[Any] = []
-            for column, values in (
-                ("state", [s.value for s in filter.states]),
-                ("task", list(filter.tasks)),
-                ("queue", list(filter.queues)),
+            # The WHERE clause is composed here from the list_* fragments the filter asks
+            # for, each with one ? per value.
+            for fragment, values in (
+                (_LIST_STATES, [s.value for s in filter.states]),
+                (_LIST_TASKS, list(filter.tasks)),
+                (_LIST_QUEUES, list(filter.queues)),
             ):
                 if values:
-                    where.append(f"{column} IN ({','.join('?' * len(values))})")
+                    where.append(fragment.format(marks=",".join("?" * len(values))))
                     params.extend(values)
             if after is not None:
-                where.append("id < ?")
+                where.append(_LIST_BEFORE)
                 params.append(after)
-            sql = f"SELECT {ops.COLUMNS} FROM offload_jobs"
-            if where:
-                sql += " WHERE " + " AND ".join(where)
-            sql += " ORDER BY id DESC LIMIT ?"
+            sql = _LIST_JOBS.format(where="WHERE " + " AND ".join(where) if where else "")
             params.append(limit + 1)
             rows = conn.execute(sql, params).fetchall()
             jobs = [ops.record(r) for r in rows[:limit]]
@@ -354,7 +337,7 @@ class SQLiteStore:
     async def counts(self) -> dict[tuple[str, JobState], int]:
         """Counts by queue and state, read on a connection of its own in a worker thread.
 
-        They are running totals that every write keeps (``sqlite_ops.tally``): one row per
+        They are running totals that every write keeps (``ops.tally``): one row per
         queue and state, whatever the number of jobs. The read stays off the writer thread
         all the same (WAL lets a reader run beside it), so that a scrape never waits for a
         batch in progress."""

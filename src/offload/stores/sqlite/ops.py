@@ -1,7 +1,8 @@
 """The SQLite store's operations: each runs on the writer thread, inside its transaction.
 
-Kept apart from ``sqlite.py`` (the store's async face) because these are plain functions of a
-connection: what one hop to the writer thread does, statement by statement.
+Kept apart from ``store`` (the store's async face) because these are plain functions of a
+connection: what one hop to the writer thread does, statement by statement. The statements
+are in ``queries.sql``, bound to constants here at import.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import sqlite3
 from collections import Counter
 from typing import Any
 
-from offload.errors import ConfigError
 from offload.records import JobRecord, JobState
 from offload.stores._common import (
     dump_error,
@@ -22,85 +22,17 @@ from offload.stores._common import (
     sort_key,
 )
 from offload.stores.base import NewJob, Outcome, OutcomeKind
-
-COLUMNS = (
-    "id, task, queue, args, kwargs, state, priority, attempt, max_attempts, run_at, "
-    "enqueued_at, timeout, started_at, finished_at, lease_until, worker_id, key, result, "
-    "error, progress, meta, cancel_requested"
-)
+from offload.stores.sqlite.queries import QUERIES as Q
 
 STATES = {s.value: s for s in JobState}
 
-# Jobs per queue and state, kept as running totals in ``offload_counts``: finished rows stay
-# for the retention period (millions of them) and a backlog may hold millions more, and
-# counting them on every metrics scrape or ``offload info`` cost about 0.5-0.8 µs a row.
-# Every statement that inserts a job, changes its state or deletes it adds its change here,
-# in the same transaction, once per batch and queue (``tally``).
-
-_COUNTS_TABLE = """
-CREATE TABLE offload_counts (
-    queue TEXT NOT NULL,
-    state TEXT NOT NULL,
-    n     INTEGER NOT NULL,
-    PRIMARY KEY (queue, state)
-) WITHOUT ROWID"""
-
-_TALLY = (
-    "INSERT INTO offload_counts (queue, state, n) VALUES (?, ?, ?) "
-    "ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n"
-)
+# Jobs per queue and state, kept as running totals in ``offload_counts`` (see
+# ``migrations/0001_counts.sql`` for why): every statement that inserts a job, changes its
+# state or deletes it adds its change there, in the same transaction, once per batch and
+# queue (``tally``).
+_TALLY = Q["tally"]
 
 Tally = dict[tuple[str, str], int]
-
-
-# The file's layout, in SQLite's ``user_version`` header field. 0 is a file from before the
-# field was kept (with or without ``offload_counts``); 1 adds the totals. A process refuses a
-# file of a higher version than its own: an older process would write rows without keeping
-# what the newer layout keeps (its totals, say), and nothing would tell either of them.
-SCHEMA_VERSION = 1
-
-
-def check_version(conn: sqlite3.Connection) -> int:
-    """The file's layout version; raises ``ConfigError`` if it is newer than this code's."""
-    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise ConfigError(
-            f"this SQLite file has layout version {version}, written by a newer offload than "
-            f"this one (which knows up to {SCHEMA_VERSION}); upgrade offload in every process "
-            "that uses the file, or point this one at another file"
-        )
-    return version
-
-
-def migrate(conn: sqlite3.Connection) -> None:
-    """Bring a file made by an older offload up to ``SCHEMA_VERSION``, once per file.
-
-    Under the write lock, so that two processes opening the same old file do not both
-    migrate it, and no write lands between a backfill and the first use of what it filled."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = check_version(conn)  # again: another process may have moved it meanwhile
-        if version < 1:
-            _add_counts(conn)
-        if version < SCHEMA_VERSION:
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
-def _add_counts(conn: sqlite3.Connection) -> None:
-    """Version 1: ``offload_counts``, filled from the rows already there."""
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='offload_counts'"
-    ).fetchone()
-    if exists is None:
-        conn.execute(_COUNTS_TABLE)
-        conn.execute(
-            "INSERT INTO offload_counts (queue, state, n) "
-            "SELECT queue, state, count(*) FROM offload_jobs GROUP BY queue, state"
-        )
 
 
 def tally(conn: sqlite3.Connection, changes: Tally) -> None:
@@ -126,7 +58,7 @@ def tally_move(conn: sqlite3.Connection, queue: str, old: str, new: str) -> None
     tally(conn, changes)
 
 
-COUNTS = "SELECT queue, state, n FROM offload_counts WHERE n > 0"
+COUNTS = Q["counts"]
 
 
 def record(row: tuple[Any, ...]) -> JobRecord:
@@ -157,19 +89,21 @@ def record(row: tuple[Any, ...]) -> JobRecord:
     )
 
 
-_COLS = (
-    "INSERT INTO offload_jobs (id, task, queue, args, kwargs, state, priority, attempt, "
-    "max_attempts, run_at, enqueued_at, timeout, key, meta) VALUES "
-)
-_ROW = "(?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?)"
-_PARAMS = 12
-_INSERT_KEYED = _COLS + _ROW + " ON CONFLICT (task, key) WHERE key IS NOT NULL DO NOTHING"
+_ROW = Q["job_row"]
+_PARAMS = _ROW.count("?")
+_INSERT_KEYED = Q["insert_keyed"]
 # Rows per multi-row INSERT. One statement of many rows binds and steps once instead of once a
 # row, which is most of what an insert costs from Python; statements are cached per size, and
 # sizes are powers of two so a batch of any length needs at most eight of them. Builds of
 # SQLite before 3.32 allow only 999 bound variables, hence the cap from the connection.
 _CHUNK = 128
-_MULTI = {n: _COLS + ", ".join([_ROW] * n) for n in (1 << i for i in range(_CHUNK.bit_length()))}
+# Composed here, once: ``insert_jobs`` with ``job_row`` repeated n times.
+_MULTI = {
+    n: Q["insert_jobs"].format(rows=", ".join([_ROW] * n))
+    for n in (1 << i for i in range(_CHUNK.bit_length()))
+}
+_JOB_BY_KEY = Q["job_by_key"]
+_ADD_QUEUE = Q["add_queue"]
 
 
 def _insert_rows(conn: sqlite3.Connection, flat: list[Any]) -> None:
@@ -220,9 +154,7 @@ def enqueue(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> dict[in
             _insert_rows(conn, flat)
             flat = []
         if conn.execute(_INSERT_KEYED, row).rowcount == 0:
-            found = conn.execute(
-                f"SELECT {COLUMNS} FROM offload_jobs WHERE task=? AND key=?", (new.task, new.key)
-            ).fetchone()
+            found = conn.execute(_JOB_BY_KEY, (new.task, new.key)).fetchone()
             existing[i] = record(found)
         else:
             _count(changes, new.queue, "queued")
@@ -230,37 +162,25 @@ def enqueue(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> dict[in
         _insert_rows(conn, flat)
     tally(conn, changes)
     queues = {new.queue for new in jobs}
-    conn.executemany(
-        "INSERT OR IGNORE INTO offload_queues (name) VALUES (?)", [(q,) for q in queues]
-    )
+    conn.executemany(_ADD_QUEUE, [(q,) for q in queues])
     return existing
 
 
-# A claim returns only the columns it did not set itself: each returned column costs about
-# a third of a microsecond per job, on the writer's path that every worker takes turns on.
-_CLAIMED = (
-    "id, task, queue, args, kwargs, priority, attempt, max_attempts, run_at, enqueued_at, "
-    "timeout, finished_at, key, result, error, progress, meta"
-)
-_CLAIM_SET = (
-    "UPDATE offload_jobs SET state='running', attempt=attempt+1, lease_until=?, worker_id=?, "
-    "started_at=?, cancel_requested=0 WHERE id IN ({select}) RETURNING " + _CLAIMED
-)
+# A claim returns only the columns it did not set itself (see ``claim`` in queries.sql).
+_CLAIM_SET = Q["claim"]
+_CLAIM_ONE = _CLAIM_SET.format(select=Q["claim_pick_one"])
+_CLAIM_PART = Q["claim_pick_part"]
+_CLAIM_MERGED = Q["claim_pick_merged"]
+_QUEUES = Q["queues"]
 
 
 def _claimed(row: tuple[Any, ...], lease_until: float, worker_id: str, now: float) -> JobRecord:
-    """A claimed job's record: the columns returned (``_CLAIMED``), with the ones the claim
+    """A claimed job's record: the columns ``claim`` returns, with the ones the claim
     set put back in their places in ``COLUMNS`` (state after kwargs; started_at, then
     lease_until and worker_id around finished_at; cancel_requested last)."""
     return record(
         (*row[:5], "running", *row[5:11], now, row[11], lease_until, worker_id, *row[12:], 0)
     )
-
-
-_CLAIM_PICK = (
-    "SELECT id FROM offload_jobs WHERE state='queued' {queue} AND run_at<=? "
-    "ORDER BY priority DESC, run_at, id LIMIT ?"
-)
 
 
 def claim(
@@ -274,28 +194,21 @@ def claim(
     lease_until = now + ttl
     params: list[Any] = [lease_until, worker_id, now]
     if queues is None:
-        queues = [row[0] for row in conn.execute("SELECT name FROM offload_queues")]
+        queues = [row[0] for row in conn.execute(_QUEUES)]
         if not queues:
             return []
     if len(queues) == 1:
-        select = _CLAIM_PICK.format(queue="AND queue=?")
+        sql = _CLAIM_ONE
         params += [queues[0], now, limit]
     else:
-        # One index range per queue, merged: an IN list would make SQLite sort every due row.
-        parts = []
+        # One index range per queue, merged (claim_pick_merged): composed here, since the
+        # number of parts is the number of queues.
         for q in queues:
-            parts.append(
-                "SELECT * FROM (SELECT id, priority, run_at FROM offload_jobs "
-                "WHERE state='queued' AND queue=? AND run_at<=? "
-                "ORDER BY priority DESC, run_at, id LIMIT ?)"
-            )
             params += [q, now, limit]
-        select = (
-            "SELECT id FROM (" + " UNION ALL ".join(parts) + ") "
-            "ORDER BY priority DESC, run_at, id LIMIT ?"
-        )
+        parts = " UNION ALL ".join([_CLAIM_PART] * len(queues))
+        sql = _CLAIM_SET.format(select=_CLAIM_MERGED.format(parts=parts))
         params.append(limit)
-    rows = conn.execute(_CLAIM_SET.format(select=select), params).fetchall()
+    rows = conn.execute(sql, params).fetchall()
     records = [_claimed(r, lease_until, worker_id, now) for r in rows]
     if records:
         changes: Tally = {}
@@ -304,6 +217,9 @@ def claim(
         tally(conn, changes)
     records.sort(key=sort_key)
     return records
+
+
+_HEARTBEAT = Q["heartbeat"]
 
 
 def heartbeat(
@@ -317,11 +233,7 @@ def heartbeat(
     lost: set[str] = set()
     cancel: set[str] = set()
     for job_id, attempt in leases:
-        row = conn.execute(
-            "UPDATE offload_jobs SET lease_until=? WHERE id=? AND state='running' "
-            "AND worker_id=? AND attempt=? RETURNING cancel_requested",
-            (lease_until, job_id, worker_id, attempt),
-        ).fetchone()
+        row = conn.execute(_HEARTBEAT, (lease_until, job_id, worker_id, attempt)).fetchone()
         if row is None:
             lost.add(job_id)
         elif row[0]:
@@ -329,16 +241,17 @@ def heartbeat(
     return lost, cancel
 
 
-_FENCE = " WHERE id=? AND state='running' AND worker_id=? AND attempt=?"
-
-
 REQUEUED = (OutcomeKind.RETRY, OutcomeKind.REQUEUE, OutcomeKind.RELEASE)
 
 
-_SUCCEEDED = (
-    "UPDATE offload_jobs SET state='succeeded', result=?, error=NULL, finished_at=?, "
-    "lease_until=NULL, cancel_requested=0" + _FENCE
-)
+# Each outcome's statement holds only under the caller's lease (same worker, same attempt),
+# and returns the job's queue and new state for the totals.
+_SUCCEEDED_MANY = Q["succeeded_many"]
+_SUCCEEDED = Q["succeeded"]
+_FINISHED = Q["finished"]
+_RELEASED = Q["released"]
+_RETRIED = Q["retried"]
+_REQUEUED = Q["requeued"]
 
 
 def _all_succeeded(conn: sqlite3.Connection, outcomes: list[Outcome], now: float) -> bool:
@@ -357,7 +270,7 @@ def _all_succeeded(conn: sqlite3.Connection, outcomes: list[Outcome], now: float
     if len(rows) < 2:
         return False
     conn.execute("SAVEPOINT successes")
-    if conn.executemany(_SUCCEEDED, rows).rowcount == len(rows):
+    if conn.executemany(_SUCCEEDED_MANY, rows).rowcount == len(rows):
         conn.execute("RELEASE successes")
         return True
     conn.execute("ROLLBACK TO successes")
@@ -385,38 +298,15 @@ def complete(
             if succeeded:
                 applied.append(True)
                 continue
-            cur = conn.execute(_SUCCEEDED + _RETURNING, (o.result, now, *fence))
+            cur = conn.execute(_SUCCEEDED, (o.result, now, *fence))
         elif kind is OutcomeKind.FAILED or kind is OutcomeKind.CANCELLED:
-            cur = conn.execute(
-                "UPDATE offload_jobs SET state=?, error=?, finished_at=?, lease_until=NULL, "
-                "cancel_requested=0" + _FENCE + _RETURNING,
-                (kind.value, dump_error(o.error), now, *fence),
-            )
+            cur = conn.execute(_FINISHED, (kind.value, dump_error(o.error), now, *fence))
         elif kind is OutcomeKind.RELEASE:
-            cur = conn.execute(
-                "UPDATE offload_jobs SET "
-                "state=CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END, "
-                "finished_at=CASE WHEN cancel_requested THEN ? ELSE finished_at END, "
-                "run_at=?, attempt=attempt-CASE WHEN cancel_requested THEN 0 ELSE 1 END, "
-                "started_at=CASE WHEN attempt=1 AND NOT cancel_requested THEN NULL "
-                "ELSE started_at END, "
-                "worker_id=CASE WHEN attempt=1 AND NOT cancel_requested THEN NULL "
-                "ELSE worker_id END, "
-                "lease_until=NULL, cancel_requested=0" + _FENCE + _RETURNING,
-                (now, now, *fence),
-            )
+            cur = conn.execute(_RELEASED, (now, now, *fence))
         elif kind is OutcomeKind.RETRY:
-            cur = conn.execute(
-                "UPDATE offload_jobs SET state='queued', error=?, run_at=?, lease_until=NULL, "
-                "cancel_requested=0" + _FENCE + _RETURNING,
-                (dump_error(o.error), now + o.delay, *fence),
-            )
+            cur = conn.execute(_RETRIED, (dump_error(o.error), now + o.delay, *fence))
         else:
-            cur = conn.execute(
-                "UPDATE offload_jobs SET state='queued', run_at=?, lease_until=NULL, "
-                "max_attempts=max(max_attempts, attempt+1)" + _FENCE + _RETURNING,
-                (now, *fence),
-            )
+            cur = conn.execute(_REQUEUED, (now, *fence))
         rows = cur.fetchall()
         for queue, state in rows:
             _move(changes, queue, "running", state)
@@ -425,7 +315,9 @@ def complete(
     return applied
 
 
-_RETURNING = " RETURNING queue, state"
+# Rows per lookup of unknown queues; below the lowest bound-variable limit (999).
+_LOOKUP = 500
+_QUEUES_OF = Q["queues_of"]
 
 
 def _count_successes(
@@ -442,41 +334,31 @@ def _count_successes(
         unknown = [
             o.id for o, q in zip(outcomes, queues, strict=True) if o.kind is succeeded and q is None
         ]
-    for start in range(0, len(unknown), 500):
-        ids = unknown[start : start + 500]
-        for queue, n in conn.execute(
-            f"SELECT queue, count(*) FROM offload_jobs WHERE id IN ({','.join('?' * len(ids))}) "
-            "GROUP BY queue",
-            ids,
-        ):
+    for start in range(0, len(unknown), _LOOKUP):
+        ids = unknown[start : start + _LOOKUP]
+        # One ? per id, composed here.
+        for queue, n in conn.execute(_QUEUES_OF.format(marks=",".join("?" * len(ids))), ids):
             _move(changes, queue, "running", "succeeded", n)
 
 
+_EXPIRED = Q["expired"]
+_EXPIRED_FAIL = Q["expired_fail"]
+_EXPIRED_REQUEUE = Q["expired_requeue"]
+
+
 def requeue_expired(conn: sqlite3.Connection, now: float) -> int:
-    rows = conn.execute(
-        "SELECT id, attempt, max_attempts, worker_id, queue FROM offload_jobs "
-        "WHERE state='running' AND lease_until < ?",
-        (now,),
-    ).fetchall()
+    rows = conn.execute(_EXPIRED, (now,)).fetchall()
     changes: Tally = {}
     for job_id, attempt, max_attempts, worker_id, queue in rows:
         if attempt >= max_attempts:
             cur = conn.execute(
-                "UPDATE offload_jobs SET state='failed', error=?, finished_at=?, "
-                "lease_until=NULL WHERE id=? AND state='running' AND attempt=?",
-                (dump_error(lease_expired_error(worker_id)), now, job_id, attempt),
+                _EXPIRED_FAIL, (dump_error(lease_expired_error(worker_id)), now, job_id, attempt)
             )
             _move(changes, queue, "running", "failed", cur.rowcount)
         else:
             cur = conn.execute(
-                "UPDATE offload_jobs SET state='queued', run_at=?, lease_until=NULL, "
-                "error=? WHERE id=? AND state='running' AND attempt=?",
-                (
-                    now,
-                    dump_error(lease_requeued_error(worker_id)),
-                    job_id,
-                    attempt,
-                ),
+                _EXPIRED_REQUEUE,
+                (now, dump_error(lease_requeued_error(worker_id)), job_id, attempt),
             )
             _move(changes, queue, "running", "queued", cur.rowcount)
     tally(conn, changes)
@@ -486,6 +368,9 @@ def requeue_expired(conn: sqlite3.Connection, now: float) -> int:
 # Distinct priorities of one queue looked at one index seek each in ``next_run_at``; a queue
 # with more is finished with one scan of the rest.
 SEEK_PRIORITIES = 64
+_NEXT_TOP = Q["next_top"]
+_NEXT_BELOW = Q["next_below"]
+_NEXT_REST = Q["next_rest"]
 
 
 def next_run_at(conn: sqlite3.Connection, queues: list[str] | None) -> float | None:
@@ -496,20 +381,15 @@ def next_run_at(conn: sqlite3.Connection, queues: list[str] | None) -> float | N
     writer thread that the process's enqueues and completions wait for); the claim index is
     ordered by queue, then priority, then run_at, so the first entry of each (queue,
     priority) is that group's earliest, found by one seek."""
-    names = (
-        [row[0] for row in conn.execute("SELECT name FROM offload_queues")]
-        if queues is None
-        else queues
-    )
+    names = [row[0] for row in conn.execute(_QUEUES)] if queues is None else queues
     best: float | None = None
     for queue in names:
         below: int | None = None
         for _ in range(SEEK_PRIORITIES):
-            row = conn.execute(
-                "SELECT priority, run_at FROM offload_jobs WHERE state='queued' AND queue=? "
-                + ("" if below is None else "AND priority<? ")
-                + "ORDER BY priority DESC, run_at LIMIT 1",
-                (queue,) if below is None else (queue, below),
+            row = (
+                conn.execute(_NEXT_TOP, (queue,))
+                if below is None
+                else conn.execute(_NEXT_BELOW, (queue, below))
             ).fetchone()
             if row is None:
                 break
@@ -517,16 +397,15 @@ def next_run_at(conn: sqlite3.Connection, queues: list[str] | None) -> float | N
             if best is None or run_at < best:
                 best = run_at
         else:
-            row = conn.execute(
-                "SELECT min(run_at) FROM offload_jobs WHERE state='queued' AND queue=? "
-                "AND priority<?",
-                (queue, below),
-            ).fetchone()
+            row = conn.execute(_NEXT_REST, (queue, below)).fetchone()
             if row[0] is not None and (best is None or row[0] < best):
                 best = row[0]
     return None if best is None else float(best)
 
 
+_JOB_BY_ID = Q["job_by_id"]
+
+
 def get(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:
-    row = conn.execute(f"SELECT {COLUMNS} FROM offload_jobs WHERE id=?", (job_id,)).fetchone()
+    row = conn.execute(_JOB_BY_ID, (job_id,)).fetchone()
     return None if row is None else record(row)

@@ -12,11 +12,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from importlib import resources
 from typing import Any
 
 from offload.errors import StoreUnavailable
-from offload.stores.sqlite_ops import check_version, migrate
+from offload.stores.sqlite.queries import QUERIES
+from offload.stores.sqlite.schema import check_version, migrate
 
 # How long a write waits for another process's transaction before giving up. Long enough to
 # ride out a checkpoint, short enough that a wedged file surfaces as StoreUnavailable.
@@ -39,6 +39,18 @@ MAX_BATCH = 512
 # checkpointer never lets the log reach unless it has stopped.
 CHECKPOINT_EVERY = 0.05
 BACKSTOP_PAGES = 20_000
+
+_WAL = QUERIES["wal"]
+_FOREIGN_KEYS = QUERIES["foreign_keys"]
+_AUTOCHECKPOINT = QUERIES["wal_autocheckpoint"].format(pages=BACKSTOP_PAGES)
+_NO_BUSY_TIMEOUT = QUERIES["no_busy_timeout"]
+_CHECKPOINT = QUERIES["checkpoint"]
+# One statement per level, composed once: a batch switches between the URL's level and
+# normal (see Writer.run_batch).
+_SYNCHRONOUS = {
+    level: QUERIES["synchronous"].format(level=level.upper())
+    for level in ("full", "extra", "normal")
+}
 
 
 class Op:
@@ -102,7 +114,7 @@ class Checkpointer(threading.Thread):
                 self.wrote.clear()
                 # Busy means another process's checkpointer holds the lock: its copy serves.
                 with contextlib.suppress(sqlite3.OperationalError):
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    conn.execute(_CHECKPOINT).fetchall()
                 time.sleep(CHECKPOINT_EVERY)
         finally:
             conn.close()
@@ -114,11 +126,12 @@ class Writer(threading.Thread):
     def __init__(self, path: str, synchronous: str) -> None:
         super().__init__(name=f"offload-sqlite:{path}", daemon=True)
         self.path = path
-        self.synchronous = synchronous
+        # Lowered once: the URL accepts any case, and the level keys _SYNCHRONOUS.
+        self.synchronous = synchronous.lower()
         self.ops: queue.SimpleQueue[Op | None] = queue.SimpleQueue()
         self.ready = threading.Event()
         self.startup_error: BaseException | None = None
-        self.current_sync = synchronous
+        self.current_sync = self.synchronous
         self.checkpointer = Checkpointer(path)
 
     def connect(self) -> sqlite3.Connection:
@@ -128,15 +141,13 @@ class Writer(threading.Thread):
         try:
             # First, so that a file of a newer layout is left exactly as it was found.
             check_version(conn)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
-            schema = resources.files("offload.stores").joinpath("sqlite.sql").read_text()
-            conn.executescript(schema)
+            conn.execute(_WAL)
+            conn.execute(_SYNCHRONOUS[self.synchronous])
+            conn.execute(_FOREIGN_KEYS)
+            conn.execute(_AUTOCHECKPOINT)
             migrate(conn)
             # From here on, lock waits are ours (see LOCK_RETRY_FIRST).
-            conn.execute("PRAGMA busy_timeout=0")
+            conn.execute(_NO_BUSY_TIMEOUT)
         except BaseException:
             conn.close()
             raise
@@ -187,7 +198,7 @@ class Writer(threading.Thread):
             # commit makes every earlier one durable too.
             wanted = self.synchronous if any(op.durable for op in batch) else "normal"
             if wanted != self.current_sync:
-                conn.execute(f"PRAGMA synchronous={wanted.upper()}")
+                conn.execute(_SYNCHRONOUS[wanted])
                 self.current_sync = wanted
         began = time.monotonic()
         deadline = began + LOCK_WAIT_SECONDS

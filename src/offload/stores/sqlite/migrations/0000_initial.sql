@@ -1,4 +1,9 @@
--- offload job table for SQLite. Times are REAL seconds since the epoch.
+-- Layout version 0: the offload tables as they were before files recorded a version.
+-- user_version 0 cannot tell a new file from one made before versioning, so this step runs
+-- on both, and creates each object only IF NOT EXISTS so that it completes either.
+-- Times are REAL seconds since the epoch.
+
+-- The jobs, one row each (docs/sqlite.md describes the columns).
 CREATE TABLE IF NOT EXISTS offload_jobs (
     id               TEXT PRIMARY KEY,
     task             TEXT NOT NULL,
@@ -52,6 +57,3 @@ CREATE TABLE IF NOT EXISTS offload_schedules (
     paused      INTEGER NOT NULL DEFAULT 0,
     fired_until REAL
 ) WITHOUT ROWID;
-
--- Jobs per queue and state, as running totals: offload_counts, created with the totals of
--- the rows already here by sqlite_ops.ensure_counts (once per file, under the write lock).

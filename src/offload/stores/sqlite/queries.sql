@@ -1,0 +1,285 @@
+-- The SQLite store's queries, by name (see queries.py for the format). {slot}: a template
+-- that Python fills in, where the query's caller says how. Times are REAL seconds since the
+-- epoch; ? are bound parameters, in order.
+
+
+-- === Connection and layout =================================================================
+
+-- name: user_version
+PRAGMA user_version
+
+-- Layout steps set the version once they have all run (schema.migrate); PRAGMA values cannot
+-- be bound, so {version} is an integer formatted in.
+-- name: set_user_version
+PRAGMA user_version = {version}
+
+-- name: wal
+PRAGMA journal_mode=WAL
+
+-- {level}: full, extra or normal (from the URL, or normal for a batch of claims and
+-- completions only: see writer.Writer.run_batch).
+-- name: synchronous
+PRAGMA synchronous={level}
+
+-- name: foreign_keys
+PRAGMA foreign_keys=ON
+
+-- {pages}: writer.BACKSTOP_PAGES.
+-- name: wal_autocheckpoint
+PRAGMA wal_autocheckpoint={pages}
+
+-- Lock waits are retried by the writer itself once the file is open (writer.LOCK_RETRY_FIRST).
+-- name: no_busy_timeout
+PRAGMA busy_timeout=0
+
+-- name: checkpoint
+PRAGMA wal_checkpoint(PASSIVE)
+
+-- Changes whenever another connection commits: the cross-process wake-up.
+-- name: data_version
+PRAGMA data_version
+
+-- A file from before versioning may keep the totals already (schema.py, step 1).
+-- name: counts_table_exists
+SELECT 1 FROM sqlite_master WHERE type='table' AND name='offload_counts'
+
+
+-- === Totals (offload_counts) ===============================================================
+
+-- name: tally
+INSERT INTO offload_counts (queue, state, n) VALUES (?, ?, ?)
+ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n
+
+-- name: counts
+SELECT queue, state, n FROM offload_counts WHERE n > 0
+
+
+-- === Enqueue ===============================================================================
+
+-- Keyless rows, {rows} of them in one statement: job_row repeated, joined by ", " (see
+-- ops._MULTI). The twelve parameters of a row are those of insert_keyed.
+-- name: insert_jobs
+INSERT INTO offload_jobs (id, task, queue, args, kwargs, state, priority, attempt,
+    max_attempts, run_at, enqueued_at, timeout, key, meta) VALUES {rows}
+
+-- name: job_row
+(?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?)
+
+-- name: insert_keyed
+INSERT INTO offload_jobs (id, task, queue, args, kwargs, state, priority, attempt,
+    max_attempts, run_at, enqueued_at, timeout, key, meta)
+VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (task, key) WHERE key IS NOT NULL DO NOTHING
+
+-- name: add_queue
+INSERT OR IGNORE INTO offload_queues (name) VALUES (?)
+
+-- name: queues
+SELECT name FROM offload_queues
+
+
+-- === Reading jobs ==========================================================================
+
+-- Whole rows, in the column order of ops.record.
+-- name: job_by_key
+SELECT id, task, queue, args, kwargs, state, priority, attempt, max_attempts, run_at,
+    enqueued_at, timeout, started_at, finished_at, lease_until, worker_id, key, result,
+    error, progress, meta, cancel_requested
+FROM offload_jobs WHERE task=? AND key=?
+
+-- name: job_by_id
+SELECT id, task, queue, args, kwargs, state, priority, attempt, max_attempts, run_at,
+    enqueued_at, timeout, started_at, finished_at, lease_until, worker_id, key, result,
+    error, progress, meta, cancel_requested
+FROM offload_jobs WHERE id=?
+
+-- Newest first, a page at a time. {where}: empty, or WHERE and the list_* conditions that
+-- the filter asks for, joined by AND (store.SQLiteStore.list); the last ? is the page size.
+-- name: list_jobs
+SELECT id, task, queue, args, kwargs, state, priority, attempt, max_attempts, run_at,
+    enqueued_at, timeout, started_at, finished_at, lease_until, worker_id, key, result,
+    error, progress, meta, cancel_requested
+FROM offload_jobs {where} ORDER BY id DESC LIMIT ?
+
+-- {marks}: one ? per value.
+-- name: list_states
+state IN ({marks})
+
+-- name: list_tasks
+task IN ({marks})
+
+-- name: list_queues
+queue IN ({marks})
+
+-- The cursor: the last id of the previous page.
+-- name: list_before
+id < ?
+
+
+-- === Claim =================================================================================
+
+-- Takes the jobs that {select} picks. Returns only the columns it did not set itself: each
+-- returned column costs about a third of a microsecond per job, on the writer's path that
+-- every worker takes turns on (ops._claimed puts the others back).
+-- name: claim
+UPDATE offload_jobs SET state='running', attempt=attempt+1, lease_until=?, worker_id=?,
+    started_at=?, cancel_requested=0
+WHERE id IN ({select})
+RETURNING id, task, queue, args, kwargs, priority, attempt, max_attempts, run_at, enqueued_at,
+    timeout, finished_at, key, result, error, progress, meta
+
+-- The due jobs of one queue, in claim order.
+-- name: claim_pick_one
+SELECT id FROM offload_jobs WHERE state='queued' AND queue=? AND run_at<=?
+ORDER BY priority DESC, run_at, id LIMIT ?
+
+-- Several queues: one index range per queue ({parts}: claim_pick_part once per queue,
+-- joined by UNION ALL), merged. An IN list would make SQLite sort every due row.
+-- name: claim_pick_merged
+SELECT id FROM ({parts}) ORDER BY priority DESC, run_at, id LIMIT ?
+
+-- name: claim_pick_part
+SELECT * FROM (SELECT id, priority, run_at FROM offload_jobs
+    WHERE state='queued' AND queue=? AND run_at<=?
+    ORDER BY priority DESC, run_at, id LIMIT ?)
+
+
+-- === Running jobs: lease, progress, outcomes ===============================================
+-- Each change to a running job holds only while the caller still holds its lease: the same
+-- worker, the same attempt.
+
+-- name: heartbeat
+UPDATE offload_jobs SET lease_until=?
+WHERE id=? AND state='running' AND worker_id=? AND attempt=?
+RETURNING cancel_requested
+
+-- name: set_progress
+UPDATE offload_jobs SET progress=?
+WHERE id=? AND state='running' AND worker_id=? AND attempt=?
+
+-- A batch of successes in one executemany (ops._all_succeeded): no RETURNING there.
+-- name: succeeded_many
+UPDATE offload_jobs SET state='succeeded', result=?, error=NULL, finished_at=?,
+    lease_until=NULL, cancel_requested=0
+WHERE id=? AND state='running' AND worker_id=? AND attempt=?
+
+-- name: succeeded
+UPDATE offload_jobs SET state='succeeded', result=?, error=NULL, finished_at=?,
+    lease_until=NULL, cancel_requested=0
+WHERE id=? AND state='running' AND worker_id=? AND attempt=?
+RETURNING queue, state
+
+-- The first ? is the state: failed or cancelled.
+-- name: finished
+UPDATE offload_jobs SET state=?, error=?, finished_at=?, lease_until=NULL, cancel_requested=0
+WHERE id=? AND state='running' AND worker_id=? AND attempt=?
+RETURNING queue, state
+
+-- Handed back unrun (a worker shutting down): the attempt does not count, and a job whose
+-- cancellation was asked for meanwhile ends cancelled instead.
+-- name: released
+UPDATE offload_jobs SET
+    state=CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
+    finished_at=CASE WHEN cancel_requested THEN ? ELSE finished_at END,
+    run_at=?,
+    attempt=attempt-CASE WHEN cancel_requested THEN 0 ELSE 1 END,
+    started_at=CASE WHEN attempt=1 AND NOT cancel_requested THEN NULL ELSE started_at END,
+    worker_id=CASE WHEN attempt=1 AND NOT cancel_requested THEN NULL ELSE worker_id END,
+    lease_until=NULL, cancel_requested=0
+WHERE id=? AND state='running' AND worker_id=? AND attempt=?
+RETURNING queue, state
+
+-- name: retried
+UPDATE offload_jobs SET state='queued', error=?, run_at=?, lease_until=NULL,
+    cancel_requested=0
+WHERE id=? AND state='running' AND worker_id=? AND attempt=?
+RETURNING queue, state
+
+-- Queued again with its attempt kept, and room for one more.
+-- name: requeued
+UPDATE offload_jobs SET state='queued', run_at=?, lease_until=NULL,
+    max_attempts=max(max_attempts, attempt+1)
+WHERE id=? AND state='running' AND worker_id=? AND attempt=?
+RETURNING queue, state
+
+-- Successes whose queue the caller did not know, by queue. {marks}: one ? per id.
+-- name: queues_of
+SELECT queue, count(*) FROM offload_jobs WHERE id IN ({marks}) GROUP BY queue
+
+
+-- === Expired leases ========================================================================
+
+-- name: expired
+SELECT id, attempt, max_attempts, worker_id, queue FROM offload_jobs
+WHERE state='running' AND lease_until < ?
+
+-- name: expired_fail
+UPDATE offload_jobs SET state='failed', error=?, finished_at=?, lease_until=NULL
+WHERE id=? AND state='running' AND attempt=?
+
+-- name: expired_requeue
+UPDATE offload_jobs SET state='queued', run_at=?, lease_until=NULL, error=?
+WHERE id=? AND state='running' AND attempt=?
+
+
+-- === Next due time (ops.next_run_at) =======================================================
+
+-- The earliest job of the highest priority of one queue: one seek in the claim index.
+-- name: next_top
+SELECT priority, run_at FROM offload_jobs WHERE state='queued' AND queue=?
+ORDER BY priority DESC, run_at LIMIT 1
+
+-- The same, below a priority already looked at.
+-- name: next_below
+SELECT priority, run_at FROM offload_jobs WHERE state='queued' AND queue=? AND priority<?
+ORDER BY priority DESC, run_at LIMIT 1
+
+-- The rest of a queue with more priorities than ops.SEEK_PRIORITIES, in one scan.
+-- name: next_rest
+SELECT min(run_at) FROM offload_jobs WHERE state='queued' AND queue=? AND priority<?
+
+
+-- === Operator actions ======================================================================
+
+-- name: cancel_queued
+UPDATE offload_jobs SET state='cancelled', finished_at=?
+WHERE id=? AND state='queued'
+RETURNING queue
+
+-- A running job is told at its next heartbeat.
+-- name: cancel_running
+UPDATE offload_jobs SET cancel_requested=1 WHERE id=? AND state='running'
+
+-- name: retry
+UPDATE offload_jobs SET state='queued', attempt=0, run_at=?, finished_at=NULL,
+    error=NULL, cancel_requested=0, lease_until=NULL
+WHERE id=?
+
+-- What purge_delete removes, by queue and state, for the totals.
+-- name: purge_counts
+SELECT queue, state, count(*) FROM offload_jobs
+WHERE finished_at IS NOT NULL AND finished_at < ?
+    AND state IN ('succeeded', 'failed', 'cancelled')
+GROUP BY queue, state
+
+-- name: purge_delete
+DELETE FROM offload_jobs
+WHERE finished_at IS NOT NULL AND finished_at < ?
+    AND state IN ('succeeded', 'failed', 'cancelled')
+
+
+-- === Schedules =============================================================================
+
+-- fired_until only moves forward.
+-- name: advance_schedule
+INSERT INTO offload_schedules (name, fired_until) VALUES (?, ?)
+ON CONFLICT (name) DO UPDATE SET fired_until =
+    max(coalesce(fired_until, excluded.fired_until), excluded.fired_until)
+
+-- name: pause_schedule
+INSERT INTO offload_schedules (name, paused) VALUES (?, ?)
+ON CONFLICT (name) DO UPDATE SET paused = excluded.paused
+
+-- {marks}: one ? per name.
+-- name: schedule_states
+SELECT name, paused, fired_until FROM offload_schedules WHERE name IN ({marks})
