@@ -17,6 +17,7 @@ from offload.stores.base import ClaimRequest, Outcome, OutcomeKind
 from offload.stores.sqlite import SQLiteStore, ops, schema
 from offload.stores.sqlite.writer import BACKSTOP_PAGES
 from offload.testing.inputs import new_job
+from tests.stores.sqlite_files import layout_version, recount
 
 
 async def test_batches_of_every_length_keep_their_order_and_keys(tmp_path: Path) -> None:
@@ -103,18 +104,6 @@ async def test_counts_do_not_wait_for_the_writer_thread(tmp_path: Path) -> None:
         await store.counts()
 
 
-def _recount(path: Path) -> dict[tuple[str, JobState], int]:
-    """Counts the slow way: over every row."""
-    conn = sqlite3.connect(path)
-    try:
-        rows = conn.execute(
-            "SELECT queue, state, count(*) FROM offload_jobs GROUP BY queue, state"
-        ).fetchall()
-    finally:
-        conn.close()
-    return {(q, JobState(s)): n for q, s, n in rows}
-
-
 async def test_counts_follow_every_transition(tmp_path: Path) -> None:
     """Finished jobs are counted from running totals: after every kind of move into or out
     of a finished state, on the fast and the slow completion paths, from this process's
@@ -125,7 +114,7 @@ async def test_counts_follow_every_transition(tmp_path: Path) -> None:
     await other.open()
 
     async def check() -> None:
-        assert _recount(path) == await store.counts()
+        assert recount(path) == await store.counts()
 
     def done(job_id: str, kind: OutcomeKind, worker: str = "w", attempt: int = 1) -> Outcome:
         error = None if kind is OutcomeKind.SUCCEEDED else JobError("E", "boom")
@@ -219,20 +208,11 @@ async def test_counts_of_a_file_made_before_the_totals(tmp_path: Path) -> None:
     await again.open()
     try:
         counts = await again.counts()
-        assert _recount(path) == counts
+        assert recount(path) == counts
         assert 4 == sum(n for (_, state), n in counts.items() if state is JobState.SUCCEEDED)
     finally:
         await again.close()
-    assert schema.SCHEMA_VERSION == _version(path)
-
-
-def _version(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-    finally:
-        conn.close()
-    return version
+    assert schema.SCHEMA_VERSION == layout_version(path)
 
 
 async def test_a_new_file_records_its_layout_version(tmp_path: Path) -> None:
@@ -240,7 +220,7 @@ async def test_a_new_file_records_its_layout_version(tmp_path: Path) -> None:
     store = SQLiteStore(f"sqlite:///{path}")
     await store.open()
     await store.close()
-    assert schema.SCHEMA_VERSION == _version(path)
+    assert schema.SCHEMA_VERSION == layout_version(path)
 
 
 async def test_a_file_of_a_newer_layout_is_refused_and_left_alone(tmp_path: Path) -> None:

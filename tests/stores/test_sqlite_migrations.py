@@ -19,6 +19,7 @@ from offload.records import JobState
 from offload.stores.base import ClaimRequest, Outcome, OutcomeKind
 from offload.stores.sqlite import SQLiteStore, schema
 from offload.testing.inputs import new_job
+from tests.stores.sqlite_files import layout_version, recount
 
 # The layouts of files made before they recorded a version (user_version 0), written out by
 # hand as those versions of offload made them, so that the test does not build them with the
@@ -148,15 +149,6 @@ def _enqueue_as_old_offload(path: Path, queues: str) -> list[str]:
     return ids
 
 
-def _version(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-    finally:
-        conn.close()
-    return version
-
-
 def _layout(path: Path) -> list[tuple[str, str, str]]:
     conn = sqlite3.connect(path)
     try:
@@ -166,15 +158,6 @@ def _layout(path: Path) -> list[tuple[str, str, str]]:
     finally:
         conn.close()
     return rows
-
-
-def _recount(path: Path) -> dict[tuple[str, JobState], int]:
-    conn = sqlite3.connect(path)
-    try:
-        rows = conn.execute("SELECT queue, state, count(*) FROM offload_jobs GROUP BY 1, 2")
-        return {(q, JobState(s)): n for q, s, n in rows}
-    finally:
-        conn.close()
 
 
 class TestAnOlderFile:
@@ -199,10 +182,10 @@ class TestAnOlderFile:
                 job = await store.get(job_id)
                 assert job is not None
                 assert JobState.SUCCEEDED == job.state
-            assert _recount(path) == await store.counts()
+            assert recount(path) == await store.counts()
         finally:
             await store.close()
-        assert schema.SCHEMA_VERSION == _version(path)
+        assert schema.SCHEMA_VERSION == layout_version(path)
         assert LATEST <= {(kind, name) for kind, name, _ in _layout(path)}
 
     @pytest.mark.xfail(
@@ -242,7 +225,7 @@ class TestANewFile:
             conn.close()
         assert _layout(by_hand) == _layout(path)
         assert LATEST == {(kind, name) for kind, name, _ in _layout(path)}
-        assert schema.SCHEMA_VERSION == _version(path)
+        assert schema.SCHEMA_VERSION == layout_version(path)
 
     async def test_opened_twice_is_left_as_it_was(self, tmp_path: Path) -> None:
         """A second open migrates nothing: the layout, the version and the totals stay."""
@@ -264,7 +247,7 @@ class TestANewFile:
         finally:
             await again.close()
         assert layout == _layout(path)
-        assert schema.SCHEMA_VERSION == _version(path)
+        assert schema.SCHEMA_VERSION == layout_version(path)
 
 
 _OPEN = """
@@ -305,7 +288,7 @@ class TestOpenedAtOnce:
         assert [(0, "3\n", "")] * 2 == [
             (p.returncode, out, err) for p, (out, err) in zip(procs, results, strict=True)
         ]
-        assert schema.SCHEMA_VERSION == _version(path)
+        assert schema.SCHEMA_VERSION == layout_version(path)
         assert {("a", JobState.QUEUED): 2, ("b", JobState.QUEUED): 1} == _totals(path)
 
     async def test_by_two_stores_in_one_process_both_succeed(self, tmp_path: Path) -> None:
@@ -319,7 +302,7 @@ class TestOpenedAtOnce:
                 assert 3 == sum((await store.counts()).values())
         finally:
             await asyncio.gather(*(s.close() for s in stores))
-        assert schema.SCHEMA_VERSION == _version(path)
+        assert schema.SCHEMA_VERSION == layout_version(path)
         assert {("a", JobState.QUEUED): 2, ("b", JobState.QUEUED): 1} == _totals(path)
 
 
@@ -348,8 +331,8 @@ class TestANewerFile:
         ):
             await refused.open()
         assert before == path.read_bytes()
-        assert newer == _version(path)
-        assert {("a", JobState.QUEUED): 1} == _recount(path)
+        assert newer == layout_version(path)
+        assert {("a", JobState.QUEUED): 1} == recount(path)
 
 
 def _totals(path: Path) -> dict[tuple[str, JobState], int]:
