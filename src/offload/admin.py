@@ -41,6 +41,7 @@ __all__ = [
     "purge_jobs",
     "retry_job",
     "set_paused",
+    "shown_error",
     "statuses",
     "view",
 ]
@@ -120,43 +121,60 @@ async def purge_jobs(store: Store, older_than: float) -> int:
 @dataclass(frozen=True, slots=True)
 class JobView:
     """A job as an operator may see it: every value that can carry a secret (arguments,
-    result, error, progress message, meta) redacted; the rest as stored, in ``record``."""
+    result, error, progress message, meta) redacted; the rest as stored, in ``record``.
+
+    The arguments are redacted when read, not when the view is made: the jobs API never
+    shows them, so a page of 500 jobs does not decode and redact 500 argument lists for
+    nothing."""
 
     record: JobRecord
-    args: Any
-    kwargs: Any
     result: Any
     error: JobError | None
     progress: Progress | None
     meta: dict[str, Any]
+
+    @property
+    def args(self) -> Any:
+        return self._arguments()[0]
+
+    @property
+    def kwargs(self) -> Any:
+        return self._arguments()[1]
+
+    def _arguments(self) -> tuple[Any, Any]:
+        # Secrets (by key name, registered value or Secret parameter) are hidden in what is
+        # shown.
+        record = self.record
+        return redact_call(_decoded(record.args), _decoded(record.kwargs), record.meta)
 
 
 def view(record: JobRecord, decode: Callable[[str], Any] | None = None) -> JobView:
     """Redact ``record`` for showing. ``decode`` reads the stored result (a task's codec,
     when the caller has the app); without it the result is read as JSON, and a value that is
     not JSON (a row edited by hand) is shown as it is rather than failing the answer."""
-    # Secrets (by key name, registered value or Secret parameter) are hidden in what is shown.
-    args, kwargs = redact_call(_decoded(record.args), _decoded(record.kwargs), record.meta)
     raw = record.result
     result = None if raw is None else (decode(raw) if decode is not None else _decoded(raw))
-    error = record.error
     progress = record.progress
     return JobView(
         record=record,
-        args=args,
-        kwargs=kwargs,
         result=redact(result),
-        error=None
-        if error is None
-        else JobError(
-            error.type,
-            redact_text(error.message),
-            None if error.traceback is None else redact_text(error.traceback),
-        ),
+        error=shown_error(record.error),
         progress=None
         if progress is None
         else Progress(progress.fraction, redact_text(progress.message)),
         meta=redact(record.meta),
+    )
+
+
+def shown_error(error: JobError | None) -> JobError | None:
+    """``error`` with its message and traceback redacted: what a listing shows of a job
+    without building the whole view."""
+    if error is None:
+        return None
+    return JobError(
+        error.type,
+        redact_text(error.message),
+        None if error.traceback is None else redact_text(error.traceback),
     )
 
 

@@ -74,7 +74,7 @@ def _error(error: JobError | None) -> dict[str, Any] | None:
 
 
 def _summary(record: JobRecord) -> dict[str, Any]:
-    error = admin.view(record).error
+    error = admin.shown_error(record.error)
     return {
         "id": record.id,
         "task": record.task,
@@ -172,7 +172,7 @@ def list_jobs(
         Column("error", max_width=60),
     )
     for r in records:
-        shown = admin.view(r).error
+        shown = admin.shown_error(r.error)
         error = "" if shown is None else f"{shown.type}: {shown.message}"
         table.add_row(
             Text(r.id),
