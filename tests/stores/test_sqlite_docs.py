@@ -11,7 +11,7 @@ import pytest
 
 from offload.records import JobError
 from offload.stores.base import ClaimRequest, Outcome, OutcomeKind
-from offload.stores.sqlite import SQLiteStore
+from offload.stores.sqlite import SQLiteStore, schema
 from offload.testing.inputs import new_job
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sqlite.md"
@@ -89,3 +89,11 @@ class TestSqliteDocs:
         finally:
             conn.close()
         assert actual == documented
+
+
+def test_names_the_layout_version_of_this_release() -> None:
+    """The version the page says a file records is the one this code writes, and the page
+    names the latest migration file, so neither goes stale when a step is added."""
+    assert f"`PRAGMA user_version`, today `{schema.SCHEMA_VERSION}`)" in TEXT
+    assert f'"PRAGMA user_version"\n{schema.SCHEMA_VERSION}\n' in TEXT
+    assert f"`{schema.SCHEMA_VERSION:04d}_" in TEXT

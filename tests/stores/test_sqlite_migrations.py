@@ -188,11 +188,6 @@ class TestAnOlderFile:
         assert schema.SCHEMA_VERSION == layout_version(path)
         assert LATEST <= {(kind, name) for kind, name, _ in _layout(path)}
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="the queue registry (offload_queues) of a file from before it existed is "
-        "not filled from the jobs already there, so a claim over every queue misses them",
-    )
     async def test_of_the_first_layout_is_claimed_from_every_queue(self, tmp_path: Path) -> None:
         path = tmp_path / "old.db"
         _by_hand(FIRST)(path)
