@@ -35,6 +35,7 @@ __all__ = [
     "NotCancellable",
     "ScheduleStatus",
     "cancel_job",
+    "delete_job",
     "get_job",
     "get_schedule",
     "list_jobs",
@@ -48,6 +49,8 @@ __all__ = [
 
 # Pause and resume log under the schedules' logger, where the scheduler's own lines are.
 log = logging.getLogger("offload.schedules")
+# A deletion cannot be undone, so it leaves a line behind.
+jobs_log = logging.getLogger("offload.admin")
 
 
 # --- jobs ---------------------------------------------------------------------------------
@@ -101,6 +104,26 @@ async def retry_job(store: Store, job_id: str) -> JobRecord:
     """Queue a failed or cancelled job again with a fresh attempt budget; any other state is
     ``InvalidTransition`` (the store words it, naming the state)."""
     return _found(job_id, await store.retry(job_id))
+
+
+async def delete_job(store: Store, job_id: str) -> JobRecord:
+    """Delete a job and free its idempotency key: a finished one at once, a queued one after
+    cancelling it (so no worker claims it in between). A running job is
+    ``InvalidTransition``: cancel it and let its worker stop it first. Returns the job as it
+    was last stored."""
+    if (await get_job(store, job_id)).state is JobState.QUEUED:
+        _found(job_id, await store.cancel(job_id))
+    record = _found(job_id, await store.delete(job_id))
+    jobs_log.info(
+        "job deleted",
+        extra={
+            "action": "job.deleted",
+            "job_id": job_id,
+            "task": record.task,
+            "state": record.state.value,
+        },
+    )
+    return record
 
 
 def _found(job_id: str, record: JobRecord | None) -> JobRecord:

@@ -443,6 +443,33 @@ class TestJobsRetry:
         assert JobState.RUNNING == get(db_url, job_id).state
 
 
+class TestJobsDelete:
+    def test_finished_job_is_deleted(self, db_url: str, finished: dict[str, str]) -> None:
+        """delete removes a finished job; the job is gone afterwards."""
+        result = cli("jobs", "delete", finished["ok"], "--url", db_url)
+
+        assert (0, f"job {finished['ok']} (succeeded) deleted\n") == (
+            result.returncode,
+            result.stdout,
+        ), result.stderr
+        assert with_app(db_url, lambda s: s.app.store.get(finished["ok"])) is None
+
+    def test_running_job_is_refused(self, db_url: str, runs: Path) -> None:
+        """A running job is not deleted: one line says to cancel it first."""
+
+        async def claimed(s: CliJobs) -> str:
+            job = await s.nap.enqueue(str(runs), 0.0)
+            await s.app.store.claim(ClaimRequest("w-test", 60.0))
+            return job.id
+
+        job_id = with_app(db_url, claimed)
+
+        result = cli("jobs", "delete", job_id, "--url", db_url)
+
+        assert_one_line_error(result, 1, "running", "cancel it")
+        assert JobState.RUNNING == get(db_url, job_id).state
+
+
 class TestJobsCancel:
     def test_queued_job_is_cancelled(self, db_url: str, finished: dict[str, str]) -> None:
         """cancel ends a queued job at once."""
@@ -602,6 +629,7 @@ COMMANDS = [
     "jobs show",
     "jobs retry",
     "jobs cancel",
+    "jobs delete",
     "jobs purge",
     "info",
     "mail-sink",

@@ -75,7 +75,7 @@ class TestBuilding:
         """``allow_anonymous=True`` builds the router and logs a warning with an action key."""
         with caplog.at_level(logging.WARNING, logger="offload.fastapi"):
             router = jobs_router(jobs, allow_anonymous=True)
-        assert 7 == len(router.routes)  # four job routes, three schedule routes
+        assert 8 == len(router.routes)  # five job routes, three schedule routes
         assert ["fastapi.router_anonymous"] == [getattr(r, "action", None) for r in caplog.records]
 
     async def test_anonymous_router_serves_without_credentials(self, jobs: Offload) -> None:
@@ -116,6 +116,7 @@ class TestAuth:
             ("GET", "/jobs/some-id"),
             ("POST", "/jobs/some-id/cancel"),
             ("POST", "/jobs/some-id/retry"),
+            ("DELETE", "/jobs/some-id"),
         ],
     )
     async def test_every_route_needs_credentials(self, api: Api, method: str, path: str) -> None:
@@ -326,6 +327,37 @@ class TestRetry:
         """Retrying a job that does not exist is a 404."""
         response = await api.client.post("/jobs/nope/retry", headers=AUTH)
         assert 404 == response.status_code
+
+
+class TestDelete:
+    async def test_a_finished_job_is_deleted_and_then_404(self, api: Api) -> None:
+        """DELETE answers 204 with no body; the job is gone afterwards."""
+        job_id = await api.enqueue_ok()
+        await api.run_all()
+        response = await api.client.delete(f"/jobs/{job_id}", headers=AUTH)
+        assert (204, b"") == (response.status_code, response.content)
+        assert 404 == (await api.client.get(f"/jobs/{job_id}", headers=AUTH)).status_code
+        again = await api.client.delete(f"/jobs/{job_id}", headers=AUTH)
+        assert (404, {"detail": f"job {job_id} not found"}) == (again.status_code, again.json())
+
+    async def test_a_queued_job_is_cancelled_and_deleted_and_never_runs(self, api: Api) -> None:
+        job_id = await api.enqueue_ok(5)
+        assert 204 == (await api.client.delete(f"/jobs/{job_id}", headers=AUTH)).status_code
+        await api.run_all()
+        assert 404 == (await api.client.get(f"/jobs/{job_id}", headers=AUTH)).status_code
+
+    async def test_a_running_job_is_409_naming_the_fix(self, api: Api) -> None:
+        job_id = await api.enqueue_ok()
+        await api.jobs.store.claim(ClaimRequest("w", 30.0))
+        response = await api.client.delete(f"/jobs/{job_id}", headers=AUTH)
+        assert (
+            409,
+            f"job {job_id} is running; only finished jobs can be deleted (cancel it "
+            "and let it stop first)",
+        ) == (response.status_code, response.json()["detail"])
+
+    async def test_needs_credentials(self, api: Api) -> None:
+        assert 401 == (await api.client.delete("/jobs/some-id")).status_code
 
 
 class TestStoreOutage:

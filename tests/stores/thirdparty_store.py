@@ -91,6 +91,10 @@ class CountingStore:
         self.calls["retry"] += 1
         return await self.inner.retry(job_id)
 
+    async def delete(self, job_id: str) -> JobRecord | None:
+        self.calls["delete"] += 1
+        return await self.inner.delete(job_id)
+
     async def purge(self, older_than: float) -> int:
         self.calls["purge"] += 1
         return await self.inner.purge(older_than)

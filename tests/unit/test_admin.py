@@ -161,6 +161,33 @@ class TestJobs:
             await admin.get_job(jobs.store, done.id)
         assert JobState.QUEUED == (await admin.get_job(jobs.store, waiting.id)).state
 
+    async def test_delete_takes_a_finished_or_queued_job_and_frees_its_key(
+        self, jobs: Offload, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        done = await jobs.tasks["ok"].options(key="k").enqueue(1)
+        await run_all(jobs)
+        waiting = await jobs.tasks["ok"].options(delay=3600).enqueue(2)
+        caplog.set_level("INFO", logger="offload.admin")
+        assert JobState.SUCCEEDED == (await admin.delete_job(jobs.store, done.id)).state
+        assert JobState.CANCELLED == (await admin.delete_job(jobs.store, waiting.id)).state
+        for gone in (done, waiting):
+            with pytest.raises(JobNotFound):
+                await admin.get_job(jobs.store, gone.id)
+        assert [("job.deleted", done.id), ("job.deleted", waiting.id)] == [
+            (r.__dict__["action"], r.__dict__["job_id"]) for r in caplog.records
+        ]
+        again = await jobs.tasks["ok"].options(key="k").enqueue(3)
+        assert again.id != done.id
+        with pytest.raises(JobNotFound, match="job nope not found"):
+            await admin.delete_job(jobs.store, "nope")
+
+    async def test_delete_refuses_a_running_job_and_leaves_it_running(self, jobs: Offload) -> None:
+        job = await jobs.tasks["ok"].enqueue(1)
+        await jobs.store.claim(ClaimRequest("w", 30.0))
+        with pytest.raises(InvalidTransition, match="is running; only finished jobs can be"):
+            await admin.delete_job(jobs.store, job.id)
+        assert JobState.RUNNING == (await admin.get_job(jobs.store, job.id)).state
+
 
 class TestJobCancel:
     """``Job.cancel`` follows ``admin.cancel_job`` and answers with a boolean."""

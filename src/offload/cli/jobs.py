@@ -35,7 +35,7 @@ from offload.stores import JobFilter, Store
 
 app = typer.Typer(
     name="jobs",
-    help="List, inspect, retry, cancel and purge jobs.",
+    help="List, inspect, retry, cancel, delete and purge jobs.",
 )
 
 
@@ -258,6 +258,16 @@ def cancel(
         typer.echo(f"job {record.id} cancelled")
     else:
         typer.echo(f"job {record.id} is running; its worker was asked to stop it")
+
+
+@app.command("delete")
+def delete(
+    job_id: str = typer.Argument(..., metavar="JOB_ID"),
+    url: str | None = url_option,
+) -> None:
+    """Delete a finished or queued job (a queued one is cancelled first); not a running one."""
+    record = _change(admin.delete_job, job_id, url)
+    typer.echo(f"job {record.id} ({record.state.value}) deleted")
 
 
 def _change(

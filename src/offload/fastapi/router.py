@@ -169,6 +169,20 @@ def jobs_router(
         async with _operation(jobs):
             return JobOut.from_record(await admin.retry_job(jobs.store, job_id))
 
+    @router.delete(
+        "/{job_id}",
+        name="offload_delete_job",
+        status_code=204,
+        summary="Delete a finished or queued job (a queued one is cancelled first)",
+        responses={
+            404: _NOT_FOUND,
+            409: {"model": Detail, "description": "the job is running; cancel it first"},
+        },
+    )
+    async def delete_job(job_id: JobId) -> None:
+        async with _operation(jobs):
+            await admin.delete_job(jobs.store, job_id)
+
     return router
 
 

@@ -28,6 +28,12 @@ def lease_requeued_error(worker_id: str | None) -> JobError:
     return JobError(LEASE_EXPIRED, f"worker {worker_id} stopped renewing the lease")
 
 
+def not_deletable(job_id: str, state: JobState) -> str:
+    """The one wording of a refused ``Store.delete``, with the fix."""
+    hint = "cancel it first" if state is JobState.QUEUED else "cancel it and let it stop first"
+    return f"job {job_id} is {state.value}; only finished jobs can be deleted ({hint})"
+
+
 def apply_outcome(job: JobRecord, outcome: Outcome, now: float) -> None:
     """Mutate ``job`` as the outcome says; the caller has already checked the fence."""
     kind = outcome.kind

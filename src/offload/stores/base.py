@@ -175,6 +175,13 @@ class Store(Protocol):
         """failed|cancelled -> queued with a fresh attempt budget; raises InvalidTransition
         for other states; ``None`` when it does not exist."""
 
+    async def delete(self, job_id: str) -> JobRecord | None:
+        """Delete one finished job (succeeded, failed or cancelled) and free its idempotency
+        key; returns the job as it was, or ``None`` when it does not exist. Raises
+        InvalidTransition for a queued or running job: only a finished job's state cannot
+        move under the call, so no worker ever holds a job that is gone. (The operator
+        layer cancels a queued job first.)"""
+
     async def purge(self, older_than: float) -> int:
         """Delete finished jobs whose ``finished_at`` is before ``older_than``."""
 

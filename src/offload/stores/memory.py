@@ -23,6 +23,7 @@ from offload.stores._common import (
     lease_expired_error,
     lease_requeued_error,
     matches,
+    not_deletable,
     queued_record,
     sort_key,
     wait_then_claim,
@@ -258,6 +259,17 @@ class MemoryStore:
         self._queued(job)
         self._wake()
         return job.copy()
+
+    async def delete(self, job_id: str) -> JobRecord | None:
+        job = self._jobs.get(job_id)
+        if job is None:
+            return None
+        if not job.state.finished:
+            raise InvalidTransition(not_deletable(job_id, job.state))
+        del self._jobs[job_id]
+        if job.key is not None:
+            self._keys.pop((job.task, job.key), None)
+        return job
 
     async def purge(self, older_than: float) -> int:
         doomed = [

@@ -431,6 +431,42 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
         assert await store.get(b.id) is not None
         assert 3 == sum((await store.counts()).values())
 
+    async def test_delete_removes_one_finished_job_and_frees_its_key(self, store: Store) -> None:
+        """Delete takes one finished job away, with its count, and its key is free again;
+        the others stay."""
+        [a, b] = await store.enqueue([new_job(key="k"), new_job()])
+        [claimed] = await store.claim(ClaimRequest("w", TTL))
+        assert a.id == claimed.id
+        await store.complete([done(a.id, "w")])
+        gone = await store.delete(a.id)
+        assert gone is not None
+        assert (a.id, JobState.SUCCEEDED) == (gone.id, gone.state)
+        assert await store.get(a.id) is None
+        assert await store.delete(a.id) is None
+        assert {("default", JobState.QUEUED): 1} == {
+            k: n for k, n in (await store.counts()).items() if n
+        }
+        [fresh] = await store.enqueue([new_job(key="k")])
+        assert fresh.id != a.id
+        assert [fresh.id, b.id] == [j.id for j in (await store.list(JobFilter(), 10)).jobs]
+
+    async def test_delete_refuses_queued_and_running_jobs(self, store: Store) -> None:
+        """A queued or running job is not deleted (a worker may hold it); it stays as it was,
+        claimable or finishable, and a cancelled one can then be deleted."""
+        [a, b] = await store.enqueue([new_job(priority=1), new_job()])
+        [running] = await store.claim(ClaimRequest("w", TTL))
+        assert a.id == running.id
+        for job_id in (a.id, b.id):
+            with pytest.raises(InvalidTransition):
+                await store.delete(job_id)
+        assert [True] == await store.complete([done(a.id, "w")])
+        await store.cancel(b.id)
+        deleted = await store.delete(b.id)
+        assert deleted is not None
+        assert JobState.CANCELLED == deleted.state
+        assert await store.get(b.id) is None
+        assert await store.delete(new_id()) is None
+
     # --- reading ------------------------------------------------------------------------
 
     async def test_list_filters_and_pages_newest_first(self, store: Store) -> None:

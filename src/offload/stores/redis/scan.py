@@ -1,4 +1,5 @@
-"""The Redis store's scans: listing jobs newest first across queues, and purging old ones.
+"""The Redis store's scans: listing jobs newest first across queues, and purging old ones
+(and deleting one, which takes the purge's steps).
 
 Both walk sorted sets in bounded batches so that one call never blocks the server for long.
 """
@@ -13,6 +14,8 @@ from offload.stores.redis.layout import NUL, record
 
 # Finished jobs a purge step handles per script call.
 PURGE_BATCH = 500
+# purge_drop's cut-off for one job deleted by hand: later than any finished_at.
+_NO_CUTOFF = "1e300"
 
 
 async def purge_done(conn: RedisConnection, older_than: float) -> int:
@@ -54,6 +57,28 @@ async def purge_done(conn: RedisConnection, older_than: float) -> int:
             if len(ids) < PURGE_BATCH:
                 break
     return total
+
+
+async def delete_done(conn: RedisConnection, job: JobRecord) -> bool:
+    """Delete one finished job as purge does (its key first, then the job, by purge_drop
+    with no cut-off), so a new job may take the key at once. False when the job is no
+    longer finished (retried meanwhile) or no longer there."""
+    keys = conn.layout.queue(job.queue)
+    holder = [f"{job.queue}{NUL}{job.id}"]
+    key = None if job.key is None else conn.layout.idempotency_key(job.task, job.key)
+    async with conn.guard("deleting a job"):
+        if key is not None:
+            await conn.call("release_key", [key], holder)
+        dropped = int(
+            await conn.call(
+                "purge_drop", [keys.done, keys.all, keys.counts], [keys.job, _NO_CUTOFF, job.id]
+            )
+        )
+        if not dropped and key is not None:
+            # Retried between the read and the drop: it keeps its key, unless a new job
+            # took the key in that instant (then, as after a purge, the key is the new one's).
+            await conn.call("reserve", [key], holder)
+    return dropped == 1
 
 
 async def list_jobs(

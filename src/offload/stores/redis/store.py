@@ -24,12 +24,13 @@ from offload.stores._common import (
     dump_progress,
     lease_expired_error,
     lease_requeued_error,
+    not_deletable,
     wait_then_claim,
 )
 from offload.stores.base import ClaimRequest, JobFilter, NewJob, Outcome, Page, ScheduleState
 from offload.stores.redis.connection import RedisConnection
 from offload.stores.redis.layout import NUL, record, record_from
-from offload.stores.redis.scan import list_jobs, purge_done
+from offload.stores.redis.scan import delete_done, list_jobs, purge_done
 
 # Jobs of concurrent callers sent together in one enqueue call at most (one caller's own
 # batch is never split), so one script call never holds the server for long.
@@ -562,6 +563,17 @@ class RedisStore:
             )
         times = [float(r) for r in replies if r is not None]
         return min(times) if times else None
+
+    async def delete(self, job_id: str) -> JobRecord | None:
+        job = await self.get(job_id)
+        if job is None:
+            return None
+        if not job.state.finished or not await delete_done(self._conn, job):
+            now = await self.get(job_id)
+            if now is None:  # deleted by someone else meanwhile
+                return None
+            raise InvalidTransition(not_deletable(job_id, now.state))
+        return job
 
     async def purge(self, older_than: float) -> int:
         return await purge_done(self._conn, older_than)

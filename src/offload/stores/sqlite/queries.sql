@@ -255,6 +255,10 @@ UPDATE offload_jobs SET state='queued', attempt=0, run_at=?, finished_at=NULL,
     error=NULL, cancel_requested=0, lease_until=NULL
 WHERE id=?
 
+-- One finished job, by hand (the store checked its state in the same transaction).
+-- name: delete
+DELETE FROM offload_jobs WHERE id = ? AND state IN ('succeeded', 'failed', 'cancelled')
+
 -- What purge_delete removes, by queue and state, for the totals.
 -- name: purge_counts
 SELECT queue, state, count(*) FROM offload_jobs

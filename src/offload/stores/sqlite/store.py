@@ -26,6 +26,7 @@ from offload.stores._common import (
     decode_cursor,
     dump_progress,
     encode_cursor,
+    not_deletable,
     queue_list,
     queued_record,
     wait_then_claim,
@@ -50,6 +51,7 @@ _CANCEL_RUNNING = Q["cancel_running"]
 _RETRY = Q["retry"]
 _PURGE_COUNTS = Q["purge_counts"]
 _PURGE_DELETE = Q["purge_delete"]
+_DELETE = Q["delete"]
 _ADVANCE_SCHEDULE = Q["advance_schedule"]
 _PAUSE_SCHEDULE = Q["pause_schedule"]
 _SCHEDULE_STATES = Q["schedule_states"]
@@ -261,6 +263,20 @@ class SQLiteStore:
         record = await self._run(op, durable=True)
         self._local.set()
         return record
+
+    async def delete(self, job_id: str) -> JobRecord | None:
+        def op(conn: sqlite3.Connection) -> JobRecord | None:
+            job = ops.get(conn, job_id)
+            if job is None:
+                return None
+            if not job.state.finished:
+                raise InvalidTransition(not_deletable(job_id, job.state))
+            conn.execute(_DELETE, (job_id,))
+            ops.tally(conn, {(job.queue, job.state.value): -1})
+            return job
+
+        # By hand, like cancel and retry: a deleted job must not come back after a power cut.
+        return await self._run(op, durable=True)
 
     async def purge(self, older_than: float) -> int:
         def op(conn: sqlite3.Connection) -> int:
