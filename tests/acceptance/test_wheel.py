@@ -1,5 +1,6 @@
-"""The built wheel carries what offload loads at run time (the SQLite schema and queries, the
-Redis Lua scripts): installed alone in a fresh virtualenv, it runs a job on each store.
+"""The built wheel carries what offload loads at run time (the SQLite and PostgreSQL
+migrations and queries, the Redis Lua scripts): installed alone in a fresh virtualenv, it
+runs a job on each store.
 
 Nothing else checks this: the rest of the suite imports offload from the source tree, where
 every file is present whether or not the build includes it.
@@ -16,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.stores.conftest import REDIS_URL, drop_redis_keys, unavailable
+from tests.stores.conftest import (
+    POSTGRES_URL,
+    REDIS_URL,
+    drop_postgres_schema,
+    drop_redis_keys,
+    unavailable,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,7 +76,7 @@ def wheel_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     python = venv / "bin" / "python"
     subprocess.run(
-        [uv, "pip", "install", "--quiet", "--python", str(python), f"{wheel}[redis]"],
+        [uv, "pip", "install", "--quiet", "--python", str(python), f"{wheel}[redis,postgres]"],
         env=env, check=True, timeout=300,
     )  # fmt: skip
     return python
@@ -109,5 +116,23 @@ async def test_the_wheel_runs_a_job_on_redis(wheel_python: Path, tmp_path: Path)
         installed, outcome = _run_job(wheel_python, f"{REDIS_URL}?prefix={prefix}", tmp_path)
     finally:
         await drop_redis_keys(prefix)
+    assert "site-packages" in installed
+    assert outcome == "1 5"
+
+
+async def test_the_wheel_runs_a_job_on_postgresql(wheel_python: Path, tmp_path: Path) -> None:
+    """The migrations and queries (.sql files) are in the wheel and load from it."""
+    import psycopg
+
+    try:
+        conn = await psycopg.AsyncConnection.connect(POSTGRES_URL, connect_timeout=5)
+        await conn.close()
+    except psycopg.OperationalError as exc:
+        unavailable(f"PostgreSQL not reachable at 127.0.0.1:5432: {exc}")
+    schema = f"test_wheel_{uuid.uuid4().hex}"
+    try:
+        installed, outcome = _run_job(wheel_python, f"{POSTGRES_URL}?schema={schema}", tmp_path)
+    finally:
+        await drop_postgres_schema(schema)
     assert "site-packages" in installed
     assert outcome == "1 5"

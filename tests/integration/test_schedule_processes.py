@@ -30,7 +30,7 @@ from offload.schedules import slot_iso
 from offload.stores import JobFilter, open_store
 from offload.testing import Clock
 from tests.integration.mpsched import TASK
-from tests.stores.conftest import REDIS_URL
+from tests.stores.conftest import POSTGRES_URL, REDIS_URL, drop_postgres_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.integration.mpsched:jobs"
@@ -73,6 +73,20 @@ async def redis_url() -> str | None:
     return url
 
 
+async def postgres_url() -> str | None:
+    schema = f"test_{uuid.uuid4().hex}"
+    url = f"{POSTGRES_URL}?schema={schema}"
+    store = open_store(url)
+    try:
+        await store.open()  # creates the schema before five processes race to
+    except StoreUnavailable as exc:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"PostgreSQL not reachable at 127.0.0.1:5432: {exc}")
+        return None
+    await store.close()
+    return url
+
+
 def start(url: str, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k != "OFFLOAD_URL"}
     with log.open("wb") as err:
@@ -99,13 +113,17 @@ def start(url: str, log: Path) -> subprocess.Popen[bytes]:
 @pytest.mark.slow
 class TestSchedulerProcesses:
     @pytest.mark.timeout(150)
-    async def test_each_slot_fires_once_on_sqlite_and_redis(self, tmp_path: Path) -> None:
-        """Sixty one-second slots, five scheduler processes per store: every slot has exactly
-        one job, including the slots after one process per store was SIGKILLed."""
+    async def test_each_slot_fires_once_on_every_store(self, tmp_path: Path) -> None:
+        """Sixty one-second slots, five scheduler processes per store (SQLite, Redis,
+        PostgreSQL): every slot has exactly one job, including the slots after one process
+        per store was SIGKILLed."""
         urls = {"sqlite": f"sqlite:///{tmp_path / 'sched.db'}"}
         redis = await redis_url()
         if redis is not None:
             urls["redis"] = redis
+        postgres = await postgres_url()
+        if postgres is not None:
+            urls["postgres"] = postgres
         # Create the SQLite schema before five processes race to.
         async with Offload(urls["sqlite"], embedded_worker=False):
             pass
@@ -147,9 +165,14 @@ class TestSchedulerProcesses:
             seen = await keys_by_slot(url)
             assert dict.fromkeys(window, 1) == {slot: seen[slot] for slot in window}, kind
             assert all(1 == n for n in seen.values()), kind
-        if redis is None:
-            pytest.skip("Redis not reachable at 127.0.0.1:6379; only the SQLite group ran")
-        await _drop_redis_keys(redis)
+        if postgres is not None:
+            await drop_postgres_schema(postgres.split("schema=")[1])
+        if redis is not None:
+            await _drop_redis_keys(redis)
+        missing = {"redis": redis, "postgres": postgres}
+        if None in missing.values():
+            gone = [kind for kind, url in missing.items() if url is None]
+            pytest.skip(f"not reachable: {', '.join(gone)}; the other groups ran")
 
 
 def _all(procs: dict[str, list[subprocess.Popen[bytes]]]) -> list[subprocess.Popen[bytes]]:

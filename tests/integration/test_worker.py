@@ -1,4 +1,5 @@
-"""The worker against a real SQLite file: every way a job can end, and how it gets there."""
+"""The worker against a real SQLite file and a real PostgreSQL schema: every way a job can
+end, and how it gets there."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -30,6 +32,9 @@ from offload import (
     RetryPolicy,
     Worker,
 )
+from offload.errors import StoreUnavailable
+from offload.stores import open_store
+from tests.stores.conftest import drop_postgres_schema, postgres_unreachable, postgres_url
 
 
 class Color(Enum):
@@ -45,6 +50,26 @@ class User(BaseModel):
 class Point:
     x: int
     y: int
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """Each test on a fresh SQLite file, then on a fresh schema of the shared PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jobs.db'}"
+        return
+    schema = f"test_{uuid4().hex}"
+    url = postgres_url(schema)
+    store = open_store(url)
+    try:
+        await store.open()
+    except StoreUnavailable as exc:
+        postgres_unreachable(exc)
+    await store.close()
+    try:
+        yield url
+    finally:
+        await drop_postgres_schema(schema)
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import NoReturn
 
+import psycopg
+import psycopg.sql
 import pytest
 import redis.asyncio
 
@@ -19,8 +21,9 @@ from offload.errors import StoreUnavailable
 from offload.stores import Store, open_store
 from tests.conftest import IN_CI
 
-STORES = ["memory", "sqlite", "redis"]
+STORES = ["memory", "sqlite", "redis", "postgres"]
 REDIS_URL = "redis://127.0.0.1:6379/0"
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -32,6 +35,27 @@ def unavailable(reason: str) -> NoReturn:
 
 def redis_unreachable(exc: BaseException) -> NoReturn:
     unavailable(f"Redis not reachable at 127.0.0.1:6379: {exc}")
+
+
+def postgres_unreachable(exc: BaseException) -> NoReturn:
+    unavailable(f"PostgreSQL not reachable at 127.0.0.1:5432 (database test): {exc}")
+
+
+def postgres_url(schema: str, **options: str) -> str:
+    """The shared server's test database, in a schema of the test's own."""
+    extra = "".join(f"&{k}={v}" for k, v in options.items())
+    return f"{POSTGRES_URL}?schema={schema}&op_timeout=5{extra}"
+
+
+async def drop_postgres_schema(schema: str) -> None:
+    """Remove a test's schema (and every table in it) from the shared database."""
+    conn = await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True)
+    async with conn:
+        await conn.execute(
+            psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                psycopg.sql.Identifier(schema)
+            )
+        )
 
 
 async def drop_redis_keys(prefix: str) -> None:
@@ -53,20 +77,25 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         "memory": "memory://",
         "sqlite": f"sqlite:///{tmp_path / 'store.db'}",
         "redis": f"{REDIS_URL}?prefix={prefix}&op_timeout=2",
+        "postgres": postgres_url(prefix.replace("-", "_")),
     }[kind]
     s = open_store(url)
     try:
         await s.open()
     except StoreUnavailable as exc:
-        if kind != "redis":
-            raise
-        redis_unreachable(exc)
+        if kind == "redis":
+            redis_unreachable(exc)
+        if kind == "postgres":
+            postgres_unreachable(exc)
+        raise
     try:
         yield s
     finally:
         await s.close()
         if kind == "redis":
             await drop_redis_keys(prefix)
+        if kind == "postgres":
+            await drop_postgres_schema(prefix.replace("-", "_"))
 
 
 def _free_port() -> int:

@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
 from offload.app import Offload, resolve_url
 from offload.records import JobRecord
 from offload.stores import Store, open_store
+from offload.stores._common import mask_url as mask_url
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -127,23 +127,6 @@ class ConnectedStore:
         it ``offload.admin.view`` reads the stored JSON."""
         task = self.app.tasks.get(record.task) if self.app is not None else None
         return None if task is None else task.codec.decode_result
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced, so ``info`` output can be pasted into a ticket."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)

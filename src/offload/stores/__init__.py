@@ -17,7 +17,10 @@ from offload.stores.base import (
     Store,
 )
 
-ACCEPTED = "sqlite:///relative/path.db, sqlite:////absolute/path.db, memory://, redis://host:6379/0"
+ACCEPTED = (
+    "sqlite:///relative/path.db, sqlite:////absolute/path.db, memory://, redis://host:6379/0, "
+    "postgresql://user@host:5432/database"
+)
 
 __all__ = [
     "ACCEPTED",
@@ -68,10 +71,11 @@ def open_store(url: str, clock: Callable[[], float] | None = None) -> Store:
             ) from None
         return RedisStore(url)  # type: ignore[no-any-return,unused-ignore]
     if scheme in {"postgresql", "postgres"}:
-        # Named so that a user who tries it learns it is planned, not that an extra is missing.
-        raise ConfigError(
-            f"the PostgreSQL store ({scheme}://) is not part of this release yet; it is "
-            f"coming. Today use a sqlite:/// file (one machine) or redis:// (many machines); "
-            f"accepted forms: {ACCEPTED}"
-        )
+        try:
+            from offload.stores.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            raise ConfigError(
+                f"the PostgreSQL store is not available ({exc}); install offload[postgres]"
+            ) from None
+        return PostgresStore(url)  # type: ignore[no-any-return,unused-ignore]
     raise ConfigError(f"unknown store scheme {scheme!r} in {url!r}; accepted forms: {ACCEPTED}")

@@ -9,6 +9,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from offload.records import JobError, JobRecord, JobState, Progress
 from offload.stores.base import ClaimRequest, JobFilter, NewJob, Outcome, OutcomeKind, Store
@@ -26,6 +27,26 @@ def lease_expired_error(worker_id: str | None) -> JobError:
 
 def lease_requeued_error(worker_id: str | None) -> JobError:
     return JobError(LEASE_EXPIRED, f"worker {worker_id} stopped renewing the lease")
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced, for messages, logs and ``offload info`` output
+    that may be pasted into a ticket. An unparseable URL is not shown at all: it may hold a
+    password where the parser could not find it."""
+    try:
+        parts = urlsplit(url)
+        password, port = parts.password, parts.port
+    except ValueError:
+        return "<unparseable URL>"
+    if password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    if port is not None:
+        host = f"{host}:{port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def not_deletable(job_id: str, state: JobState) -> str:

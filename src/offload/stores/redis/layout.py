@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 
 from offload.errors import ConfigError
 from offload.records import JobRecord, JobState
-from offload.stores._common import load_error, load_progress
+from offload.stores._common import load_error, load_progress, mask_url
 
 log = logging.getLogger("offload.store.redis")
 
@@ -88,19 +88,6 @@ def parse_redis_url(url: str) -> RedisOptions:
         )
     client_url = urlunsplit(parts._replace(query=urlencode(rest)))
     return RedisOptions(client_url, mask_url(url), prefix, op_timeout)
-
-
-def mask_url(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
-    except ValueError:
-        return "<unparseable Redis URL>"
 
 
 class QueueKeys:

@@ -1,0 +1,147 @@
+"""Wake-ups by LISTEN/NOTIFY: one connection per process listens on the store's channel.
+
+Every enqueue notifies the channel with its queue's name, on commit (inside an
+application's transaction too: PostgreSQL sends notifications only when it commits). The
+listener resolves the waiters of that queue, and of every queue. While the connection is
+down, waiters time out after ``poll`` seconds at most, so idle workers look for work at
+that pace until it is back (reconnecting with backoff); with ``listen=false`` (a pooler in
+transaction mode cannot hold a LISTEN) that poll is all there is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import psycopg
+from psycopg import sql
+
+from offload.stores.postgres.options import PostgresOptions
+
+log = logging.getLogger("offload.store.postgres")
+
+BACKOFF_FIRST = 0.1
+BACKOFF_CAP = 5.0
+
+
+class Listener:
+    def __init__(self, opts: PostgresOptions) -> None:
+        self._opts = opts
+        self._waiters: dict[asyncio.Future[None], frozenset[str] | None] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._up = asyncio.Event()
+        self.connected = False
+
+    async def start(self) -> None:
+        if not self._opts.listen or self._task is not None:
+            return
+        self._task = asyncio.create_task(self._run(), name="offload-postgres-listen")
+        # The first connection is made before open returns, so that a job enqueued right
+        # after open wakes a worker that is already waiting; a server that is down makes
+        # this give up after op_timeout, and the loop keeps trying.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._opts.op_timeout):
+                await self._up.wait()
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._wake_all()
+
+    def register(self, queues: Sequence[str] | None) -> asyncio.Future[None]:
+        """A future that resolves when work for ``queues`` (``None``: any) may have arrived;
+        registered before the caller's claim, so that nothing committed after that claim
+        looked can be missed. The caller must ``discard`` it."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[fut] = None if queues is None else frozenset(queues)
+        return fut
+
+    def discard(self, fut: asyncio.Future[None]) -> None:
+        self._waiters.pop(fut, None)
+        if not fut.done():
+            fut.cancel()
+
+    def limit(self, timeout: float) -> float:
+        """How long a waiter may sleep: its timeout, or the poll interval when no listening
+        connection would wake it."""
+        return timeout if self.connected else min(timeout, self._opts.poll)
+
+    def notify_local(self, queues: Sequence[str]) -> None:
+        """Work this process just committed: wake its own waiters without waiting for the
+        notification's trip through the server."""
+        self._wake(set(queues))
+
+    def _wake(self, queues: set[str]) -> None:
+        for fut, wanted in list(self._waiters.items()):
+            if wanted is None or not wanted.isdisjoint(queues):
+                del self._waiters[fut]
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _wake_all(self) -> None:
+        for fut in list(self._waiters):
+            self._waiters.pop(fut, None)
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _run(self) -> None:
+        delay = BACKOFF_FIRST
+        down_since: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._opts.conninfo, autocommit=True)
+            except (psycopg.OperationalError, OSError) as exc:
+                if down_since is None:
+                    down_since = loop.time()
+                    log.warning(
+                        "PostgreSQL at %s unreachable for LISTEN (%s); idle workers look for "
+                        "work every %.1f s until it is back",
+                        self._opts.display_url,
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
+                        self._opts.poll,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_CAP)
+                continue
+            try:
+                async with conn:
+                    await conn.execute(
+                        sql.SQL("LISTEN {}").format(sql.Identifier(self._opts.channel))
+                    )
+                    self.connected = True
+                    self._up.set()
+                    if down_since is not None:
+                        log.warning(
+                            "PostgreSQL LISTEN at %s is back after %.1f s",
+                            self._opts.display_url,
+                            loop.time() - down_since,
+                        )
+                        down_since = None
+                    delay = BACKOFF_FIRST
+                    # Anything committed while nobody listened was not heard: wake everyone.
+                    self._wake_all()
+                    async for note in conn.notifies():
+                        self._wake({note.payload})
+            except (psycopg.OperationalError, OSError) as exc:
+                if down_since is None:
+                    down_since = loop.time()
+                    log.warning(
+                        "PostgreSQL LISTEN connection to %s lost (%s); reconnecting, and idle "
+                        "workers look for work every %.1f s meanwhile",
+                        self._opts.display_url,
+                        str(exc).strip().splitlines()[0]
+                        if str(exc).strip()
+                        else type(exc).__name__,
+                        self._opts.poll,
+                    )
+            finally:
+                self.connected = False
+                self._wake_all()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_CAP)

@@ -1,0 +1,262 @@
+-- The PostgreSQL store's queries, by name (offload.stores.sqlfiles describes the format).
+-- {schema} is the store's schema, quoted; {columns} is job_columns; both are filled in when
+-- the store is built. Other {slots} are filled by the caller, as each query says.
+-- Parameters are psycopg's %(name)s. Times cross the boundary as float8 seconds since the
+-- epoch (to_timestamp in, extract(epoch ...) out), the form the job records hold; the
+-- server's clock (now()) decides every lease and every due time.
+
+
+-- === Layout ================================================================================
+
+-- Held for the length of a migration's transaction: two processes that start together
+-- migrate once. The key is derived from the schema name (schema.lock_key).
+-- name: migration_lock
+SELECT pg_advisory_xact_lock(%(key)s)
+
+-- name: create_schema
+CREATE SCHEMA IF NOT EXISTS {schema}
+
+-- The layout version: one row, written by the last step that ran.
+-- name: create_layout
+CREATE TABLE IF NOT EXISTS {schema}.offload_layout (
+    version integer NOT NULL, migrated_at timestamptz NOT NULL DEFAULT now())
+
+-- name: layout_version
+SELECT max(version) FROM {schema}.offload_layout
+
+-- name: set_layout_version
+INSERT INTO {schema}.offload_layout (version) VALUES (%(version)s)
+
+-- Whether the layout table exists, without creating anything (a read-only check on open).
+-- name: layout_exists
+SELECT to_regclass(%(table)s) IS NOT NULL
+
+
+-- === Reading jobs ==========================================================================
+
+-- A whole job, in the order records.record reads it.
+-- name: job_columns
+id::text, task, queue, state, priority, attempt, max_attempts,
+extract(epoch FROM run_at)::float8, extract(epoch FROM enqueued_at)::float8, timeout,
+extract(epoch FROM started_at)::float8, extract(epoch FROM finished_at)::float8,
+extract(epoch FROM lease_until)::float8, worker_id, key, args::text, kwargs::text,
+result::text, error::text, progress::text, meta::text, cancel_requested
+
+-- name: job_by_id
+SELECT {columns} FROM {schema}.offload_jobs WHERE id = %(id)s
+
+-- name: jobs_by_key
+SELECT {columns} FROM {schema}.offload_jobs
+WHERE (task, key) IN (SELECT * FROM unnest(%(tasks)s::text[], %(keys)s::text[]))
+
+-- Newest first, a page at a time; a NULL filter matches everything.
+-- name: list_jobs
+SELECT {columns} FROM {schema}.offload_jobs
+WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s))
+    AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s))
+    AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+    AND (%(before)s::uuid IS NULL OR id < %(before)s)
+ORDER BY id DESC LIMIT %(limit)s
+
+-- name: counts
+SELECT queue, state, count(*) FROM {schema}.offload_jobs GROUP BY queue, state
+
+-- When the earliest queued job becomes due; NULL queues: every queue.
+-- name: next_run_at
+SELECT extract(epoch FROM min(run_at))::float8 FROM {schema}.offload_jobs
+WHERE state = 'queued' AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+
+-- name: now
+SELECT extract(epoch FROM clock_timestamp())::float8
+
+
+-- === Enqueue ===============================================================================
+
+-- A batch in one statement, so that it commits (and notifies) at once, also inside a
+-- transaction of the caller's. A key already held keeps its job: the row is skipped, and
+-- the caller reads the holder (jobs_by_key). Each inserted row notifies its queue's
+-- channel; PostgreSQL folds the same notification within a transaction into one, sent on
+-- commit. Returns the inserted ids with the enqueue time.
+-- name: enqueue
+WITH ins AS (
+    INSERT INTO {schema}.offload_jobs (id, task, queue, state, priority, attempt,
+        max_attempts, run_at, enqueued_at, timeout, key, args, kwargs, meta)
+    SELECT n.id, n.task, n.queue, 'queued', n.priority, 0, n.max_attempts,
+        coalesce(to_timestamp(n.run_at), now() + make_interval(secs => n.delay)), now(),
+        n.timeout, n.key, n.args, n.kwargs, coalesce(n.meta, '{}')
+    FROM unnest(%(ids)s::uuid[], %(tasks)s::text[], %(queues)s::text[],
+        %(priorities)s::integer[], %(max_attempts)s::integer[], %(run_ats)s::float8[],
+        %(delays)s::float8[], %(timeouts)s::float8[], %(keys)s::text[], %(args)s::json[],
+        %(kwargs)s::json[], %(metas)s::json[])
+        AS n(id, task, queue, priority, max_attempts, run_at, delay, timeout, key, args,
+            kwargs, meta)
+    ON CONFLICT (task, key) WHERE key IS NOT NULL DO NOTHING
+    RETURNING id, queue
+)
+SELECT ins.id::text, extract(epoch FROM now())::float8, pg_notify(%(channel)s, ins.queue)
+FROM ins
+
+
+-- === Claim =================================================================================
+
+-- {where}: claim_all, claim_one or claim_some. Locked rows are skipped, so claimers never
+-- wait on each other; the picked rows are returned in no order (the store sorts them).
+-- name: claim
+WITH picked AS (
+    SELECT id AS picked_id FROM {schema}.offload_jobs
+    WHERE state = 'queued' AND run_at <= now() {where}
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.offload_jobs AS j SET state = 'running', attempt = j.attempt + 1,
+    lease_until = now() + make_interval(secs => %(ttl)s), worker_id = %(worker)s,
+    started_at = now(), cancel_requested = false
+FROM picked WHERE j.id = picked.picked_id
+RETURNING {columns}
+
+-- name: claim_one
+AND queue = %(queue)s
+
+-- name: claim_some
+AND queue = ANY(%(queues)s)
+
+
+-- === Running jobs: lease, progress, outcomes ===============================================
+-- Each change to a running job holds only while the caller still holds its lease: the same
+-- worker, the same attempt.
+
+-- name: heartbeat
+UPDATE {schema}.offload_jobs AS j SET lease_until = now() + make_interval(secs => %(ttl)s)
+FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS l(id, attempt)
+WHERE j.id = l.id AND j.state = 'running' AND j.worker_id = %(worker)s
+    AND j.attempt = l.attempt
+RETURNING j.id::text, j.cancel_requested
+
+-- name: set_progress
+UPDATE {schema}.offload_jobs SET progress = %(progress)s
+WHERE id = %(id)s AND state = 'running' AND worker_id = %(worker)s AND attempt = %(attempt)s
+
+-- Every kind of outcome in one statement (the kinds of offload.stores.OutcomeKind):
+-- succeeded, failed and cancelled end the job; retry queues it again after its delay;
+-- requeue (a worker shutting down) queues it now with room for one more attempt; release
+-- (claimed ahead, never started) undoes the claim, or ends the job cancelled when its
+-- cancellation was asked for meanwhile. SET reads the row as it was before the statement.
+-- Returns the ids applied; the others were fenced out.
+-- name: complete
+UPDATE {schema}.offload_jobs AS j SET
+    state = CASE
+        WHEN o.kind IN ('succeeded', 'failed', 'cancelled') THEN o.kind
+        WHEN o.kind = 'release' AND j.cancel_requested THEN 'cancelled'
+        ELSE 'queued' END,
+    result = CASE WHEN o.kind = 'succeeded' THEN o.result ELSE j.result END,
+    error = CASE
+        WHEN o.kind = 'succeeded' THEN NULL
+        WHEN o.kind IN ('failed', 'cancelled', 'retry') THEN o.error
+        ELSE j.error END,
+    finished_at = CASE
+        WHEN o.kind IN ('succeeded', 'failed', 'cancelled')
+            OR (o.kind = 'release' AND j.cancel_requested) THEN now()
+        ELSE j.finished_at END,
+    run_at = CASE
+        WHEN o.kind = 'retry' THEN now() + make_interval(secs => o.delay)
+        WHEN o.kind IN ('requeue', 'release') THEN now()
+        ELSE j.run_at END,
+    attempt = CASE
+        WHEN o.kind = 'release' AND NOT j.cancel_requested THEN j.attempt - 1
+        ELSE j.attempt END,
+    started_at = CASE
+        WHEN o.kind = 'release' AND NOT j.cancel_requested AND j.attempt = 1 THEN NULL
+        ELSE j.started_at END,
+    worker_id = CASE
+        WHEN o.kind = 'release' AND NOT j.cancel_requested AND j.attempt = 1 THEN NULL
+        ELSE j.worker_id END,
+    max_attempts = CASE
+        WHEN o.kind = 'requeue' THEN greatest(j.max_attempts, j.attempt + 1)
+        ELSE j.max_attempts END,
+    lease_until = NULL,
+    cancel_requested = false
+FROM unnest(%(ids)s::uuid[], %(workers)s::text[], %(attempts)s::integer[], %(kinds)s::text[],
+    %(results)s::text[], %(errors)s::json[], %(delays)s::float8[])
+    AS o(id, worker_id, attempt, kind, result, error, delay)
+WHERE j.id = o.id AND j.state = 'running' AND j.worker_id = o.worker_id
+    AND j.attempt = o.attempt
+RETURNING j.id::text
+
+
+-- === Expired leases ========================================================================
+
+-- Running jobs whose lease lapsed, locked so that two reapers take each once.
+-- name: expired
+SELECT id::text, attempt, max_attempts, worker_id FROM {schema}.offload_jobs
+WHERE state = 'running' AND lease_until < now()
+ORDER BY lease_until LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- Each one queued again (failed when out of attempts), with the error the store words.
+-- name: reap
+UPDATE {schema}.offload_jobs AS j SET
+    state = CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'queued' END,
+    finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() ELSE j.finished_at END,
+    run_at = CASE WHEN j.attempt >= j.max_attempts THEN j.run_at ELSE now() END,
+    lease_until = NULL, error = r.error
+FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(errors)s::json[])
+    AS r(id, attempt, error)
+WHERE j.id = r.id AND j.state = 'running' AND j.attempt = r.attempt
+RETURNING j.queue
+
+
+-- === Operator actions ======================================================================
+
+-- queued -> cancelled now; running -> cancel requested (the worker learns it from its
+-- heartbeat). Finished jobs are left as they are.
+-- name: cancel
+UPDATE {schema}.offload_jobs SET
+    state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
+    finished_at = CASE WHEN state = 'queued' THEN now() ELSE finished_at END,
+    cancel_requested = cancel_requested OR state = 'running'
+WHERE id = %(id)s AND state IN ('queued', 'running')
+RETURNING queue
+
+-- name: retry
+UPDATE {schema}.offload_jobs SET state = 'queued', attempt = 0, run_at = now(),
+    finished_at = NULL, error = NULL, cancel_requested = false, lease_until = NULL
+WHERE id = %(id)s AND state IN ('failed', 'cancelled')
+RETURNING {columns}
+
+-- name: delete
+DELETE FROM {schema}.offload_jobs
+WHERE id = %(id)s AND state IN ('succeeded', 'failed', 'cancelled')
+RETURNING {columns}
+
+-- In batches, so that one purge never holds many row locks or one long transaction.
+-- name: purge
+DELETE FROM {schema}.offload_jobs WHERE id IN (
+    SELECT id FROM {schema}.offload_jobs
+    WHERE state IN ('succeeded', 'failed', 'cancelled')
+        AND finished_at < to_timestamp(%(before)s)
+    LIMIT %(limit)s)
+
+-- A job queued by hand wakes the workers like an enqueue.
+-- name: notify
+SELECT pg_notify(%(channel)s, %(queue)s)
+
+
+-- === Schedules =============================================================================
+
+-- fired_until only moves forward.
+-- name: advance_schedules
+INSERT INTO {schema}.offload_schedules AS s (name, fired_until)
+SELECT name, to_timestamp(mark) FROM unnest(%(names)s::text[], %(marks)s::float8[])
+    AS m(name, mark)
+ON CONFLICT (name) DO UPDATE SET fired_until =
+    greatest(coalesce(s.fired_until, excluded.fired_until), excluded.fired_until)
+
+-- name: pause_schedules
+INSERT INTO {schema}.offload_schedules (name, paused)
+SELECT name, %(paused)s FROM unnest(%(names)s::text[]) AS m(name)
+ON CONFLICT (name) DO UPDATE SET paused = excluded.paused
+
+-- name: schedule_states
+SELECT name, paused, extract(epoch FROM fired_until)::float8 FROM {schema}.offload_schedules
+WHERE name = ANY(%(names)s)

@@ -1,0 +1,581 @@
+"""The PostgreSQL store (``postgresql://user@host:5432/app``): jobs in a table of the
+application's own database, queryable like any other (docs/postgresql.md).
+
+Each transition is one statement (so one implicit transaction, one round trip): claims pick
+due rows ``FOR UPDATE SKIP LOCKED`` in batches, so claimers never wait on each other;
+completions and heartbeats apply a whole batch through ``unnest``; every change to a running
+job holds only under its lease (same worker, same attempt). Leases and due times are on the
+server's clock (``now()``). New work wakes idle workers by ``LISTEN/NOTIFY`` (listener.py).
+An enqueue can run on a connection of the application's, inside its transaction
+(``enqueue_in``): the job commits or rolls back with the application's own rows.
+
+The SQL is in ``queries.sql`` and ``migrations/`` beside this module; the URL's options in
+``options.py``; the layout version and migrations in ``schema.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from offload.errors import ConfigError, InvalidTransition, StoreUnavailable
+from offload.records import JobRecord, JobState, Progress
+from offload.stores import sqlfiles
+from offload.stores._common import (
+    decode_cursor,
+    dump_error,
+    dump_progress,
+    encode_cursor,
+    lease_expired_error,
+    lease_requeued_error,
+    load_error,
+    load_progress,
+    not_deletable,
+    queue_list,
+    sort_key,
+    wait_then_claim,
+)
+from offload.stores.base import ClaimRequest, JobFilter, NewJob, Outcome, Page, ScheduleState
+from offload.stores.postgres import schema
+from offload.stores.postgres.listener import Listener
+from offload.stores.postgres.options import PostgresOptions, parse_postgres_url
+
+log = logging.getLogger("offload.store.postgres")
+
+Conn = psycopg.AsyncConnection[TupleRow]
+
+_STATES = {s.value: s for s in JobState}
+# Lapsed leases one reaper pass handles, and finished jobs one purge statement deletes.
+REAP_BATCH = 1000
+PURGE_BATCH = 5000
+# Errors by which the server or the network failed the operation (not the statement).
+_UNREACHABLE = (psycopg.OperationalError, PoolTimeout, OSError, TimeoutError)
+
+_RAW = sqlfiles.load("offload.stores.postgres")
+
+
+def queries_for(opts: PostgresOptions) -> dict[str, str]:
+    """The named queries with the schema and the job columns filled in."""
+    columns = _RAW["job_columns"]
+    return {
+        name: text.replace("{columns}", columns).replace("{schema}", opts.quoted_schema)
+        for name, text in _RAW.items()
+    }
+
+
+def record(row: Sequence[Any]) -> JobRecord:
+    """A job from a row of ``job_columns``."""
+    meta = row[20]
+    return JobRecord(
+        row[0],
+        row[1],
+        row[2],
+        row[15],
+        row[16],
+        _STATES[row[3]],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+        timeout=row[9],
+        started_at=row[10],
+        finished_at=row[11],
+        lease_until=row[12],
+        worker_id=row[13],
+        key=row[14],
+        result=row[17],
+        error=load_error(row[18]),
+        progress=load_progress(row[19]),
+        meta={} if meta == "{}" else json.loads(meta),
+        cancel_requested=row[21],
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class PostgresStore:
+    """See the module docstring."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.opts = parse_postgres_url(url)
+        self._q = queries_for(self.opts)
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._listener = Listener(self.opts)
+
+    # --- plumbing --------------------------------------------------------------------
+
+    def _unavailable(self, what: str, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"PostgreSQL at {self.opts.display_url} unreachable while {what} "
+            f"({_first_line(exc)}); check that the server is running and reachable"
+        )
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        await self._prepare_schema()
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            self.opts.conninfo,
+            min_size=1,
+            max_size=self.opts.pool_max,
+            kwargs={
+                "autocommit": True,
+                # None turns server-side prepared statements off (poolers in transaction mode).
+                "prepare_threshold": 5 if self.opts.prepare else None,
+            },
+            timeout=self.opts.op_timeout,
+            name="offload",
+            open=False,
+        )
+        await pool.open()
+        self._pool = pool
+        await self._listener.start()
+
+    async def _prepare_schema(self) -> None:
+        """One connection of its own, before the pool: a wrong password or a missing database
+        becomes one clear error, and the schema is migrated (or checked) before any query."""
+        try:
+            async with asyncio.timeout(self.opts.op_timeout * 4):
+                conn = await psycopg.AsyncConnection.connect(self.opts.conninfo, autocommit=True)
+                async with conn:
+                    if self.opts.migrate:
+                        await schema.migrate(conn, self._q, self.opts)
+                    else:
+                        await schema.check(conn, self._q, self.opts)
+        except psycopg.OperationalError as exc:
+            raise self._connect_error(exc) from None
+        except (OSError, TimeoutError) as exc:
+            raise self._unavailable("connecting", exc) from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise ConfigError(
+                f"the user of {self.opts.display_url} may not create offload's tables in "
+                f"schema {self.opts.schema!r} ({_first_line(exc)}); grant it CREATE on the "
+                "schema, or run `offload migrate` once as a user who may"
+            ) from None
+
+    def _connect_error(self, exc: psycopg.OperationalError) -> Exception:
+        text = _first_line(exc)
+        url = self.opts.display_url
+        if "password authentication failed" in text or "no password supplied" in text:
+            return ConfigError(
+                f"PostgreSQL at {url} refused the login ({text}); check the user and password "
+                "in the URL (postgresql://user:password@host:5432/database)"
+            )
+        if "does not exist" in text and "database" in text:
+            return ConfigError(
+                f"PostgreSQL at {url}: {text}; create it (createdb NAME) or name an existing "
+                "database in the URL"
+            )
+        if "role" in text and "does not exist" in text:
+            return ConfigError(f"PostgreSQL at {url}: {text}; name an existing user in the URL")
+        return self._unavailable("connecting", exc)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        await self._listener.stop()
+        if pool is not None:
+            await pool.close()
+
+    @contextlib.asynccontextmanager
+    async def _conn(self, what: str) -> AsyncIterator[Conn]:
+        """A pooled connection for one operation, bounded by ``op_timeout``; a failure of the
+        server or the network is ``StoreUnavailable`` (and the pool drops broken
+        connections), so callers never see a driver's exception."""
+        pool = self._pool
+        if pool is None:
+            raise StoreUnavailable("the PostgreSQL store is not open; call open() first")
+        try:
+            async with asyncio.timeout(self.opts.op_timeout):
+                async with pool.connection() as conn:
+                    yield conn
+        except _UNREACHABLE as exc:
+            # The pool itself drops a connection that broke; the next operation takes
+            # another or connects afresh.
+            raise self._unavailable(what, exc) from None
+
+    async def _rows(self, what: str, query: str, params: dict[str, Any]) -> list[TupleRow]:
+        async with self._conn(what) as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall() if cur.description is not None else []
+
+    async def _count(self, what: str, query: str, params: dict[str, Any]) -> int:
+        async with self._conn(what) as conn:
+            cur = await conn.execute(query, params)
+            return cur.rowcount
+
+    async def now(self) -> float:
+        rows = await self._rows("reading the clock", self._q["now"], {})
+        return float(rows[0][0])
+
+    # --- enqueue -----------------------------------------------------------------------
+
+    def _enqueue_params(self, jobs: Sequence[NewJob]) -> dict[str, Any]:
+        return {
+            "ids": [j.id for j in jobs],
+            "tasks": [j.task for j in jobs],
+            "queues": [j.queue for j in jobs],
+            "priorities": [j.priority for j in jobs],
+            "max_attempts": [j.max_attempts for j in jobs],
+            "run_ats": [j.run_at for j in jobs],
+            "delays": [j.delay for j in jobs],
+            "timeouts": [j.timeout for j in jobs],
+            "keys": [j.key for j in jobs],
+            "args": [j.args for j in jobs],
+            "kwargs": [j.kwargs for j in jobs],
+            "metas": [json.dumps(j.meta) if j.meta else None for j in jobs],
+            "channel": self.opts.channel,
+        }
+
+    async def _enqueue_on(self, conn: Conn, jobs: list[NewJob], prepare: bool) -> list[JobRecord]:
+        """The enqueue statement on ``conn`` (pooled, or the application's own inside its
+        transaction); the holders of keys already taken are read on the same connection."""
+        # One job per key within the batch: the later ones get the first one's record.
+        first: dict[tuple[str, str], int] = {}
+        alias: dict[int, int] = {}
+        unique: list[NewJob] = []
+        for i, job in enumerate(jobs):
+            if job.key is not None:
+                held = first.setdefault((job.task, job.key), i)
+                if held != i:
+                    alias[i] = held
+                    continue
+            unique.append(job)
+        cur = await conn.execute(
+            self._q["enqueue"], self._enqueue_params(unique), prepare=prepare or None
+        )
+        inserted = {row[0]: row[1] for row in await cur.fetchall()}
+        records: dict[int, JobRecord] = {}
+        missing: list[int] = []
+        now = next(iter(inserted.values()), 0.0)
+        for i, job in enumerate(jobs):
+            if i in alias:
+                continue
+            if job.id in inserted:
+                records[i] = _queued(job, now)
+            else:
+                missing.append(i)
+        if missing:
+            keyed = [jobs[i] for i in missing if jobs[i].key is not None]
+            cur = await conn.execute(
+                self._q["jobs_by_key"],
+                {"tasks": [j.task for j in keyed], "keys": [j.key for j in keyed]},
+                prepare=prepare or None,
+            )
+            holders = {(r.task, r.key): r for r in map(record, await cur.fetchall())}
+            for i in missing:
+                job = jobs[i]
+                found = holders.get((job.task, job.key or ""))
+                if found is None:
+                    # A key freed (purged or deleted) between the two statements, or no key
+                    # at all: take it again, as a fresh enqueue of this one job.
+                    [found] = await self._enqueue_on(conn, [job], prepare)
+                records[i] = found
+        return [records[alias.get(i, i)] for i in range(len(jobs))]
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
+        jobs = list(jobs)
+        if not jobs:
+            return []
+        async with self._conn("enqueueing") as conn:
+            records = await self._enqueue_on(conn, jobs, prepare=True)
+        self._listener.notify_local([j.queue for j in jobs])
+        return records
+
+    async def enqueue_in(self, connection: Any, jobs: Sequence[NewJob]) -> list[JobRecord]:
+        """``enqueue`` on the application's connection, inside its open transaction: the jobs
+        exist for workers once it commits (the notification is sent then) and never if it
+        rolls back. ``connection`` is a psycopg ``AsyncConnection``, or SQLAlchemy's
+        ``AsyncConnection`` or ``AsyncSession`` on psycopg (see ``psycopg_connection``)."""
+        jobs = list(jobs)
+        if not jobs:
+            return []
+        conn = await psycopg_connection(connection)
+        try:
+            # No prepared statements: the connection is the application's, not ours.
+            return await self._enqueue_on(conn, jobs, prepare=False)
+        except _UNREACHABLE as exc:
+            raise self._unavailable("enqueueing in the application's transaction", exc) from None
+
+    # --- claim and running jobs ---------------------------------------------------------
+
+    async def claim(self, request: ClaimRequest) -> list[JobRecord]:
+        queues = queue_list(request.queues)
+        params: dict[str, Any] = {
+            "limit": request.limit,
+            "ttl": request.ttl,
+            "worker": request.worker_id,
+        }
+        if queues is None:
+            where = ""
+        elif len(queues) == 1:
+            where = self._q["claim_one"]
+            params["queue"] = queues[0]
+        else:
+            where = self._q["claim_some"]
+            params["queues"] = queues
+        query = self._q["claim"].replace("{where}", where)
+        records = [record(r) for r in await self._rows("claiming jobs", query, params)]
+        records.sort(key=sort_key)
+        return records
+
+    async def wait_claim(
+        self, request: ClaimRequest, timeout: float, stop: asyncio.Event
+    ) -> list[JobRecord]:
+        if not self._listener.connected:
+            return await wait_then_claim(self, request, timeout, stop)
+        # Registered before the claim looks, so a job committed after that look wakes it.
+        fut = self._listener.register(request.queues)
+        try:
+            jobs = await self.claim(request)
+            if jobs or stop.is_set():
+                return jobs
+            stopper = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait(
+                    (fut, stopper), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                stopper.cancel()
+            if stop.is_set() or not fut.done():
+                return []
+            return await self.claim(request)
+        finally:
+            self._listener.discard(fut)
+
+    async def wait(self, queues: Sequence[str] | None, timeout: float) -> None:
+        fut = self._listener.register(queues)
+        try:
+            await asyncio.wait((fut,), timeout=self._listener.limit(timeout))
+        finally:
+            self._listener.discard(fut)
+
+    async def heartbeat(
+        self, leases: Sequence[tuple[str, int]], worker_id: str, ttl: float
+    ) -> tuple[set[str], set[str]]:
+        leases = list(leases)
+        if not leases:
+            return set(), set()
+        rows = await self._rows(
+            "renewing leases",
+            self._q["heartbeat"],
+            {
+                "ids": [i for i, _ in leases],
+                "attempts": [a for _, a in leases],
+                "worker": worker_id,
+                "ttl": ttl,
+            },
+        )
+        held = {r[0] for r in rows}
+        lost = {i for i, _ in leases if i not in held}
+        return lost, {r[0] for r in rows if r[1]}
+
+    async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        outcomes = list(outcomes)
+        if not outcomes:
+            return []
+        rows = await self._rows(
+            "completing jobs",
+            self._q["complete"],
+            {
+                "ids": [o.id for o in outcomes],
+                "workers": [o.worker_id for o in outcomes],
+                "attempts": [o.attempt for o in outcomes],
+                "kinds": [o.kind.value for o in outcomes],
+                "results": [o.result for o in outcomes],
+                "errors": [dump_error(o.error) for o in outcomes],
+                "delays": [o.delay for o in outcomes],
+            },
+        )
+        applied = {r[0] for r in rows}
+        return [o.id in applied for o in outcomes]
+
+    async def set_progress(
+        self, job_id: str, worker_id: str, attempt: int, fraction: float, message: str
+    ) -> bool:
+        params = {
+            "progress": dump_progress(Progress(fraction, message)),
+            "id": job_id,
+            "worker": worker_id,
+            "attempt": attempt,
+        }
+        return await self._count("storing progress", self._q["set_progress"], params) == 1
+
+    async def requeue_expired(self) -> int:
+        async with self._conn("requeueing lapsed leases") as conn, conn.transaction():
+            cur = await conn.execute(self._q["expired"], {"limit": REAP_BATCH})
+            lapsed = await cur.fetchall()
+            if not lapsed:
+                return 0
+            errors = [
+                dump_error(
+                    lease_expired_error(worker) if attempt >= most else lease_requeued_error(worker)
+                )
+                for _, attempt, most, worker in lapsed
+            ]
+            cur = await conn.execute(
+                self._q["reap"],
+                {
+                    "ids": [r[0] for r in lapsed],
+                    "attempts": [r[1] for r in lapsed],
+                    "errors": errors,
+                },
+            )
+            queues = sorted({r[0] for r in await cur.fetchall()})
+            for queue in queues:
+                await conn.execute(
+                    self._q["notify"], {"channel": self.opts.channel, "queue": queue}
+                )
+        self._listener.notify_local(queues)
+        return len(lapsed)
+
+    # --- reading -----------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        try:
+            rows = await self._rows("reading a job", self._q["job_by_id"], {"id": job_id})
+        except psycopg.errors.InvalidTextRepresentation:
+            return None  # not a job id at all
+        return record(rows[0]) if rows else None
+
+    async def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
+        before = decode_cursor(cursor) if cursor else None
+        rows = await self._rows(
+            "listing jobs",
+            self._q["list_jobs"],
+            {
+                "states": [s.value for s in filter.states] or None,
+                "tasks": list(filter.tasks) or None,
+                "queues": list(filter.queues) or None,
+                "before": before,
+                "limit": limit + 1,
+            },
+        )
+        jobs = [record(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return Page(jobs, encode_cursor(jobs[-1].id) if more and jobs else None)
+
+    async def counts(self) -> dict[tuple[str, JobState], int]:
+        rows = await self._rows("counting jobs", self._q["counts"], {})
+        return {(q, _STATES[s]): int(n) for q, s, n in rows}
+
+    async def next_run_at(self, queues: Sequence[str] | None) -> float | None:
+        params = {"queues": queue_list(queues)}
+        rows = await self._rows("reading the next due time", self._q["next_run_at"], params)
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    # --- operator actions --------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> JobRecord | None:
+        await self._rows("cancelling a job", self._q["cancel"], {"id": job_id})
+        return await self.get(job_id)
+
+    async def retry(self, job_id: str) -> JobRecord | None:
+        rows = await self._rows("retrying a job", self._q["retry"], {"id": job_id})
+        if not rows:
+            job = await self.get(job_id)
+            if job is None:
+                return None
+            raise InvalidTransition(
+                f"job {job_id} is {job.state.value}; only failed or cancelled jobs can be retried"
+            )
+        job = record(rows[0])
+        await self._rows(
+            "retrying a job", self._q["notify"], {"channel": self.opts.channel, "queue": job.queue}
+        )
+        self._listener.notify_local([job.queue])
+        return job
+
+    async def delete(self, job_id: str) -> JobRecord | None:
+        rows = await self._rows("deleting a job", self._q["delete"], {"id": job_id})
+        if rows:
+            return record(rows[0])
+        job = await self.get(job_id)
+        if job is None:
+            return None
+        raise InvalidTransition(not_deletable(job_id, job.state))
+
+    async def purge(self, older_than: float) -> int:
+        total = 0
+        while True:
+            n = await self._count(
+                "purging jobs", self._q["purge"], {"before": older_than, "limit": PURGE_BATCH}
+            )
+            total += n
+            if n < PURGE_BATCH:
+                return total
+
+    # --- schedules ---------------------------------------------------------------------
+
+    async def schedule_states(self, names: Sequence[str]) -> dict[str, ScheduleState]:
+        wanted = list(names)
+        if not wanted:
+            return {}
+        rows = await self._rows("reading schedules", self._q["schedule_states"], {"names": wanted})
+        return {n: ScheduleState(n, bool(p), f) for n, p, f in rows}
+
+    async def advance_schedules(self, marks: dict[str, float]) -> None:
+        if not marks:
+            return
+        params = {"names": list(marks), "marks": list(marks.values())}
+        await self._count("advancing schedules", self._q["advance_schedules"], params)
+
+    async def pause_schedules(self, names: Sequence[str], paused: bool) -> None:
+        if not names:
+            return
+        params = {"names": list(names), "paused": paused}
+        await self._count("pausing schedules", self._q["pause_schedules"], params)
+
+
+def _queued(job: NewJob, now: float) -> JobRecord:
+    """The record of a job this store just inserted, at the server's ``now``."""
+    return JobRecord(
+        job.id,
+        job.task,
+        job.queue,
+        job.args,
+        job.kwargs,
+        JobState.QUEUED,
+        job.priority,
+        0,
+        job.max_attempts,
+        job.run_at if job.run_at is not None else now + job.delay,
+        now,
+        timeout=job.timeout,
+        key=job.key,
+        meta=dict(job.meta),
+    )
+
+
+async def psycopg_connection(connection: Any) -> Conn:
+    """The psycopg ``AsyncConnection`` under what an application holds: the connection
+    itself, or SQLAlchemy's ``AsyncConnection`` / ``AsyncSession`` on the psycopg driver
+    (``postgresql+psycopg://``), whose current transaction the job then joins."""
+    if isinstance(connection, psycopg.AsyncConnection):
+        return connection
+    get_connection = getattr(connection, "connection", None)
+    if callable(get_connection) and not hasattr(connection, "get_raw_connection"):
+        connection = await get_connection()  # an AsyncSession: its connection, begun
+    get_raw = getattr(connection, "get_raw_connection", None)
+    if callable(get_raw):
+        raw = await get_raw()
+        driver = getattr(raw, "driver_connection", None)
+        if isinstance(driver, psycopg.AsyncConnection):
+            return driver
+    raise ConfigError(
+        f"enqueue(connection=...) takes a psycopg AsyncConnection, or a SQLAlchemy "
+        f"AsyncConnection or AsyncSession on psycopg (postgresql+psycopg://), not "
+        f"{type(connection).__name__}"
+    )
