@@ -20,7 +20,8 @@ from offload.redaction import redact_text
 from offload.retry import RetryPolicy
 from offload.schedules import Schedule, make_schedule
 from offload.stores import Store, open_store
-from offload.stores.base import BlockingEnqueue, NewJob
+from offload.stores._common import mask_url
+from offload.stores.base import BlockingEnqueue, NewJob, TransactionalEnqueue
 from offload.tasks import AsyncTask, Prepared, SyncTask, Task, check_max_payload, make_config
 
 if TYPE_CHECKING:
@@ -394,15 +395,22 @@ class Offload:
 
     # --- jobs --------------------------------------------------------------------------
 
-    async def enqueue_many(self, prepared: Iterable[Prepared[Any]]) -> list[Job[Any]]:
-        """Store a batch of prepared calls in one round trip (see ``Task.prepare``)."""
+    async def enqueue_many(
+        self, prepared: Iterable[Prepared[Any]], *, connection: Any = None
+    ) -> list[Job[Any]]:
+        """Store a batch of prepared calls in one round trip (see ``Task.prepare``); with
+        ``connection``, on the application's own database connection inside its open
+        transaction (see ``Task.options``)."""
         items = list(prepared)
         if not items:
             return []
         await self.open()
         new_jobs = self._enqueuing(items)
         try:
-            records = await self.store.enqueue(new_jobs)
+            if connection is None:
+                records = await self.store.enqueue(new_jobs)
+            else:
+                records = await self._transactional().enqueue_in(connection, new_jobs)
         except BaseException as exc:
             if self.observers:
                 self.observers.enqueued(new_jobs, None, exc)
@@ -445,6 +453,16 @@ class Offload:
                 "the app on its loop (`async with jobs:` does) before using it elsewhere"
             )
         return asyncio.run_coroutine_threadsafe(self.enqueue_many(items), loop).result()
+
+    def _transactional(self) -> TransactionalEnqueue:
+        store = self.store
+        if not isinstance(store, TransactionalEnqueue):
+            raise ConfigError(
+                f"enqueue(connection=...) writes the job in your database transaction, which "
+                f"the store at {mask_url(self.url)} cannot join; use a postgresql:// store on "
+                "the same database, or enqueue after your transaction commits"
+            )
+        return store
 
     def _open_own_loop(self) -> asyncio.AbstractEventLoop:
         """Open the store on a loop thread of the app's own, once: a script's calls then cost

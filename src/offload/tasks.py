@@ -59,6 +59,8 @@ class EnqueueOptions:
     key: str | None = None
     retries: int | None = None
     timeout: float | None = None
+    connection: Any = None
+    """The application's database connection to enqueue on, inside its transaction."""
 
 
 @dataclass(slots=True)
@@ -77,7 +79,9 @@ class Enqueuer(Protocol):
     @property
     def max_payload(self) -> int | None: ...
 
-    async def enqueue_many(self, prepared: Iterable[Prepared[Any]]) -> list[Job[Any]]: ...
+    async def enqueue_many(
+        self, prepared: Iterable[Prepared[Any]], *, connection: Any = None
+    ) -> list[Job[Any]]: ...
 
     def enqueue_many_sync(self, prepared: Iterable[Prepared[Any]]) -> list[Job[Any]]: ...
 
@@ -117,8 +121,14 @@ class Task(Generic[P, R]):
         key: str | None = None,
         retries: int | None = None,
         timeout: float | timedelta | None = None,
+        connection: Any = None,
     ) -> TaskCall[P, R]:
-        """Override scheduling for the jobs enqueued through the returned object."""
+        """Override scheduling for the jobs enqueued through the returned object.
+
+        ``connection``: enqueue on the application's own database connection, inside its
+        open transaction (a psycopg ``AsyncConnection``, or SQLAlchemy's ``AsyncConnection``
+        or ``AsyncSession`` on psycopg), so that the job commits or rolls back with the rows
+        written beside it. Needs a store that can (PostgreSQL, on the same database)."""
         if delay is not None and run_at is not None:
             raise ValueError("pass either delay= or run_at=, not both")
         if run_at is not None and run_at.tzinfo is None:
@@ -142,6 +152,7 @@ class Task(Generic[P, R]):
                 key=key,
                 retries=retries,
                 timeout=secs,
+                connection=connection,
             ),
         )
 
@@ -218,16 +229,24 @@ class TaskCall(Generic[P, R]):
         self.opts = options
 
     def prepare(self, *args: P.args, **kwargs: P.kwargs) -> Prepared[R]:
+        self._no_connection("prepare", "pass connection= to jobs.enqueue_many instead")
         return self.task._prepare(args, kwargs, self.opts)
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         prepared = self.task._prepare(args, kwargs, self.opts)
-        jobs = await self.task.app.enqueue_many([prepared])
+        jobs = await self.task.app.enqueue_many([prepared], connection=self.opts.connection)
         return jobs[0]
 
     def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        self._no_connection("enqueue_sync", "await enqueue() in the code that holds it")
         prepared = self.task._prepare(args, kwargs, self.opts)
         return self.task.app.enqueue_many_sync([prepared])[0]
+
+    def _no_connection(self, method: str, instead: str) -> None:
+        """A connection this call would not use must not be dropped silently: the job would
+        then be stored outside the caller's transaction."""
+        if self.opts.connection is not None:
+            raise TypeError(f"{method}() does not take the options' connection; {instead}")
 
     def options(self, **changes: Any) -> TaskCall[P, R]:
         merged = self.task.options(**changes)

@@ -632,6 +632,7 @@ COMMANDS = [
     "jobs delete",
     "jobs purge",
     "info",
+    "migrate",
     "mail-sink",
 ]
 

@@ -20,16 +20,34 @@ class TestStoreUrl:
         assert "sqlite:///" in str(info.value)
 
     @pytest.mark.parametrize("url", ["postgresql://app@db/jobs", "postgres://app@db/jobs"])
-    def test_postgresql_says_it_is_coming(self, url: str) -> None:
-        """The PostgreSQL store does not exist yet: the error says so and names what works
-        today, rather than asking for an extra that would not provide it."""
+    def test_postgresql_urls_build_a_store_without_connecting(self, url: str) -> None:
+        """Both spellings name the PostgreSQL store; nothing connects until the app opens."""
+        assert "PostgresStore" == type(Offload(url).store).__name__
+
+    @pytest.mark.parametrize(
+        ("url", "named"),
+        [
+            ("postgresql://app@db", "name the database"),
+            ("postgresql://app@db:port/jobs", "invalid PostgreSQL URL"),
+            ("postgresql://app@db/jobs?schema=a-b", "schema='a-b'"),
+            ("postgresql://app@db/jobs?schema=1abc", "not starting with a digit"),
+            ("postgresql://app@db/jobs?op_timeout=soon", "op_timeout='soon'"),
+            ("postgresql://app@db/jobs?pool_max=1", "at least 2"),
+            ("postgresql://app@db/jobs?migrate=maybe", "use true or false"),
+        ],
+    )
+    def test_postgresql_url_mistakes_name_the_option_and_the_fix(
+        self, url: str, named: str
+    ) -> None:
         with pytest.raises(ConfigError) as info:
             Offload(url)
-        message = str(info.value)
-        assert "not part of this release yet" in message
-        assert "redis://" in message
-        assert "sqlite:///" in message
-        assert "install" not in message
+        assert named in str(info.value)
+
+    def test_a_postgresql_password_never_shows_in_an_error(self) -> None:
+        with pytest.raises(ConfigError) as info:
+            Offload("postgresql://app:hunter2@db/jobs?schema=no-good")
+        assert "hunter2" not in str(info.value)
+        assert "app:***@db" in str(info.value)
 
     def test_unknown_sqlite_option(self) -> None:
         """An unknown URL option is named, with the options that exist."""

@@ -1,4 +1,5 @@
-"""The ``offload`` command line: ``worker``, ``jobs``, ``schedules``, ``info``, ``mail-sink``.
+"""The ``offload`` command line: ``worker``, ``jobs``, ``schedules``, ``info``, ``migrate``,
+``mail-sink``.
 
 Expected failures (a bad URL, a missing module, an unknown job id, a refused transition) end
 the process with one line on stderr that names the fix and a non-zero status; only a bug in
@@ -15,6 +16,7 @@ import typer
 from offload.cli import info as _info
 from offload.cli import jobs as _jobs
 from offload.cli import mailsink as _mailsink
+from offload.cli import migrate as _migrate
 from offload.cli import schedules as _schedules
 from offload.cli import worker as _worker
 from offload.cli._common import FAILURE, USAGE, CliError, help_without_command
@@ -41,6 +43,7 @@ _worker.register(app)
 app.add_typer(_jobs.app, name="jobs")
 app.add_typer(_schedules.app, name="schedules")
 _info.register(app)
+_migrate.register(app)
 _mailsink.register(app)
 
 

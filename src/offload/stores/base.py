@@ -210,9 +210,8 @@ class Store(Protocol):
 # stub out. ``Offload`` checks each one once, when it is built around its store
 # (``isinstance`` against the runtime-checkable Protocol), keeps the answer, and takes the
 # faster or stronger path where the store offers it; a store without it is never asked.
-# Transactional enqueue (a job written in the caller's own database transaction) and an
-# event feed (for the dashboard's live view) come as further capabilities with their
-# features.
+# An event feed (for the dashboard's live view) comes as a further capability with its
+# feature.
 
 
 @runtime_checkable
@@ -225,3 +224,28 @@ class BlockingEnqueue(Protocol):
 
     def enqueue_blocking(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
         """``Store.enqueue``, blocking the calling thread; must not run on an event loop."""
+
+
+@runtime_checkable
+class TransactionalEnqueue(Protocol):
+    """What a store on the application's own database offers: the job written on the
+    application's connection, inside its open transaction, so that it commits or rolls back
+    with the rows that caused it (the PostgreSQL store).
+
+    ``task.options(connection=conn).enqueue(...)`` and ``jobs.enqueue_many(..., connection=
+    conn)`` take this path; a store without it refuses them with a ``ConfigError``."""
+
+    async def enqueue_in(self, connection: Any, jobs: Sequence[NewJob]) -> list[JobRecord]:
+        """``Store.enqueue`` on ``connection``, in the caller's transaction; the jobs reach
+        workers when it commits, and never if it rolls back."""
+
+
+@runtime_checkable
+class Migrations(Protocol):
+    """A store whose layout an operator may bring up to date on purpose, before any process
+    uses it (``offload migrate``): a schema shared by many services, or a database user
+    for the workers that may not create tables. A store without it migrates when opened."""
+
+    async def migrate(self) -> tuple[int, list[int]]:
+        """Apply the missing layout steps, whatever the store's own setting for doing so on
+        open; returns the layout version now and the steps this call applied."""

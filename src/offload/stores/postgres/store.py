@@ -144,17 +144,23 @@ class PostgresStore:
         self._pool = pool
         await self._listener.start()
 
-    async def _prepare_schema(self) -> None:
+    async def migrate(self) -> tuple[int, list[int]]:
+        """Bring the schema up to date now (``offload migrate``), even with ``migrate=false``."""
+        applied = await self._prepare_schema(force=True)
+        return schema.SCHEMA_VERSION, applied
+
+    async def _prepare_schema(self, force: bool = False) -> list[int]:
         """One connection of its own, before the pool: a wrong password or a missing database
-        becomes one clear error, and the schema is migrated (or checked) before any query."""
+        becomes one clear error, and the schema is migrated (or checked) before any query.
+        Returns the steps applied."""
         try:
             async with asyncio.timeout(self.opts.op_timeout * 4):
                 conn = await psycopg.AsyncConnection.connect(self.opts.conninfo, autocommit=True)
                 async with conn:
-                    if self.opts.migrate:
-                        await schema.migrate(conn, self._q, self.opts)
-                    else:
-                        await schema.check(conn, self._q, self.opts)
+                    if self.opts.migrate or force:
+                        return await schema.migrate(conn, self._q, self.opts)
+                    await schema.check(conn, self._q, self.opts)
+                    return []
         except psycopg.OperationalError as exc:
             raise self._connect_error(exc) from None
         except (OSError, TimeoutError) as exc:
@@ -565,9 +571,10 @@ async def psycopg_connection(connection: Any) -> Conn:
     (``postgresql+psycopg://``), whose current transaction the job then joins."""
     if isinstance(connection, psycopg.AsyncConnection):
         return connection
-    get_connection = getattr(connection, "connection", None)
-    if callable(get_connection) and not hasattr(connection, "get_raw_connection"):
-        connection = await get_connection()  # an AsyncSession: its connection, begun
+    # By the type, not the instance: SQLAlchemy's AsyncConnection raises on `.connection`.
+    kind = type(connection)
+    if not hasattr(kind, "get_raw_connection") and callable(getattr(kind, "connection", None)):
+        connection = await connection.connection()  # an AsyncSession: its connection, begun
     get_raw = getattr(connection, "get_raw_connection", None)
     if callable(get_raw):
         raw = await get_raw()
