@@ -51,6 +51,10 @@ FILE_BACKUPS = 5
 # Servers that install their own handlers; their records are re-routed through ours so the
 # whole process speaks one format.
 CAPTURED_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+# Loggers of dependencies that repeat at WARNING what offload's own lines already say once:
+# psycopg's pool writes a line for each failed reconnect and each broken connection it drops
+# during a PostgreSQL outage, while the store logs the outage and its end.
+QUIETED_LOGGERS = {"psycopg.pool": logging.ERROR}
 
 EventDict = MutableMapping[str, Any]
 
@@ -355,6 +359,8 @@ def configure_logging(
         captured = logging.getLogger(name)
         captured.handlers.clear()
         captured.propagate = True
+    for name, floor in QUIETED_LOGGERS.items():
+        logging.getLogger(name).setLevel(max(numeric, floor))
     # Code that logs through structlog directly goes through the same formatter, so both
     # kinds of record come out in one format on one stream.
     structlog.configure(

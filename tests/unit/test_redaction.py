@@ -17,6 +17,7 @@ import structlog
 from offload import Offload
 from offload.logging import RedactingFilter, configure_logging
 from offload.redaction import REDACTED, Redactor, Secret, redact_call
+from tests.conftest import LogLines
 
 
 class TestRedactor:
@@ -168,3 +169,14 @@ class TestSecretsInLogOutput:
         assert "RuntimeError: bad api-key=***" in out
         assert "hunter2" not in out
         assert "ak-2468" not in out
+
+
+def test_the_postgresql_pool_repeats_no_outage_at_warning(json_logs: LogLines) -> None:
+    """During an outage psycopg's pool warns on every reconnect it tries; the store says it
+    once, so the pool's warnings stay out of the logs and its errors stay in."""
+    pool = logging.getLogger("psycopg.pool")
+    pool.warning("error connecting in 'offload': connection refused")
+    pool.error("the pool could not be opened")
+    assert ["the pool could not be opened"] == [
+        line["event"] for line in json_logs() if line.get("logger") == "psycopg.pool"
+    ]
