@@ -35,6 +35,9 @@ class Listener:
         self.connected = False
 
     async def start(self) -> None:
+        """Listen from the first wait on: a process that only enqueues (a web app whose
+        workers run elsewhere) never holds the connection, nor hears its own notifications,
+        which would cost it a wake-up for every job it enqueues."""
         if not self._opts.listen or self._task is not None:
             return
         self._task = asyncio.create_task(self._run(), name="offload-postgres-listen")

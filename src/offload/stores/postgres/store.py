@@ -142,7 +142,6 @@ class PostgresStore:
         )
         await pool.open()
         self._pool = pool
-        await self._listener.start()
 
     async def migrate(self) -> tuple[int, list[int]]:
         """Bring the schema up to date now (``offload migrate``), even with ``migrate=false``."""
@@ -245,6 +244,23 @@ class PostgresStore:
             "channel": self.opts.channel,
         }
 
+    def _one_params(self, job: NewJob) -> dict[str, Any]:
+        return {
+            "id": job.id,
+            "task": job.task,
+            "queue": job.queue,
+            "priority": job.priority,
+            "max_attempts": job.max_attempts,
+            "run_at": job.run_at,
+            "delay": job.delay,
+            "timeout": job.timeout,
+            "key": job.key,
+            "args": job.args,
+            "kwargs": job.kwargs,
+            "meta": json.dumps(job.meta) if job.meta else None,
+            "channel": self.opts.channel,
+        }
+
     async def _enqueue_on(self, conn: Conn, jobs: list[NewJob], prepare: bool) -> list[JobRecord]:
         """The enqueue statement on ``conn`` (pooled, or the application's own inside its
         transaction); the holders of keys already taken are read on the same connection."""
@@ -259,9 +275,11 @@ class PostgresStore:
                     alias[i] = held
                     continue
             unique.append(job)
-        cur = await conn.execute(
-            self._q["enqueue"], self._enqueue_params(unique), prepare=prepare or None
-        )
+        if len(unique) == 1:
+            query, params = self._q["enqueue_one"], self._one_params(unique[0])
+        else:
+            query, params = self._q["enqueue"], self._enqueue_params(unique)
+        cur = await conn.execute(query, params, prepare=prepare or None)
         inserted = {row[0]: row[1] for row in await cur.fetchall()}
         records: dict[int, JobRecord] = {}
         missing: list[int] = []
@@ -340,6 +358,7 @@ class PostgresStore:
     async def wait_claim(
         self, request: ClaimRequest, timeout: float, stop: asyncio.Event
     ) -> list[JobRecord]:
+        await self._listener.start()
         if not self._listener.connected:
             return await wait_then_claim(self, request, timeout, stop)
         # Registered before the claim looks, so a job committed after that look wakes it.
@@ -362,6 +381,7 @@ class PostgresStore:
             self._listener.discard(fut)
 
     async def wait(self, queues: Sequence[str] | None, timeout: float) -> None:
+        await self._listener.start()
         fut = self._listener.register(queues)
         try:
             await asyncio.wait((fut,), timeout=self._listener.limit(timeout))
