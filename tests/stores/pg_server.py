@@ -17,6 +17,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
+import psycopg.sql
 import pytest
 
 from tests.stores.conftest import _free_port, unavailable
@@ -123,6 +125,20 @@ class OwnPostgres:
         finally:
             if self.as_root:
                 shutil.rmtree(self.dir, ignore_errors=True)
+
+    def require_password(self, password: str) -> None:
+        """Give ``postgres`` a password and ask for it on TCP connections (SCRAM), as a
+        production server does; the unix socket stays trusted."""
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL("ALTER USER postgres PASSWORD {}").format(
+                    psycopg.sql.Literal(password)
+                )
+            )
+        (self.data / "pg_hba.conf").write_text(
+            "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+        )
+        self._pg(["pg_ctl", "reload", "-D", str(self.data), "-w"])
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""

@@ -26,6 +26,8 @@ from tests.stores.conftest import (
     postgres_unreachable,
     postgres_url,
 )
+from tests.stores.pg_server import OwnPostgres
+from tests.stores.pg_server import own_postgres as own_postgres  # the fixture, used by name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -179,3 +181,21 @@ class TestOpening:
         assert 2 == result.returncode
         assert 1 == len(result.stderr.splitlines()), result.stderr
         assert "Traceback" not in result.stderr
+
+
+class TestLogin:
+    @pytest.mark.timeout(60)
+    async def test_a_wrong_password_names_the_fix_and_the_right_one_opens(
+        self, own_postgres: OwnPostgres
+    ) -> None:
+        """On a server that asks for passwords (its own, so the shared one stays trusted)."""
+        own_postgres.require_password("right-horse")
+        base = f"postgresql://postgres:{{}}@127.0.0.1:{own_postgres.port}/postgres?schema=login"
+        wrong = PostgresStore(base.format("wrong-horse"))
+        with pytest.raises(ConfigError, match="refused the login") as info:
+            await wrong.open()
+        assert "wrong-horse" not in str(info.value)
+        assert "check the user and password in the URL" in str(info.value)
+        right = PostgresStore(base.format("right-horse"))
+        await right.open()
+        await right.close()
