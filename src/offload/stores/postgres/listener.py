@@ -92,7 +92,26 @@ class Listener:
             if not fut.done():
                 fut.set_result(None)
 
+    def _down(self, exc: BaseException, lost: bool) -> None:
+        """One line when the listening connection goes (or cannot be made), not one per try."""
+        text = str(exc).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
+        where = self._opts.display_url
+        log.warning(
+            f"PostgreSQL LISTEN connection to {where} lost ({reason}); reconnecting"
+            if lost
+            else f"PostgreSQL at {where} unreachable for LISTEN ({reason}); retrying",
+            extra={
+                "action": "store.postgres_listen_down",
+                "url": where,
+                "reason": reason,
+                "poll": self._opts.poll,
+            },
+        )
+
     async def _run(self) -> None:
+        """Listen, and reconnect with backoff while the server is gone; meanwhile waiters
+        sleep at most ``poll`` seconds (``limit``), so idle workers still look for work."""
         delay = BACKOFF_FIRST
         down_since: float | None = None
         loop = asyncio.get_running_loop()
@@ -102,13 +121,7 @@ class Listener:
             except (psycopg.OperationalError, OSError) as exc:
                 if down_since is None:
                     down_since = loop.time()
-                    log.warning(
-                        "PostgreSQL at %s unreachable for LISTEN (%s); idle workers look for "
-                        "work every %.1f s until it is back",
-                        self._opts.display_url,
-                        str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
-                        self._opts.poll,
-                    )
+                    self._down(exc, lost=False)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_CAP)
                 continue
@@ -121,9 +134,12 @@ class Listener:
                     self._up.set()
                     if down_since is not None:
                         log.warning(
-                            "PostgreSQL LISTEN at %s is back after %.1f s",
-                            self._opts.display_url,
-                            loop.time() - down_since,
+                            f"PostgreSQL LISTEN at {self._opts.display_url} is back",
+                            extra={
+                                "action": "store.postgres_listen_back",
+                                "url": self._opts.display_url,
+                                "down_for": round(loop.time() - down_since, 3),
+                            },
                         )
                         down_since = None
                     delay = BACKOFF_FIRST
@@ -134,15 +150,7 @@ class Listener:
             except (psycopg.OperationalError, OSError) as exc:
                 if down_since is None:
                     down_since = loop.time()
-                    log.warning(
-                        "PostgreSQL LISTEN connection to %s lost (%s); reconnecting, and idle "
-                        "workers look for work every %.1f s meanwhile",
-                        self._opts.display_url,
-                        str(exc).strip().splitlines()[0]
-                        if str(exc).strip()
-                        else type(exc).__name__,
-                        self._opts.poll,
-                    )
+                    self._down(exc, lost=True)
             finally:
                 self.connected = False
                 self._wake_all()
