@@ -21,7 +21,9 @@ from offload.errors import StoreUnavailable
 from offload.stores import Store, open_store
 from tests.conftest import IN_CI
 
-STORES = ["memory", "sqlite", "redis", "postgres"]
+# postgres-poll: the PostgreSQL store as behind PgBouncer in transaction mode (no LISTEN, no
+# prepared statements), waking by its poll alone.
+STORES = ["memory", "sqlite", "redis", "postgres", "postgres-poll"]
 REDIS_URL = "redis://127.0.0.1:6379/0"
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -78,6 +80,9 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         "sqlite": f"sqlite:///{tmp_path / 'store.db'}",
         "redis": f"{REDIS_URL}?prefix={prefix}&op_timeout=2",
         "postgres": postgres_url(prefix.replace("-", "_")),
+        "postgres-poll": postgres_url(
+            prefix.replace("-", "_"), listen="false", prepare="false", poll="0.2"
+        ),
     }[kind]
     s = open_store(url)
     try:
@@ -85,7 +90,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     except StoreUnavailable as exc:
         if kind == "redis":
             redis_unreachable(exc)
-        if kind == "postgres":
+        if kind.startswith("postgres"):
             postgres_unreachable(exc)
         raise
     try:
@@ -94,7 +99,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await s.close()
         if kind == "redis":
             await drop_redis_keys(prefix)
-        if kind == "postgres":
+        if kind.startswith("postgres"):
             await drop_postgres_schema(prefix.replace("-", "_"))
 
 
