@@ -45,6 +45,7 @@ from offload.stores._common import (
 )
 from offload.stores.base import ClaimRequest, JobFilter, NewJob, Outcome, Page, ScheduleState
 from offload.stores.postgres import schema
+from offload.stores.postgres.batching import Batcher
 from offload.stores.postgres.listener import Listener
 from offload.stores.postgres.options import PostgresOptions, parse_postgres_url
 
@@ -114,6 +115,7 @@ class PostgresStore:
         self._q = queries_for(self.opts)
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._listener = Listener(self.opts)
+        self._batcher: Batcher | None = None
 
     # --- plumbing --------------------------------------------------------------------
 
@@ -142,6 +144,7 @@ class PostgresStore:
         )
         await pool.open()
         self._pool = pool
+        self._batcher = Batcher(pool, self._send, self.opts.op_timeout)
 
     async def migrate(self) -> tuple[int, list[int]]:
         """Bring the schema up to date now (``offload migrate``), even with ``migrate=false``."""
@@ -190,6 +193,9 @@ class PostgresStore:
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
+        batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            await batcher.close()
         await self._listener.stop()
         if pool is not None:
             await pool.close()
@@ -313,10 +319,18 @@ class PostgresStore:
         jobs = list(jobs)
         if not jobs:
             return []
-        async with self._conn("enqueueing") as conn:
-            records = await self._enqueue_on(conn, jobs, prepare=True)
+        batcher = self._batcher
+        if batcher is None:
+            raise StoreUnavailable("the PostgreSQL store is not open; call open() first")
+        try:
+            records = await batcher.enqueue(jobs)
+        except _UNREACHABLE as exc:
+            raise self._unavailable("enqueueing", exc) from None
         self._listener.notify_local([j.queue for j in jobs])
         return records
+
+    async def _send(self, conn: Conn, jobs: list[NewJob]) -> list[JobRecord]:
+        return await self._enqueue_on(conn, jobs, prepare=True)
 
     async def enqueue_in(self, connection: Any, jobs: Sequence[NewJob]) -> list[JobRecord]:
         """``enqueue`` on the application's connection, inside its open transaction: the jobs
