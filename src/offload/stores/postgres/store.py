@@ -40,6 +40,7 @@ from offload.stores._common import (
     load_progress,
     not_deletable,
     queue_list,
+    queued_record,
     sort_key,
     wait_then_claim,
 )
@@ -294,7 +295,7 @@ class PostgresStore:
             if i in alias:
                 continue
             if job.id in inserted:
-                records[i] = _queued(job, now)
+                records[i] = queued_record(job, now)
             else:
                 missing.append(i)
         if missing:
@@ -577,26 +578,6 @@ class PostgresStore:
             return
         params = {"names": list(names), "paused": paused}
         await self._count("pausing schedules", self._q["pause_schedules"], params)
-
-
-def _queued(job: NewJob, now: float) -> JobRecord:
-    """The record of a job this store just inserted, at the server's ``now``."""
-    return JobRecord(
-        job.id,
-        job.task,
-        job.queue,
-        job.args,
-        job.kwargs,
-        JobState.QUEUED,
-        job.priority,
-        0,
-        job.max_attempts,
-        job.run_at if job.run_at is not None else now + job.delay,
-        now,
-        timeout=job.timeout,
-        key=job.key,
-        meta=dict(job.meta),
-    )
 
 
 async def psycopg_connection(connection: Any) -> Conn:
