@@ -75,3 +75,12 @@ async def test_two_callers_with_one_key_get_one_job(store: PostgresStore) -> Non
     )
     assert a[0].id == b[0].id
     assert 1 == len(await store.claim(ClaimRequest("w", 30.0, 10)))
+
+
+async def test_whole_and_fractional_delays_in_one_batch(store: PostgresStore) -> None:
+    """A batch may mix an int delay with float ones (and timeouts, and due times)."""
+    jobs = [new_job(delay=3600), new_job(delay=0.5, timeout=5), new_job(timeout=2.5)]
+    jobs[0].delay = 3600  # an int, as a caller building NewJob by hand may pass
+    records = await store.enqueue(jobs)
+    assert [j.id for j in jobs] == [r.id for r in records]
+    assert records[0].run_at - records[0].enqueued_at == pytest.approx(3600, abs=1)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from offload import ConfigError, Offload, Task
 from offload.errors import StoreUnavailable
 from offload.stores import ClaimRequest
+from offload.stores.postgres import PostgresStore
 from tests.stores.conftest import (
     POSTGRES_URL,
     drop_postgres_schema,
@@ -169,3 +170,48 @@ class TestRefusals:
             shop.confirm.options(connection=object()).enqueue_sync(1)
         with pytest.raises(TypeError, match=r"jobs\.enqueue_many instead"):
             shop.confirm.options(connection=object()).prepare(1)
+
+
+async def test_nothing_is_prepared_on_the_applications_connection(shop: Shop) -> None:
+    """Its own prepare_threshold may be anything; offload's statements are never prepared
+    there (a pooler in transaction mode would lose them)."""
+    conn = await psycopg.AsyncConnection.connect(POSTGRES_URL, prepare_threshold=0)
+    async with conn:
+        for n in range(8):
+            async with conn.transaction():
+                await shop.confirm.options(connection=conn).enqueue(n)
+        cur = await conn.execute("SELECT statement FROM pg_prepared_statements", prepare=False)
+        assert [] == [row for row in await cur.fetchall() if "offload_jobs" in str(row[0])]
+
+
+async def test_with_prepare_off_the_store_prepares_nothing_either() -> None:
+    schema = f"test_{uuid.uuid4().hex}"
+    jobs = Offload(postgres_url(schema, prepare="false"), embedded_worker=False)
+
+    @jobs.task(name="noop")
+    async def noop(n: int) -> None: ...
+
+    try:
+        await jobs.open()
+    except StoreUnavailable as exc:
+        postgres_unreachable(exc)
+    try:
+        for n in range(8):
+            await noop.enqueue(n)
+        await jobs.store.claim(ClaimRequest("w", 30.0, 10))
+        conn = await psycopg.AsyncConnection.connect(POSTGRES_URL)
+        async with conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_prepared_statements"  # this session's only
+            )
+            assert (0,) == await cur.fetchone()
+        store = jobs.store
+        assert isinstance(store, PostgresStore)
+        pool = store._pool
+        assert pool is not None
+        async with pool.connection() as pooled:
+            cur = await pooled.execute("SELECT count(*) FROM pg_prepared_statements")
+            assert (0,) == await cur.fetchone()
+    finally:
+        await jobs.close()
+        await drop_postgres_schema(schema)

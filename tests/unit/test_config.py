@@ -31,6 +31,7 @@ class TestStoreUrl:
             ("postgresql://app@db:port/jobs", "invalid PostgreSQL URL"),
             ("postgresql://app@db/jobs?schema=a-b", "schema='a-b'"),
             ("postgresql://app@db/jobs?schema=1abc", "not starting with a digit"),
+            (f"postgresql://app@db/jobs?schema={'s' * 56}", "at most 55"),
             ("postgresql://app@db/jobs?op_timeout=soon", "op_timeout='soon'"),
             ("postgresql://app@db/jobs?pool_max=1", "at least 2"),
             ("postgresql://app@db/jobs?migrate=maybe", "use true or false"),

@@ -17,7 +17,9 @@ DEFAULT_POOL_MAX = 10
 DEFAULT_POLL = 1.0
 
 _OWN = ("schema", "op_timeout", "pool_max", "migrate", "listen", "poll", "prepare")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# 55 characters at most: the NOTIFY channel is "offload_" + the schema, and PostgreSQL's
+# names stop at 63.
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,54}$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -95,7 +97,7 @@ def parse_postgres_url(url: str) -> PostgresOptions:
     if not _NAME.match(schema):
         raise ConfigError(
             f"schema={schema!r} in {mask_url(url)!r}: use a plain name of letters, digits "
-            "and underscores (at most 63), not starting with a digit"
+            "and underscores (at most 55), not starting with a digit"
         )
     try:
         pool_max = int(own.get("pool_max", str(DEFAULT_POOL_MAX)))

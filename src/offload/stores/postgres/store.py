@@ -241,9 +241,10 @@ class PostgresStore:
             "queues": [j.queue for j in jobs],
             "priorities": [j.priority for j in jobs],
             "max_attempts": [j.max_attempts for j in jobs],
-            "run_ats": [j.run_at for j in jobs],
-            "delays": [j.delay for j in jobs],
-            "timeouts": [j.timeout for j in jobs],
+            # As floats: an int beside floats would make psycopg refuse a mixed list.
+            "run_ats": [None if j.run_at is None else float(j.run_at) for j in jobs],
+            "delays": [float(j.delay) for j in jobs],
+            "timeouts": [None if j.timeout is None else float(j.timeout) for j in jobs],
             "keys": [j.key for j in jobs],
             "args": [j.args for j in jobs],
             "kwargs": [j.kwargs for j in jobs],
@@ -268,9 +269,13 @@ class PostgresStore:
             "channel": self.opts.channel,
         }
 
-    async def _enqueue_on(self, conn: Conn, jobs: list[NewJob], prepare: bool) -> list[JobRecord]:
+    async def _enqueue_on(
+        self, conn: Conn, jobs: list[NewJob], prepare: bool | None
+    ) -> list[JobRecord]:
         """The enqueue statement on ``conn`` (pooled, or the application's own inside its
-        transaction); the holders of keys already taken are read on the same connection."""
+        transaction); the holders of keys already taken are read on the same connection.
+        ``prepare``: ``None`` on a pooled connection (its ``prepare_threshold`` follows the
+        URL's ``prepare``), ``False`` on the application's, where offload prepares nothing."""
         # One job per key within the batch: the later ones get the first one's record.
         first: dict[tuple[str, str], int] = {}
         alias: dict[int, int] = {}
@@ -286,7 +291,7 @@ class PostgresStore:
             query, params = self._q["enqueue_one"], self._one_params(unique[0])
         else:
             query, params = self._q["enqueue"], self._enqueue_params(unique)
-        cur = await conn.execute(query, params, prepare=prepare or None)
+        cur = await conn.execute(query, params, prepare=prepare)
         inserted = {row[0]: row[1] for row in await cur.fetchall()}
         records: dict[int, JobRecord] = {}
         missing: list[int] = []
@@ -303,7 +308,7 @@ class PostgresStore:
             cur = await conn.execute(
                 self._q["jobs_by_key"],
                 {"tasks": [j.task for j in keyed], "keys": [j.key for j in keyed]},
-                prepare=prepare or None,
+                prepare=prepare,
             )
             holders = {(r.task, r.key): r for r in map(record, await cur.fetchall())}
             for i in missing:
@@ -331,7 +336,7 @@ class PostgresStore:
         return records
 
     async def _send(self, conn: Conn, jobs: list[NewJob]) -> list[JobRecord]:
-        return await self._enqueue_on(conn, jobs, prepare=True)
+        return await self._enqueue_on(conn, jobs, prepare=None)
 
     async def enqueue_in(self, connection: Any, jobs: Sequence[NewJob]) -> list[JobRecord]:
         """``enqueue`` on the application's connection, inside its open transaction: the jobs
