@@ -56,13 +56,18 @@ async def run_worker(url: str, runs: Path) -> None:
         await app.close()
 
 
-async def run_producer(url: str, first: int, count: int, acked: Path) -> None:
+async def run_producer(
+    url: str, first: int, count: int, acked: Path, retries: Path | None = None
+) -> None:
     """Enqueue jobs ``first..first+count`` in small batches; write each acknowledged one.
 
-    A batch that meets StoreUnavailable is sent again: its idempotency keys make that safe."""
+    A batch that meets StoreUnavailable is sent again: its idempotency keys make that safe.
+    With ``retries``, each refusal is written there too (its first number and the reason),
+    so that a test can count what an outage refused as well as what was accepted."""
     app = make_app(url)
     task = app.get_task(TASK)
     fd = os.open(acked, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    refused = None if retries is None else os.open(retries, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     while True:
         try:
             await app.open()
@@ -74,7 +79,9 @@ async def run_producer(url: str, first: int, count: int, acked: Path) -> None:
         while True:
             try:
                 await app.enqueue_many([task.options(key=f"n{n}").prepare(n) for n in numbers])
-            except StoreUnavailable:
+            except StoreUnavailable as exc:
+                if refused is not None:
+                    os.write(refused, f"{start} {str(exc).splitlines()[0]}\n".encode())
                 await asyncio.sleep(0.1)
                 continue
             break
