@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from offload.stores.postgres.options import PostgresOptions
+from offload.stores.postgres.rows import first_line
 
 log = logging.getLogger("offload.store.postgres")
 
@@ -94,8 +95,7 @@ class Listener:
 
     def _down(self, exc: BaseException, lost: bool) -> None:
         """One line when the listening connection goes (or cannot be made), not one per try."""
-        text = str(exc).strip()
-        reason = text.splitlines()[0] if text else type(exc).__name__
+        reason = first_line(exc)
         where = self._opts.display_url
         log.warning(
             f"PostgreSQL LISTEN connection to {where} lost ({reason}); reconnecting"

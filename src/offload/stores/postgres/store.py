@@ -9,8 +9,10 @@ server's clock (``now()``). New work wakes idle workers by ``LISTEN/NOTIFY`` (li
 An enqueue can run on a connection of the application's, inside its transaction
 (``enqueue_in``): the job commits or rolls back with the application's own rows.
 
-The SQL is in ``queries.sql`` and ``migrations/`` beside this module; the URL's options in
-``options.py``; the layout version and migrations in ``schema.py``.
+The SQL is in ``queries.sql`` and ``migrations/`` beside this module (bound to a schema, and
+its rows read, in ``rows.py``); the URL's options in ``options.py``; the layout version and
+migrations in ``schema.py``; wake-ups in ``listener.py``; group commit of concurrent
+enqueues in ``batching.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from offload.errors import ConfigError, InvalidTransition, StoreUnavailable
 from offload.records import JobRecord, JobState, Progress
-from offload.stores import sqlfiles
 from offload.stores._common import (
     decode_cursor,
     dump_error,
@@ -36,8 +37,6 @@ from offload.stores._common import (
     encode_cursor,
     lease_expired_error,
     lease_requeued_error,
-    load_error,
-    load_progress,
     not_deletable,
     queue_list,
     queued_record,
@@ -48,63 +47,18 @@ from offload.stores.base import ClaimRequest, JobFilter, NewJob, Outcome, Page, 
 from offload.stores.postgres import schema
 from offload.stores.postgres.batching import Batcher
 from offload.stores.postgres.listener import Listener
-from offload.stores.postgres.options import PostgresOptions, parse_postgres_url
+from offload.stores.postgres.options import parse_postgres_url
+from offload.stores.postgres.rows import STATES, first_line, queries_for, record
 
 log = logging.getLogger("offload.store.postgres")
 
 Conn = psycopg.AsyncConnection[TupleRow]
 
-_STATES = {s.value: s for s in JobState}
 # Lapsed leases one reaper pass handles, and finished jobs one purge statement deletes.
 REAP_BATCH = 1000
 PURGE_BATCH = 5000
 # Errors by which the server or the network failed the operation (not the statement).
 _UNREACHABLE = (psycopg.OperationalError, PoolTimeout, OSError, TimeoutError)
-
-_RAW = sqlfiles.load("offload.stores.postgres")
-
-
-def queries_for(opts: PostgresOptions) -> dict[str, str]:
-    """The named queries with the schema and the job columns filled in."""
-    columns = _RAW["job_columns"]
-    return {
-        name: text.replace("{columns}", columns).replace("{schema}", opts.quoted_schema)
-        for name, text in _RAW.items()
-    }
-
-
-def record(row: Sequence[Any]) -> JobRecord:
-    """A job from a row of ``job_columns``."""
-    meta = row[20]
-    return JobRecord(
-        row[0],
-        row[1],
-        row[2],
-        row[15],
-        row[16],
-        _STATES[row[3]],
-        row[4],
-        row[5],
-        row[6],
-        row[7],
-        row[8],
-        timeout=row[9],
-        started_at=row[10],
-        finished_at=row[11],
-        lease_until=row[12],
-        worker_id=row[13],
-        key=row[14],
-        result=row[17],
-        error=load_error(row[18]),
-        progress=load_progress(row[19]),
-        meta={} if meta == "{}" else json.loads(meta),
-        cancel_requested=row[21],
-    )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class PostgresStore:
@@ -123,7 +77,7 @@ class PostgresStore:
     def _unavailable(self, what: str, exc: BaseException) -> StoreUnavailable:
         return StoreUnavailable(
             f"PostgreSQL at {self.opts.display_url} unreachable while {what} "
-            f"({_first_line(exc)}); check that the server is running and reachable"
+            f"({first_line(exc)}); check that the server is running and reachable"
         )
 
     async def open(self) -> None:
@@ -171,12 +125,12 @@ class PostgresStore:
         except psycopg.errors.InsufficientPrivilege as exc:
             raise ConfigError(
                 f"the user of {self.opts.display_url} may not create offload's tables in "
-                f"schema {self.opts.schema!r} ({_first_line(exc)}); grant it CREATE on the "
+                f"schema {self.opts.schema!r} ({first_line(exc)}); grant it CREATE on the "
                 "schema, or run `offload migrate` once as a user who may"
             ) from None
 
     def _connect_error(self, exc: psycopg.OperationalError) -> Exception:
-        text = _first_line(exc)
+        text = first_line(exc)
         url = self.opts.display_url
         if "password authentication failed" in text or "no password supplied" in text:
             return ConfigError(
@@ -515,7 +469,7 @@ class PostgresStore:
 
     async def counts(self) -> dict[tuple[str, JobState], int]:
         rows = await self._rows("counting jobs", self._q["counts"], {})
-        return {(q, _STATES[s]): int(n) for q, s, n in rows}
+        return {(q, STATES[s]): int(n) for q, s, n in rows}
 
     async def next_run_at(self, queues: Sequence[str] | None) -> float | None:
         params = {"queues": queue_list(queues)}
