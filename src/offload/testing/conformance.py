@@ -450,6 +450,15 @@ class StoreConformance(ScheduleConformance, WakeUpConformance):
         assert fresh.id != a.id
         assert [fresh.id, b.id] == [j.id for j in (await store.list(JobFilter(), 10)).jobs]
 
+    async def test_an_id_no_job_could_have_is_not_found(self, store: Store) -> None:
+        """Reading or changing a job by an id that is not even of the ids' form (a typo in a
+        URL, say) answers "no such job", as any unknown id does."""
+        for made_up in ("nope", "", "../etc", "0" * 40):
+            assert await store.get(made_up) is None
+            assert await store.cancel(made_up) is None
+            assert await store.retry(made_up) is None
+            assert await store.delete(made_up) is None
+
     async def test_delete_refuses_queued_and_running_jobs(self, store: Store) -> None:
         """A queued or running job is not deleted (a worker may hold it); it stays as it was,
         claimable or finishable, and a cancelled one can then be deleted."""

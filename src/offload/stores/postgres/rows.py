@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,16 @@ from offload.stores.postgres.options import PostgresOptions
 STATES = {s.value: s for s in JobState}
 
 _RAW = sqlfiles.load("offload.stores.postgres")
+
+
+def is_job_id(job_id: str) -> bool:
+    """Whether ``job_id`` can name a row at all: the id column is a uuid, and the server
+    refuses any other text with an error, where every store answers "no such job"."""
+    try:
+        uuid.UUID(job_id)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return True
 
 
 def queries_for(opts: PostgresOptions) -> dict[str, str]:

@@ -48,7 +48,7 @@ from offload.stores.postgres import schema
 from offload.stores.postgres.batching import Batcher
 from offload.stores.postgres.listener import Listener
 from offload.stores.postgres.options import parse_postgres_url
-from offload.stores.postgres.rows import STATES, first_line, queries_for, record
+from offload.stores.postgres.rows import STATES, first_line, is_job_id, queries_for, record
 
 log = logging.getLogger("offload.store.postgres")
 
@@ -444,10 +444,9 @@ class PostgresStore:
     # --- reading -----------------------------------------------------------------------
 
     async def get(self, job_id: str) -> JobRecord | None:
-        try:
-            rows = await self._rows("reading a job", self._q["job_by_id"], {"id": job_id})
-        except psycopg.errors.InvalidTextRepresentation:
-            return None  # not a job id at all
+        if not is_job_id(job_id):
+            return None
+        rows = await self._rows("reading a job", self._q["job_by_id"], {"id": job_id})
         return record(rows[0]) if rows else None
 
     async def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
@@ -479,10 +478,14 @@ class PostgresStore:
     # --- operator actions --------------------------------------------------------------
 
     async def cancel(self, job_id: str) -> JobRecord | None:
+        if not is_job_id(job_id):
+            return None
         await self._rows("cancelling a job", self._q["cancel"], {"id": job_id})
         return await self.get(job_id)
 
     async def retry(self, job_id: str) -> JobRecord | None:
+        if not is_job_id(job_id):
+            return None
         rows = await self._rows("retrying a job", self._q["retry"], {"id": job_id})
         if not rows:
             job = await self.get(job_id)
@@ -499,6 +502,8 @@ class PostgresStore:
         return job
 
     async def delete(self, job_id: str) -> JobRecord | None:
+        if not is_job_id(job_id):
+            return None
         rows = await self._rows("deleting a job", self._q["delete"], {"id": job_id})
         if rows:
             return record(rows[0])
