@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from offload.errors import ConfigError
 from offload.stores.base import (
+    Activity,
     ClaimRequest,
     JobFilter,
     NewJob,
@@ -24,6 +25,7 @@ ACCEPTED = (
 
 __all__ = [
     "ACCEPTED",
+    "Activity",
     "ClaimRequest",
     "JobFilter",
     "NewJob",

@@ -6,13 +6,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from offload.records import JobError, JobRecord, JobState, Progress
-from offload.stores.base import ClaimRequest, JobFilter, NewJob, Outcome, OutcomeKind, Store
+from offload.stores.base import (
+    Activity,
+    ClaimRequest,
+    JobFilter,
+    NewJob,
+    Outcome,
+    OutcomeKind,
+    Store,
+)
 
 LEASE_EXPIRED = "LeaseExpired"
 
@@ -102,11 +111,74 @@ def fenced(job: JobRecord | None, worker_id: str, attempt: int) -> bool:
 
 
 def matches(job: JobRecord, flt: JobFilter) -> bool:
+    low, high = id_bounds(flt)
     return (
         (not flt.states or job.state in flt.states)
         and (not flt.tasks or job.task in flt.tasks)
         and (not flt.queues or job.queue in flt.queues)
+        and (flt.key is None or job.key == flt.key)
+        and (low is None or job.id >= low)
+        and (high is None or job.id < high)
     )
+
+
+def id_floor(at: float) -> str:
+    """The lowest UUIDv7 of the first millisecond at or after ``at``: every id minted at or
+    after ``at`` sorts at or above it, every one minted before sorts below (see
+    ``JobFilter``). Rounded to the microsecond first, so that a time read back from a
+    millisecond (``1.001``) is that millisecond and not the next one."""
+    ms = min(max(math.ceil(round(at * 1000, 3)), 0), _MAX_MS)
+    h = f"{ms:012x}"
+    return f"{h[:8]}-{h[8:]}-0000-0000-000000000000"
+
+
+_MAX_MS = (1 << 48) - 1
+
+
+def id_bounds(flt: JobFilter) -> tuple[str | None, str | None]:
+    """The filter's time bounds as ids: jobs from ``low`` (inclusive) to ``high`` (not)."""
+    low = None if flt.enqueued_after is None else id_floor(flt.enqueued_after)
+    high = None if flt.enqueued_before is None else id_floor(flt.enqueued_before)
+    return low, high
+
+
+def upper_id(flt: JobFilter, cursor: str | None) -> str | None:
+    """The id every listed job must sort below: the page cursor's or the filter's upper
+    bound, whichever is lower."""
+    after = decode_cursor(cursor) if cursor else None
+    high = id_bounds(flt)[1]
+    if after is None or high is None:
+        return after or high
+    return min(after, high)
+
+
+def check_activity(since: float, bucket: float) -> None:
+    """Refuse what ``Store.activity`` cannot bucket, naming the argument."""
+    for name, value in (("since", since), ("bucket", bucket)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"activity {name}={value!r}: give seconds as a number")
+    if not math.isfinite(since):
+        raise ValueError(f"activity since={since!r}: give epoch seconds as a finite number")
+    if not (math.isfinite(bucket) and bucket > 0):
+        raise ValueError(f"activity bucket={bucket!r}: give a bucket length above 0 seconds")
+
+
+def tally_activity(rows: Iterable[tuple[float, str, int]], bucket: float) -> list[Activity]:
+    """Buckets oldest first from ``(bucket number, state, count)`` rows, in any order and
+    with a state more than once; the bucket number is ``floor(finished_at / bucket)``."""
+    per: dict[float, dict[str, int]] = {}
+    for number, state, n in rows:
+        counts = per.setdefault(float(number), {})
+        counts[state] = counts.get(state, 0) + int(n)
+    return [
+        Activity(
+            number * bucket,
+            counts.get("succeeded", 0),
+            counts.get("failed", 0),
+            counts.get("cancelled", 0),
+        )
+        for number, counts in sorted(per.items())
+    ]
 
 
 def encode_cursor(job_id: str) -> str:

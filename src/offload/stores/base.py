@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -79,9 +80,45 @@ class ClaimRequest:
 
 @dataclass(frozen=True, slots=True)
 class JobFilter:
+    """Which jobs ``Store.list`` returns; every condition given must hold.
+
+    The time bounds are read from the job's id, a UUIDv7 whose first 48 bits are the
+    millisecond the enqueuing client minted it, and not from ``enqueued_at``, which is the
+    store's clock at insert: an id range is the newest-first order's own index in every
+    store, so a bounded listing reads only the rows inside it, and a bound can never split
+    that order (a job outside the bounds is never between two inside them). The two clocks
+    differ by the client's skew plus the enqueue's round trip, usually milliseconds. Bounds
+    count to the millisecond: a job minted in millisecond ``m`` is enqueued at ``m / 1000``.
+    A job with an id that is not a UUIDv7 is placed by whatever its first 48 bits say.
+    """
+
     states: tuple[JobState, ...] = ()
     tasks: tuple[str, ...] = ()
     queues: tuple[str, ...] = ()
+    enqueued_after: float | None = None
+    """Only jobs enqueued at or after this time (epoch seconds)."""
+    enqueued_before: float | None = None
+    """Only jobs enqueued before this time (epoch seconds)."""
+    key: str | None = None
+    """Only jobs whose idempotency key is this one, of any task (at most one per task)."""
+
+    def __post_init__(self) -> None:
+        for name in ("enqueued_after", "enqueued_before"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise ValueError(
+                    f"JobFilter.{name} is {value!r}: give epoch seconds as a finite number, "
+                    "or None for no bound"
+                )
+        if self.key is not None and not isinstance(self.key, str):
+            raise ValueError(
+                f"JobFilter.key is {self.key!r}: give the idempotency key as a string, "
+                "or None for any"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +127,17 @@ class Page:
 
     jobs: list[JobRecord]
     next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """Jobs that finished in one bucket of time, by how they ended (``Store.activity``)."""
+
+    start: float
+    """The bucket's start, epoch seconds, a multiple of the bucket's length."""
+    succeeded: int
+    failed: int
+    cancelled: int
 
 
 @dataclass(slots=True)
@@ -160,6 +208,12 @@ class Store(Protocol):
         """Requeue running jobs whose lease lapsed (or fail them when out of attempts)."""
 
     async def get(self, job_id: str) -> JobRecord | None: ...
+
+    async def activity(self, since: float, bucket: float) -> list[Activity]:
+        """Jobs that finished at or after ``since``, counted per state per bucket of
+        ``bucket`` seconds by finished_at; buckets with nothing may be left out; oldest
+        first. Jobs purged, deleted or retried since they finished are not counted: the
+        answer is what the store holds now, not a log of what happened."""
 
     async def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page: ...
 

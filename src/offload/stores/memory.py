@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -17,7 +18,7 @@ from offload.errors import InvalidTransition
 from offload.records import JobRecord, JobState, Progress
 from offload.stores._common import (
     apply_outcome,
-    decode_cursor,
+    check_activity,
     encode_cursor,
     fenced,
     lease_expired_error,
@@ -26,9 +27,19 @@ from offload.stores._common import (
     not_deletable,
     queued_record,
     sort_key,
+    tally_activity,
+    upper_id,
     wait_then_claim,
 )
-from offload.stores.base import ClaimRequest, JobFilter, NewJob, Outcome, Page, ScheduleState
+from offload.stores.base import (
+    Activity,
+    ClaimRequest,
+    JobFilter,
+    NewJob,
+    Outcome,
+    Page,
+    ScheduleState,
+)
 
 
 class MemoryStore:
@@ -210,15 +221,28 @@ class MemoryStore:
         job = self._jobs.get(job_id)
         return None if job is None else job.copy()
 
+    async def activity(self, since: float, bucket: float) -> list[Activity]:
+        check_activity(since, bucket)
+        return tally_activity(
+            (
+                (math.floor(j.finished_at / bucket), j.state.value, 1)
+                for j in self._jobs.values()
+                if j.state.finished and j.finished_at is not None and j.finished_at >= since
+            ),
+            bucket,
+        )
+
     async def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
-        after = decode_cursor(cursor) if cursor else None
+        below = upper_id(filter, cursor)
         jobs = sorted(
-            (j for j in self._jobs.values() if matches(j, filter)),
+            (
+                j
+                for j in self._jobs.values()
+                if matches(j, filter) and (below is None or j.id < below)
+            ),
             key=lambda j: j.id,
             reverse=True,
         )
-        if after is not None:
-            jobs = [j for j in jobs if j.id < after]
         page = [j.copy() for j in jobs[:limit]]
         more = len(jobs) > limit
         return Page(page, encode_cursor(page[-1].id) if more and page else None)

@@ -25,6 +25,7 @@ from offload.errors import InvalidTransition
 from offload.ids import new_id
 from offload.records import JobError, JobState
 from offload.stores.base import ClaimRequest, JobFilter, Outcome, OutcomeKind, Store
+from offload.testing.conformance_listing import ListingConformance
 from offload.testing.conformance_services import ScheduleConformance, WakeUpConformance
 from offload.testing.inputs import TTL, done, new_job
 
@@ -32,7 +33,7 @@ __all__ = ["TTL", "StoreConformance", "done", "new_job"]
 
 
 @pytest.mark.asyncio
-class StoreConformance(ScheduleConformance, WakeUpConformance):
+class StoreConformance(ScheduleConformance, WakeUpConformance, ListingConformance):
     """Behaviour every ``Store`` must show (DESIGN §3 and §4)."""
 
     # --- enqueue ------------------------------------------------------------------------

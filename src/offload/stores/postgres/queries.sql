@@ -49,14 +49,47 @@ SELECT {columns} FROM {schema}.offload_jobs WHERE id = %(id)s
 SELECT {columns} FROM {schema}.offload_jobs
 WHERE (task, key) IN (SELECT * FROM unnest(%(tasks)s::text[], %(keys)s::text[]))
 
--- Newest first, a page at a time; a NULL filter matches everything.
+-- Newest first, a page at a time; a NULL filter matches everything. before: the cursor or
+-- the upper time bound as an id, whichever is lower; from: the lower time bound as an id
+-- (JobFilter says why time bounds are id bounds: a range of the primary key).
 -- name: list_jobs
 SELECT {columns} FROM {schema}.offload_jobs
 WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s))
     AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s))
     AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
     AND (%(before)s::uuid IS NULL OR id < %(before)s)
+    AND (%(from)s::uuid IS NULL OR id >= %(from)s)
 ORDER BY id DESC LIMIT %(limit)s
+
+-- list_jobs for one idempotency key: at most one job per task, each one seek of
+-- offload_jobs_key. With no tasks given, the tasks that hold keys come from a skip-scan of
+-- that index (one seek per task name, not a read of every keyed job).
+-- name: list_key
+SELECT {columns} FROM {schema}.offload_jobs
+WHERE key = %(key)s
+    AND task = ANY(coalesce(%(tasks)s::text[], ARRAY(
+        WITH RECURSIVE keyed(task) AS (
+            SELECT min(task) FROM {schema}.offload_jobs WHERE key IS NOT NULL
+            UNION ALL
+            SELECT (SELECT min(j.task) FROM {schema}.offload_jobs j
+                    WHERE j.key IS NOT NULL AND j.task > keyed.task)
+            FROM keyed WHERE keyed.task IS NOT NULL
+        )
+        SELECT task FROM keyed WHERE task IS NOT NULL)))
+    AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s))
+    AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+    AND (%(before)s::uuid IS NULL OR id < %(before)s)
+    AND (%(from)s::uuid IS NULL OR id >= %(from)s)
+ORDER BY id DESC LIMIT %(limit)s
+
+-- Finished jobs per bucket number (floor(finished_at / bucket)) and state, from the range
+-- of offload_jobs_finished at or after since.
+-- name: activity
+SELECT floor(extract(epoch FROM finished_at)::float8 / %(bucket)s::float8), state, count(*)
+FROM {schema}.offload_jobs
+WHERE state IN ('succeeded', 'failed', 'cancelled')
+    AND finished_at >= to_timestamp(%(since)s::float8)
+GROUP BY 1, 2
 
 -- name: counts
 SELECT queue, state, count(*) FROM {schema}.offload_jobs GROUP BY queue, state

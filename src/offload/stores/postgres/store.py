@@ -31,19 +31,30 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from offload.errors import ConfigError, InvalidTransition, StoreUnavailable
 from offload.records import JobRecord, JobState, Progress
 from offload.stores._common import (
-    decode_cursor,
+    check_activity,
     dump_error,
     dump_progress,
     encode_cursor,
+    id_bounds,
     lease_expired_error,
     lease_requeued_error,
     not_deletable,
     queue_list,
     queued_record,
     sort_key,
+    tally_activity,
+    upper_id,
     wait_then_claim,
 )
-from offload.stores.base import ClaimRequest, JobFilter, NewJob, Outcome, Page, ScheduleState
+from offload.stores.base import (
+    Activity,
+    ClaimRequest,
+    JobFilter,
+    NewJob,
+    Outcome,
+    Page,
+    ScheduleState,
+)
 from offload.stores.postgres import schema
 from offload.stores.postgres.batching import Batcher
 from offload.stores.postgres.listener import Listener
@@ -449,16 +460,23 @@ class PostgresStore:
         rows = await self._rows("reading a job", self._q["job_by_id"], {"id": job_id})
         return record(rows[0]) if rows else None
 
+    async def activity(self, since: float, bucket: float) -> list[Activity]:
+        check_activity(since, bucket)
+        params = {"since": since, "bucket": bucket}
+        rows = await self._rows("reading activity", self._q["activity"], params)
+        return tally_activity(((float(n), s, int(c)) for n, s, c in rows), bucket)
+
     async def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
-        before = decode_cursor(cursor) if cursor else None
         rows = await self._rows(
             "listing jobs",
-            self._q["list_jobs"],
+            self._q["list_jobs" if filter.key is None else "list_key"],
             {
                 "states": [s.value for s in filter.states] or None,
                 "tasks": list(filter.tasks) or None,
                 "queues": list(filter.queues) or None,
-                "before": before,
+                "before": upper_id(filter, cursor),
+                "from": id_bounds(filter)[0],
+                "key": filter.key,
                 "limit": limit + 1,
             },
         )

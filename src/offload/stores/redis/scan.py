@@ -7,10 +7,17 @@ Both walk sorted sets in bounded batches so that one call never blocks the serve
 from __future__ import annotations
 
 from offload.records import JobRecord
-from offload.stores._common import decode_cursor, encode_cursor
-from offload.stores.base import JobFilter, Page
+from offload.stores._common import (
+    check_activity,
+    encode_cursor,
+    id_bounds,
+    matches,
+    tally_activity,
+    upper_id,
+)
+from offload.stores.base import Activity, JobFilter, Page
 from offload.stores.redis.connection import RedisConnection
-from offload.stores.redis.layout import NUL, record
+from offload.stores.redis.layout import NUL, record, record_from
 
 # Finished jobs a purge step handles per script call.
 PURGE_BATCH = 500
@@ -85,13 +92,19 @@ async def list_jobs(
     conn: RedisConnection, filter: JobFilter, limit: int, cursor: str | None = None
 ) -> Page:
     """Newest first across queues: each queue is scanned downwards from its own frontier
-    until no unexamined id can beat the matches already found."""
-    after = decode_cursor(cursor) if cursor else None
+    until no unexamined id can beat the matches already found. Time bounds are id bounds
+    (see ``JobFilter``), so they narrow each queue's range of ``all`` itself."""
+    below = upper_id(filter, cursor)
+    low = id_bounds(filter)[0]
+    if filter.key is not None and filter.tasks:
+        return await _list_by_key(conn, filter, limit, below)
     wanted = limit + 1
     scan = max(1000, 10 * wanted)
     states = [s.value for s in filter.states]
     tasks = list(filter.tasks)
-    tail = [wanted, len(states), *states, len(tasks), *tasks]
+    key = [filter.key or "", "0" if filter.key is None else "1"]
+    tail = [wanted, *key, len(states), *states, len(tasks), *tasks]
+    lower = "-" if low is None else f"[{low}"
     layout, scripts = conn.layout, conn.scripts
     async with conn.guard("listing jobs"):
         names = (
@@ -99,7 +112,7 @@ async def list_jobs(
             if filter.queues
             else sorted(await conn.refresh_known(0.0))
         )
-        bounds = dict.fromkeys(names, "+" if after is None else f"({after}")
+        bounds = dict.fromkeys(names, "+" if below is None else f"({below}")
         # Per queue: every id at or above its frontier has been examined ("" = all).
         frontier: dict[str, str] = {}
         matches: list[JobRecord] = []
@@ -109,7 +122,7 @@ async def list_jobs(
                 scripts.evalsha(
                     "list",
                     [layout.queue(q).all],
-                    [layout.queue(q).job, bounds[q], scan, *tail],
+                    [layout.queue(q).job, bounds[q], lower, scan, *tail],
                 )
                 for q in open_queues
             ]
@@ -122,7 +135,67 @@ async def list_jobs(
             floor = max((frontier[q] for q in open_queues), default="")
             if sum(1 for m in matches if m.id >= floor) >= wanted:
                 break
-    matches.sort(key=lambda r: r.id, reverse=True)
-    page = matches[:limit]
-    more = len(matches) > limit
+    return _page(matches, limit)
+
+
+async def _list_by_key(
+    conn: RedisConnection, filter: JobFilter, limit: int, below: str | None
+) -> Page:
+    """A key of given tasks: one read of each task's idempotency key names its job (the key
+    is unique per task), so no queue is scanned."""
+    assert filter.key is not None
+    layout = conn.layout
+    async with conn.guard("listing jobs"):
+        holders = await conn.run(
+            [("GET", layout.idempotency_key(task, filter.key)) for task in filter.tasks]
+        )
+        found = [h.split(NUL, 1) for h in holders if h and NUL in h]
+        rows = (
+            await conn.run([("HGETALL", layout.queue(q).job + job_id) for q, job_id in found])
+            if found
+            else []
+        )
+    jobs = [record_from(fields) for fields in rows if fields]
+    return _page([j for j in jobs if matches(j, filter) and (below is None or j.id < below)], limit)
+
+
+def _page(jobs: list[JobRecord], limit: int) -> Page:
+    jobs.sort(key=lambda r: r.id, reverse=True)
+    page = jobs[:limit]
+    more = len(jobs) > limit
     return Page(page, encode_cursor(page[-1].id) if more and page else None)
+
+
+# Finished jobs the activity script counts per call, at most.
+ACTIVITY_BATCH = 20_000
+
+
+async def read_activity(conn: RedisConnection, since: float, bucket: float) -> list[Activity]:
+    """Every queue's finished jobs from ``since`` on, per bucket and state. The done set
+    does not tell the states apart, so this reads each job's state: its cost follows the
+    jobs finished since ``since``, not the jobs in the store."""
+    check_activity(since, bucket)
+    layout = conn.layout
+    rows: list[tuple[float, str, int]] = []
+    async with conn.guard("reading activity"):
+        names = sorted(await conn.refresh_known(0.0))
+        resume = dict.fromkeys(names, ("", "0"))
+        while resume:
+            commands = [
+                conn.scripts.evalsha(
+                    "activity",
+                    [layout.queue(q).done],
+                    [layout.queue(q).job, repr(float(since)), bucket, ACTIVITY_BATCH, *at],
+                )
+                for q, at in resume.items()
+            ]
+            replies = await conn.run(commands)
+            for queue, reply in zip(list(resume), replies, strict=True):
+                for slot, n in zip(reply[3::2], reply[4::2], strict=True):
+                    number, state = slot.split(" ", 1)
+                    rows.append((float(number), state, int(n)))
+                if reply[0] == "1":
+                    resume[queue] = (reply[1], reply[2])
+                else:
+                    del resume[queue]
+    return tally_activity(rows, bucket)

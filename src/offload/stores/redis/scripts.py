@@ -26,6 +26,7 @@ SCRIPTS = (
     "purge_scan",
     "purge_drop",
     "list",
+    "activity",
     "next",
     "reserve",
     "release_key",

@@ -27,10 +27,18 @@ from offload.stores._common import (
     not_deletable,
     wait_then_claim,
 )
-from offload.stores.base import ClaimRequest, JobFilter, NewJob, Outcome, Page, ScheduleState
+from offload.stores.base import (
+    Activity,
+    ClaimRequest,
+    JobFilter,
+    NewJob,
+    Outcome,
+    Page,
+    ScheduleState,
+)
 from offload.stores.redis.connection import RedisConnection
 from offload.stores.redis.layout import NUL, record, record_from
-from offload.stores.redis.scan import delete_done, list_jobs, purge_done
+from offload.stores.redis.scan import delete_done, list_jobs, purge_done, read_activity
 
 # Jobs of concurrent callers sent together in one enqueue call at most (one caller's own
 # batch is never split), so one script call never holds the server for long.
@@ -577,6 +585,9 @@ class RedisStore:
 
     async def purge(self, older_than: float) -> int:
         return await purge_done(self._conn, older_than)
+
+    async def activity(self, since: float, bucket: float) -> list[Activity]:
+        return await read_activity(self._conn, since, bucket)
 
     async def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
         return await list_jobs(self._conn, filter, limit, cursor)

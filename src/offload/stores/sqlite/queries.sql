@@ -111,9 +111,38 @@ task IN ({marks})
 -- name: list_queues
 queue IN ({marks})
 
--- The cursor: the last id of the previous page.
+-- The cursor (the last id of the previous page) or the filter's upper time bound as an id,
+-- whichever is lower; the lower time bound as an id.
 -- name: list_before
 id < ?
+
+-- name: list_from
+id >= ?
+
+-- One job per task at most (the key is unique per task), by offload_jobs_key.
+-- name: list_key_tasks
+task IN ({marks}) AND key = ?
+
+-- A key of any task: the tasks that hold keys, found by a skip-scan of offload_jobs_key (one
+-- seek per task name, not a read of every keyed job), then one seek per task as above.
+-- name: list_key
+task IN (
+    WITH RECURSIVE keyed(task) AS (
+        SELECT min(task) FROM offload_jobs WHERE key IS NOT NULL
+        UNION ALL
+        SELECT (SELECT min(task) FROM offload_jobs WHERE key IS NOT NULL AND task > keyed.task)
+        FROM keyed WHERE keyed.task IS NOT NULL
+    )
+    SELECT task FROM keyed WHERE task IS NOT NULL
+) AND key = ?
+
+-- Finished jobs per bucket (floor(finished_at / bucket), as finished_at is positive) and
+-- state, read from offload_jobs_finished alone, which holds both columns.
+-- name: activity
+SELECT CAST(finished_at / ? AS INTEGER), state, count(*) FROM offload_jobs
+WHERE finished_at IS NOT NULL AND finished_at >= ?
+    AND state IN ('succeeded', 'failed', 'cancelled')
+GROUP BY 1, 2
 
 
 -- === Claim =================================================================================

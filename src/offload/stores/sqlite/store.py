@@ -23,15 +23,26 @@ from urllib.parse import parse_qs, urlsplit
 from offload.errors import ConfigError, InvalidTransition, StoreUnavailable
 from offload.records import JobRecord, JobState, Progress
 from offload.stores._common import (
-    decode_cursor,
+    check_activity,
     dump_progress,
     encode_cursor,
+    id_bounds,
     not_deletable,
     queue_list,
     queued_record,
+    tally_activity,
+    upper_id,
     wait_then_claim,
 )
-from offload.stores.base import ClaimRequest, JobFilter, NewJob, Outcome, Page, ScheduleState
+from offload.stores.base import (
+    Activity,
+    ClaimRequest,
+    JobFilter,
+    NewJob,
+    Outcome,
+    Page,
+    ScheduleState,
+)
 from offload.stores.sqlite import ops
 from offload.stores.sqlite.queries import QUERIES as Q
 from offload.stores.sqlite.writer import LOCK_WAIT_SECONDS, Op, Writer
@@ -60,6 +71,10 @@ _LIST_STATES = Q["list_states"]
 _LIST_TASKS = Q["list_tasks"]
 _LIST_QUEUES = Q["list_queues"]
 _LIST_BEFORE = Q["list_before"]
+_LIST_FROM = Q["list_from"]
+_LIST_KEY = Q["list_key"]
+_LIST_KEY_TASKS = Q["list_key_tasks"]
+_ACTIVITY = Q["activity"]
 
 
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
@@ -322,25 +337,49 @@ class SQLiteStore:
     async def get(self, job_id: str) -> JobRecord | None:
         return await self._run(lambda conn: ops.get(conn, job_id), write=False)
 
+    async def activity(self, since: float, bucket: float) -> list[Activity]:
+        check_activity(since, bucket)
+
+        def op(conn: sqlite3.Connection) -> list[Activity]:
+            rows = conn.execute(_ACTIVITY, (bucket, since)).fetchall()
+            return tally_activity(rows, bucket)
+
+        return await self._run(op, write=False)
+
     async def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
-        after = decode_cursor(cursor) if cursor else None
+        below = upper_id(filter, cursor)
+        low = id_bounds(filter)[0]
 
         def op(conn: sqlite3.Connection) -> Page:
             where: list[str] = []
             params: list[Any] = []
             # The WHERE clause is composed here from the list_* fragments the filter asks
-            # for, each with one ? per value.
+            # for, each with one ? per value. A key with tasks is one seek per task, so the
+            # task condition goes with it rather than on its own.
+            tasks = list(filter.tasks)
+            if filter.key is not None:
+                if tasks:
+                    where.append(_LIST_KEY_TASKS.format(marks=",".join("?" * len(tasks))))
+                    params.extend(tasks)
+                else:
+                    where.append(_LIST_KEY)
+                params.append(filter.key)
+                tasks = []
             for fragment, values in (
                 (_LIST_STATES, [s.value for s in filter.states]),
-                (_LIST_TASKS, list(filter.tasks)),
+                (_LIST_TASKS, tasks),
                 (_LIST_QUEUES, list(filter.queues)),
             ):
                 if values:
                     where.append(fragment.format(marks=",".join("?" * len(values))))
                     params.extend(values)
-            if after is not None:
+            # Time bounds are id bounds (see JobFilter): a range of the primary key.
+            if below is not None:
                 where.append(_LIST_BEFORE)
-                params.append(after)
+                params.append(below)
+            if low is not None:
+                where.append(_LIST_FROM)
+                params.append(low)
             sql = _LIST_JOBS.format(where="WHERE " + " AND ".join(where) if where else "")
             params.append(limit + 1)
             rows = conn.execute(sql, params).fetchall()
