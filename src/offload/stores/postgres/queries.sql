@@ -51,7 +51,9 @@ WHERE (task, key) IN (SELECT * FROM unnest(%(tasks)s::text[], %(keys)s::text[]))
 
 -- Newest first, a page at a time; a NULL filter matches everything. before: the cursor or
 -- the upper time bound as an id, whichever is lower; from: the lower time bound as an id
--- (JobFilter says why time bounds are id bounds: a range of the primary key).
+-- (JobFilter says why time bounds are id bounds: a range of the primary key). The order is
+-- the table's uuid column, named with its table: the bare name would be job_columns' text
+-- of it, the same order but no index's, so every matching row would be sorted.
 -- name: list_jobs
 SELECT {columns} FROM {schema}.offload_jobs
 WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s))
@@ -59,7 +61,7 @@ WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s))
     AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
     AND (%(before)s::uuid IS NULL OR id < %(before)s)
     AND (%(from)s::uuid IS NULL OR id >= %(from)s)
-ORDER BY id DESC LIMIT %(limit)s
+ORDER BY offload_jobs.id DESC LIMIT %(limit)s
 
 -- list_jobs for one idempotency key: at most one job per task, each one seek of
 -- offload_jobs_key. With no tasks given, the tasks that hold keys come from a skip-scan of
@@ -80,7 +82,7 @@ WHERE key = %(key)s
     AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
     AND (%(before)s::uuid IS NULL OR id < %(before)s)
     AND (%(from)s::uuid IS NULL OR id >= %(from)s)
-ORDER BY id DESC LIMIT %(limit)s
+ORDER BY offload_jobs.id DESC LIMIT %(limit)s
 
 -- Finished jobs per bucket number (floor(finished_at / bucket)) and state, from the range
 -- of offload_jobs_finished at or after since.
