@@ -393,6 +393,33 @@ class Offload:
 
         return jobs_router(self, auth=auth, allow_anonymous=allow_anonymous, prefix=prefix)
 
+    def dashboard(
+        self,
+        *,
+        auth: Callable[..., Any] | None = None,
+        allow_anonymous: bool = False,
+        mail_sink: Any = None,
+        secret: str | None = None,
+        log_url: str | None = None,
+        title: str = "offload",
+    ) -> APIRouter:
+        """The web dashboard as a FastAPI router; see ``offload.dashboard.dashboard_router``.
+
+        Refuses to build without ``auth`` unless ``allow_anonymous=True`` is passed on purpose.
+        """
+        # An upper layer with its own extra (Jinja2): imported only when asked for.
+        from offload.dashboard import dashboard_router
+
+        return dashboard_router(
+            self,
+            auth=auth,
+            allow_anonymous=allow_anonymous,
+            mail_sink=mail_sink,
+            secret=secret,
+            log_url=log_url,
+            title=title,
+        )
+
     # --- jobs --------------------------------------------------------------------------
 
     async def enqueue_many(

@@ -1,5 +1,5 @@
 """The ``offload`` command line: ``worker``, ``jobs``, ``schedules``, ``info``, ``migrate``,
-``mail-sink``.
+``mail-sink``, ``dashboard``.
 
 Expected failures (a bad URL, a missing module, an unknown job id, a refused transition) end
 the process with one line on stderr that names the fix and a non-zero status; only a bug in
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import typer
 
+from offload.cli import dashboard as _dashboard
 from offload.cli import info as _info
 from offload.cli import jobs as _jobs
 from offload.cli import mailsink as _mailsink
@@ -45,6 +46,7 @@ app.add_typer(_schedules.app, name="schedules")
 _info.register(app)
 _migrate.register(app)
 _mailsink.register(app)
+_dashboard.register(app)
 
 
 def _fail(message: str, code: int) -> None:

@@ -1,0 +1,312 @@
+"""What each dashboard page shows, read from the store through the store contract and
+``offload.admin``: no store-specific code, no HTML (that is the templates' part).
+
+The page functions return plain dataclasses so that a template only lays values out, and a
+test can check the figures without parsing HTML.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from offload import admin
+from offload.correlation import REQUEST_ID
+from offload.records import JobRecord, JobState
+from offload.stores.base import Activity, JobFilter, Page
+
+if TYPE_CHECKING:
+    from offload.app import Offload
+
+__all__ = [
+    "CHART_BUCKETS",
+    "Chart",
+    "JobDetail",
+    "Overview",
+    "ScheduleRow",
+    "Worker",
+    "format_time",
+    "job_detail",
+    "overview",
+    "schedule_rows",
+]
+
+# The overview charts: the last hour, a bar a minute.
+CHART_SECONDS = 3600
+CHART_BUCKET = 60
+CHART_BUCKETS = CHART_SECONDS // CHART_BUCKET
+CHART_WIDTH = 600
+CHART_HEIGHT = 120
+# Running jobs read to show what each worker is doing; more than a screenful is summarised.
+RUNNING_SHOWN = 500
+STATES = tuple(JobState)
+
+
+def format_time(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def format_ago(ts: float | None, now: float) -> str:
+    if ts is None:
+        return ""
+    delta = now - ts
+    if abs(delta) < 1:
+        return "now"
+    future = delta < 0
+    delta = abs(delta)
+    if delta < 120:
+        text = f"{delta:.0f} s"
+    elif delta < 7200:
+        text = f"{delta / 60:.0f} min"
+    elif delta < 172800:
+        text = f"{delta / 3600:.0f} h"
+    else:
+        text = f"{delta / 86400:.0f} d"
+    return f"in {text}" if future else f"{text} ago"
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+# --- overview -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    x: float
+    width: float
+    y: float
+    height: float
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """One chart as SVG geometry, drawn by the template without script."""
+
+    title: str
+    peak: str
+    bars: dict[str, list[Bar]]
+    """Series name (a CSS class) → its bars, stacked in insertion order."""
+    total: str
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    id: str
+    jobs: list[JobRecord]
+    lease_until: float | None
+    """The latest lease this worker renewed: a worker's heartbeat moves it forward, so a
+    lease in the past means a worker that stopped answering."""
+
+
+@dataclass(slots=True)
+class Overview:
+    now: float
+    queues: list[str]
+    counts: dict[tuple[str, str], int]
+    totals: dict[str, int]
+    throughput: Chart
+    failure_rate: Chart
+    workers: list[Worker]
+    running_more: bool = False
+    activity: list[Activity] = field(default_factory=list)
+
+
+def _bucket_series(activity: list[Activity], start: float) -> list[Activity]:
+    by_start = {a.start: a for a in activity}
+    return [
+        by_start.get(start + i * CHART_BUCKET, Activity(start + i * CHART_BUCKET, 0, 0, 0))
+        for i in range(CHART_BUCKETS)
+    ]
+
+
+def _charts(activity: list[Activity], now: float) -> tuple[Chart, Chart]:
+    start = (math.floor(now / CHART_BUCKET) - CHART_BUCKETS + 1) * CHART_BUCKET
+    series = _bucket_series(activity, start)
+    width = CHART_WIDTH / CHART_BUCKETS
+    peak = max((a.succeeded + a.failed for a in series), default=0)
+    scale = CHART_HEIGHT / peak if peak else 0.0
+    succeeded: list[Bar] = []
+    failed: list[Bar] = []
+    rate: list[Bar] = []
+    for i, a in enumerate(series):
+        x = i * width
+        label = datetime.fromtimestamp(a.start, UTC).strftime("%H:%M")
+        h_ok = a.succeeded * scale
+        h_bad = a.failed * scale
+        succeeded.append(
+            Bar(x, width - 1, CHART_HEIGHT - h_ok, h_ok, f"{label}: {a.succeeded} succeeded")
+        )
+        failed.append(
+            Bar(x, width - 1, CHART_HEIGHT - h_ok - h_bad, h_bad, f"{label}: {a.failed} failed")
+        )
+        done = a.succeeded + a.failed
+        fraction = a.failed / done if done else 0.0
+        h_rate = fraction * CHART_HEIGHT
+        rate.append(
+            Bar(x, width - 1, CHART_HEIGHT - h_rate, h_rate, f"{label}: {fraction:.0%} failed")
+        )
+    total_ok = sum(a.succeeded for a in series)
+    total_bad = sum(a.failed for a in series)
+    done = total_ok + total_bad
+    throughput = Chart(
+        "Finished per minute, last hour",
+        f"peak {peak}/min",
+        {"succeeded": succeeded, "failed": failed},
+        f"{total_ok} succeeded, {total_bad} failed ({done / CHART_SECONDS:.2f} jobs/s)",
+    )
+    failure = Chart(
+        "Failure rate per minute, last hour",
+        "100 %",
+        {"failed": rate},
+        f"{total_bad / done:.1%} of {done} failed" if done else "nothing finished",
+    )
+    return throughput, failure
+
+
+async def overview(jobs: Offload) -> Overview:
+    store = jobs.store
+    now = await store.now()
+    counts = await store.counts()
+    activity = await store.activity(now - CHART_SECONDS, CHART_BUCKET)
+    running = await store.list(JobFilter(states=(JobState.RUNNING,)), RUNNING_SHOWN)
+    by_worker: dict[str, list[JobRecord]] = defaultdict(list)
+    for record in running.jobs:
+        by_worker[record.worker_id or "?"].append(record)
+    workers = [
+        Worker(
+            worker_id,
+            sorted(records, key=lambda r: r.started_at or 0.0),
+            max((r.lease_until for r in records if r.lease_until is not None), default=None),
+        )
+        for worker_id, records in sorted(by_worker.items())
+    ]
+    queues = sorted({q for q, _ in counts} | set(jobs.queues or ()))
+    totals = {s.value: sum(n for (_, st), n in counts.items() if st is s) for s in STATES}
+    throughput, failure = _charts(activity, now)
+    return Overview(
+        now=now,
+        queues=queues,
+        counts={(q, s.value): n for (q, s), n in counts.items()},
+        totals=totals,
+        throughput=throughput,
+        failure_rate=failure,
+        workers=workers,
+        running_more=running.next_cursor is not None,
+        activity=activity,
+    )
+
+
+# --- one job --------------------------------------------------------------------------------
+
+
+def pretty(value: Any) -> str:
+    """JSON for reading: indented, non-ASCII kept, anything else as its text."""
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class JobDetail:
+    view: admin.JobView
+    now: float
+    args: str
+    kwargs: str
+    result: str | None
+    meta: str
+    request_id: str | None
+    waited: str
+    ran: str
+    log_url: str | None
+
+    @property
+    def record(self) -> JobRecord:
+        return self.view.record
+
+    @property
+    def live(self) -> bool:
+        """Still moving: the page refreshes itself while this holds."""
+        return not self.record.state.finished
+
+
+async def job_detail(jobs: Offload, job_id: str, log_url: str | None) -> JobDetail:
+    record = await admin.get_job(jobs.store, job_id)
+    task = jobs.tasks.get(record.task)
+    shown = admin.view(record, None if task is None else task.codec.decode_result)
+    start = record.started_at
+    request_id = shown.meta.get(REQUEST_ID)
+    return JobDetail(
+        view=shown,
+        now=await jobs.store.now(),
+        args=pretty(shown.args),
+        kwargs=pretty(shown.kwargs),
+        result=None if record.result is None else pretty(shown.result),
+        meta=pretty(shown.meta),
+        request_id=None if request_id is None else str(request_id),
+        waited=format_duration(None if start is None else max(0.0, start - record.run_at)),
+        ran=format_duration(
+            None if start is None or record.finished_at is None else record.finished_at - start
+        ),
+        log_url=None
+        if log_url is None
+        else log_url.format(job_id=record.id, request_id=request_id or ""),
+    )
+
+
+# --- lists ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ListedJob:
+    record: JobRecord
+    error: str
+
+
+def listed(page: Page) -> list[ListedJob]:
+    out = []
+    for record in page.jobs:
+        error = admin.shown_error(record.error)
+        out.append(
+            ListedJob(record, "" if error is None else f"{error.type}: {error.message}"[:200])
+        )
+    return out
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    status: admin.ScheduleStatus
+    last: JobRecord | None
+
+
+# How far back a schedule's last run is looked for among its task's jobs.
+_LAST_RUN_SCAN = 50
+
+
+async def schedule_rows(jobs: Offload) -> list[ScheduleRow]:
+    rows = []
+    for status in await admin.statuses(jobs):
+        schedule = status.schedule
+        prefix = f"schedule:{schedule.name}:"
+        page = await jobs.store.list(JobFilter(tasks=(schedule.task.name,)), _LAST_RUN_SCAN)
+        last = next((r for r in page.jobs if r.key and r.key.startswith(prefix)), None)
+        rows.append(ScheduleRow(status, last))
+    return rows
