@@ -314,14 +314,22 @@ async def _run(
     reasons: list[str | None] = [None] * total
     done = changed = 0
     todo = iter(range(0 if dry_run else total))
+    failures: list[Exception] = []
 
     async def work() -> None:
         nonlocal done, changed
         for index in todo:  # one iterator shared by every worker: each id is taken once
+            if failures:
+                return
             try:
                 await apply(ids[index])
             except (InvalidTransition, JobNotFound) as exc:
                 reasons[index] = str(exc)
+            except Exception as exc:
+                # Stop taking jobs but let the other workers' jobs in flight finish, so the
+                # counts say what was done rather than what was abandoned half way.
+                failures.append(exc)
+                return
             else:
                 changed += 1
             done += 1
@@ -333,20 +341,22 @@ async def _run(
         counts = {"matched": total, "changed": changed, "skipped": skipped, "dry_run": dry_run}
         return {"action": action, **counts, **extra}
 
-    if progress is not None and not dry_run:
-        progress(0, total)
-    workers = [asyncio.ensure_future(work()) for _ in range(min(_CONCURRENCY, total))]
-    try:
-        await asyncio.gather(*workers)
-    except BaseException as exc:
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+    def stopped(error: BaseException) -> None:
         jobs_log.warning(
             f"{action.replace('.', ' ').replace('_', ' ')} stopped after {done} of {total}",
-            extra={**summary(), "done": done, "error": type(exc).__name__},
+            extra={**summary(), "done": done, "error": type(error).__name__},
         )
+
+    if progress is not None and not dry_run:
+        progress(0, total)
+    try:
+        await asyncio.gather(*(work() for _ in range(min(_CONCURRENCY, total))))
+    except BaseException as exc:  # cancelled from outside: the line still says how far
+        stopped(exc)
         raise
+    if failures:
+        stopped(failures[0])
+        raise failures[0]
     jobs_log.info(action.replace(".", " ").replace("_", " "), extra=summary())
     skipped = [(ids[i], reason) for i, reason in enumerate(reasons) if reason is not None]
     return BulkOutcome(matched=total, changed=changed, skipped=skipped)

@@ -3,15 +3,16 @@ one-job actions log with who asked, on a real SQLite file and on the memory stor
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from offload import Offload, Worker, admin
-from offload.records import JobState
-from offload.stores import ClaimRequest, JobFilter
+from offload.errors import StoreUnavailable
+from offload.records import JobRecord, JobState
+from offload.stores import ClaimRequest, JobFilter, Page, Store
 
 FAILED = (JobState.FAILED,)
 SUMMARY_KEYS = ("matched", "changed", "skipped", "dry_run", "filter", "actor")
@@ -49,6 +50,42 @@ async def states(jobs: Offload, ids: list[str]) -> list[JobState]:
         assert record is not None
         out.append(record.state)
     return out
+
+
+class ChangesAfterSelection:
+    """A real store on which ``meanwhile`` runs once the last page of a listing is read: the
+    jobs change between a bulk run's selection and its actions, as when a worker finishes
+    them in that moment."""
+
+    def __init__(self, store: Store, meanwhile: Callable[[], Awaitable[None]]) -> None:
+        self._store = store
+        self._meanwhile = meanwhile
+
+    async def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
+        page = await self._store.list(filter, limit, cursor)
+        if page.next_cursor is None:
+            await self._meanwhile()
+        return page
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class FailsAfter:
+    """A real store that becomes unreachable after ``count`` retries."""
+
+    def __init__(self, store: Store, count: int) -> None:
+        self._store = store
+        self._left = count
+
+    async def retry(self, job_id: str) -> JobRecord | None:
+        if self._left == 0:
+            raise StoreUnavailable("store unreachable")
+        self._left -= 1
+        return await self._store.retry(job_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
 
 
 def logged(caplog: pytest.LogCaptureFixture, action: str) -> list[dict[str, Any]]:
@@ -161,6 +198,40 @@ class TestBulkAction:
         )
 
         assert [(done, 5) for done in range(6)] == seen
+
+    async def test_a_job_that_finished_after_the_selection_is_skipped(self, jobs: Offload) -> None:
+        ids = [(await jobs.tasks["ok"].enqueue(i)).id for i in range(3)]
+        racing = cast("Store", ChangesAfterSelection(jobs.store, lambda: run_all(jobs)))
+
+        outcome = await admin.bulk_action(racing, "cancel", JobFilter(states=(JobState.QUEUED,)))
+
+        assert (3, 0) == (outcome.matched, outcome.changed)
+        assert [
+            (i, f"job {i} is already succeeded; only queued or running jobs can be cancelled")
+            for i in reversed(ids)
+        ] == outcome.skipped
+
+    async def test_a_store_failure_stops_the_run_and_says_how_far_it_got(
+        self, jobs: Offload, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        ids = [(await jobs.tasks["boom"].enqueue(i)).id for i in range(40)]
+        await run_all(jobs)
+        caplog.set_level("INFO", logger="offload.admin")
+
+        with pytest.raises(StoreUnavailable):
+            await admin.bulk_action(
+                cast("Store", FailsAfter(jobs.store, 5)), "retry", JobFilter(), actor="ana"
+            )
+
+        [stopped] = logged(caplog, "jobs.bulk_retry")
+        assert ("WARNING", 40, 5, "StoreUnavailable", "ana") == (
+            stopped["levelname"],
+            stopped["matched"],
+            stopped["changed"],
+            stopped["error"],
+            stopped["actor"],
+        )
+        assert 5 == sum(state is JobState.QUEUED for state in await states(jobs, ids))
 
     async def test_an_unknown_action_names_the_known_ones(self, jobs: Offload) -> None:
         with pytest.raises(ValueError, match="choose retry, cancel or delete"):
