@@ -7,16 +7,19 @@ import asyncio
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 
-from offload import JobState
-from offload.stores import JobFilter
+from offload import JobState, admin
+from offload.cli import jobs as jobs_cli
+from offload.cli._common import CliError
+from offload.stores import JobFilter, Store
 from tests.acceptance.clijobs import CliJobs
 from tests.acceptance.test_cli import assert_one_line_error, cli, get, run_until_idle, with_app
 from tests.stores.conftest import REDIS_URL, drop_redis_keys, redis_unreachable
+from tests.unit.test_admin_bulk import FailsAfter
 
 
 @pytest.fixture
@@ -198,6 +201,27 @@ class TestBulkRefusals:
         assert_one_line_error(result, 2, *words)
         assert [JobState.FAILED] * 3 == states(db_url, mixed["failed"])
         assert [JobState.QUEUED] * 3 == states(db_url, mixed["later"] + mixed["queued"])
+
+
+class TestBulkStopped:
+    def test_a_store_failure_part_way_says_how_far_the_run_got(
+        self, db_url: str, mixed: dict[str, list[str]]
+    ) -> None:
+        """The store fails after two retries: one line says so, and how to go on."""
+
+        def run(store: Store, progress: Any) -> Any:
+            failing = cast("Store", FailsAfter(store, 2))
+            return admin.bulk_action(
+                failing, "retry", JobFilter(tasks=("broken",)), progress=progress
+            )
+
+        with pytest.raises(CliError) as stopped:
+            jobs_cli._bulk("retry", run, dry_run=False, as_json=False, url=db_url)
+
+        assert "store unreachable; stopped after 2 of 3 jobs; run the command again" in str(
+            stopped.value
+        )
+        assert 2 == states(db_url, mixed["failed"]).count(JobState.QUEUED)
 
 
 class TestBulkOnRedis:

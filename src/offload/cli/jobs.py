@@ -506,8 +506,8 @@ def _bulk(
                     if seen[1] == 0:
                         raise
                     raise CliError(
-                        f"{exc}; stopped after {seen[0]} of {seen[1]} job(s); run the command "
-                        "again to go on with the rest"
+                        f"{exc}; stopped after {seen[0]} of {_count(seen[1], '')}; run the "
+                        "command again to go on with the rest"
                     ) from None
 
     # The CLI reports a run that stopped in its own one-line error; with no handler anywhere,
