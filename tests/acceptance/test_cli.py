@@ -634,6 +634,7 @@ COMMANDS = [
     "info",
     "migrate",
     "mail-sink",
+    "dashboard",
 ]
 
 
