@@ -50,6 +50,7 @@ from offload.stores.redis.layout import (
     warn_if_evicting,
 )
 from offload.stores.redis.link import BlockingLink, Link, connection_class
+from offload.stores.redis.migrate import upgrade
 from offload.stores.redis.scripts import Scripts
 
 # Operations in flight per store and process: a burst of concurrent enqueues waits for a
@@ -193,7 +194,8 @@ class RedisConnection:
                 # after one gave up (an app whose every request opens the store anew), not
                 # after the client's own retries. It serves the first enqueue, too.
                 first = await self._connect(lean)
-                await check_layout(client, self.layout, self.opts.display_url)
+                version = await check_layout(client, self.layout, self.opts.display_url)
+                await upgrade(client, self.layout, version)
                 await warn_if_evicting(client, self.opts.display_url)
                 await self.scripts.load(client)
         except BaseException:

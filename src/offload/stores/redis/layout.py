@@ -94,7 +94,18 @@ class QueueKeys:
     """The keys of one queue. All share the hash tag ``{prefix:q:queue}``, so in a Redis
     Cluster a queue lives in one slot and every script touches one slot."""
 
-    __slots__ = ("all", "counts", "delayed", "done", "job", "ready", "running", "wake")
+    __slots__ = (
+        "all",
+        "cancelled",
+        "counts",
+        "delayed",
+        "done",
+        "failed",
+        "job",
+        "ready",
+        "running",
+        "wake",
+    )
 
     def __init__(self, prefix: str, queue: str) -> None:
         base = f"{{{prefix}:q:{queue}}}"
@@ -102,6 +113,10 @@ class QueueKeys:
         self.delayed = f"{base}:delayed"
         self.running = f"{base}:running"
         self.done = f"{base}:done"
+        # The failed and cancelled jobs of done again, each state apart (same score), so
+        # that activity counts a bucket of each state with ZCOUNT: succeeded is the rest.
+        self.failed = f"{base}:failed"
+        self.cancelled = f"{base}:cancelled"
         self.all = f"{base}:all"
         self.counts = f"{base}:counts"
         self.wake = f"{base}:wake"
@@ -111,7 +126,8 @@ class QueueKeys:
 # The version of the layout below, kept in ``{prefix}:layout``. A process refuses data of a
 # newer layout than its own: it would write keys without keeping what the newer layout keeps,
 # and neither process would notice (the SQLite store's ``SCHEMA_VERSION`` is the same idea).
-LAYOUT_VERSION = 1
+# 1: the first layout; 2: failed and cancelled jobs also in sets of their own (migrate.py).
+LAYOUT_VERSION = 2
 
 
 class Layout:
@@ -233,13 +249,14 @@ def record_from(fields: dict[str, str]) -> JobRecord:
     return record([fields.get(name) for name in FIELDS])
 
 
-async def check_layout(client: Redis, layout: Layout, where: str) -> None:
-    """Record this layout's version for data that has none; refuse data of a newer one."""
+async def check_layout(client: Redis, layout: Layout, where: str) -> int:
+    """Record this layout's version for data that has none; refuse data of a newer one.
+    Returns the data's version (older data is brought up to date by ``migrate.upgrade``)."""
     pipe = client.pipeline(transaction=False)
     for command in layout_commands(layout):
         pipe.execute_command(*command)
     *_, value = await pipe.execute()
-    check_layout_version(value, layout, where)
+    return check_layout_version(value, layout, where)
 
 
 def layout_commands(layout: Layout) -> list[tuple[Any, ...]]:
@@ -247,7 +264,7 @@ def layout_commands(layout: Layout) -> list[tuple[Any, ...]]:
     return [("SET", layout.version_key, LAYOUT_VERSION, "NX"), ("GET", layout.version_key)]
 
 
-def check_layout_version(value: Any, layout: Layout, where: str) -> None:
+def check_layout_version(value: Any, layout: Layout, where: str) -> int:
     try:
         version = int(value)
     except (TypeError, ValueError):
@@ -262,6 +279,7 @@ def check_layout_version(value: Any, layout: Layout, where: str) -> None:
             f"{LAYOUT_VERSION}); upgrade offload in every process that uses it, or use "
             "another prefix or database"
         )
+    return version
 
 
 async def warn_if_evicting(client: Redis, where: str) -> None:

@@ -57,7 +57,7 @@ async def purge_done(conn: RedisConnection, older_than: float) -> int:
                 total += int(
                     await conn.call(
                         "purge_drop",
-                        [keys.done, keys.all, keys.counts],
+                        [keys.done, keys.all, keys.counts, keys.failed, keys.cancelled],
                         [keys.job, older_than, *ids],
                     )
                 )
@@ -78,7 +78,9 @@ async def delete_done(conn: RedisConnection, job: JobRecord) -> bool:
             await conn.call("release_key", [key], holder)
         dropped = int(
             await conn.call(
-                "purge_drop", [keys.done, keys.all, keys.counts], [keys.job, _NO_CUTOFF, job.id]
+                "purge_drop",
+                [keys.done, keys.all, keys.counts, keys.failed, keys.cancelled],
+                [keys.job, _NO_CUTOFF, job.id],
             )
         )
         if not dropped and key is not None:
@@ -166,36 +168,38 @@ def _page(jobs: list[JobRecord], limit: int) -> Page:
     return Page(page, encode_cursor(page[-1].id) if more and page else None)
 
 
-# Finished jobs the activity script counts per call, at most.
-ACTIVITY_BATCH = 20_000
+# Buckets the activity script counts per call, at most.
+ACTIVITY_BATCH = 500
+# The order of each bucket's counts in the script's reply.
+_STATES_ORDER = ("succeeded", "failed", "cancelled")
 
 
 async def read_activity(conn: RedisConnection, since: float, bucket: float) -> list[Activity]:
-    """Every queue's finished jobs from ``since`` on, per bucket and state. The done set
-    does not tell the states apart, so this reads each job's state: its cost follows the
-    jobs finished since ``since``, not the jobs in the store."""
+    """Every queue's finished jobs from ``since`` on, per bucket and state: a few ZCOUNTs
+    per bucket that holds any (see activity.lua), whatever the number of jobs."""
     check_activity(since, bucket)
     layout = conn.layout
     rows: list[tuple[float, str, int]] = []
     async with conn.guard("reading activity"):
         names = sorted(await conn.refresh_known(0.0))
-        resume = dict.fromkeys(names, ("", "0"))
+        resume = dict.fromkeys(names, repr(float(since)))
         while resume:
             commands = [
                 conn.scripts.evalsha(
                     "activity",
-                    [layout.queue(q).done],
-                    [layout.queue(q).job, repr(float(since)), bucket, ACTIVITY_BATCH, *at],
+                    [layout.queue(q).done, layout.queue(q).failed, layout.queue(q).cancelled],
+                    [start, bucket, ACTIVITY_BATCH],
                 )
-                for q, at in resume.items()
+                for q, start in resume.items()
             ]
             replies = await conn.run(commands)
             for queue, reply in zip(list(resume), replies, strict=True):
-                for slot, n in zip(reply[3::2], reply[4::2], strict=True):
-                    number, state = slot.split(" ", 1)
-                    rows.append((float(number), state, int(n)))
+                for i in range(2, len(reply), 4):
+                    number = float(reply[i])
+                    for state, n in zip(_STATES_ORDER, reply[i + 1 : i + 4], strict=True):
+                        rows.append((number, state, int(n)))
                 if reply[0] == "1":
-                    resume[queue] = (reply[1], reply[2])
+                    resume[queue] = reply[1]
                 else:
                     del resume[queue]
     return tally_activity(rows, bucket)

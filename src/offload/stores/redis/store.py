@@ -406,6 +406,8 @@ class RedisStore:
                             keys.done,
                             keys.counts,
                             keys.wake,
+                            keys.failed,
+                            keys.cancelled,
                         ],
                         args,
                     )
@@ -441,7 +443,7 @@ class RedisStore:
                 commands.append(
                     self._conn.scripts.evalsha(
                         "requeue",
-                        [keys.ready, keys.running, keys.done, keys.counts, keys.wake],
+                        [keys.ready, keys.running, keys.done, keys.counts, keys.wake, keys.failed],
                         [keys.job, REAP_BATCH, again, exhausted],
                     )
                 )
@@ -456,7 +458,14 @@ class RedisStore:
             keys = self._conn.layout.queue(queue)
             flat = await self._conn.call(
                 "cancel",
-                [keys.ready, keys.delayed, keys.done, keys.counts, keys.job + job_id],
+                [
+                    keys.ready,
+                    keys.delayed,
+                    keys.done,
+                    keys.counts,
+                    keys.job + job_id,
+                    keys.cancelled,
+                ],
                 [job_id],
             )
         return None if flat is None else record(flat)
@@ -469,7 +478,15 @@ class RedisStore:
             keys = self._conn.layout.queue(queue)
             reply = await self._conn.call(
                 "retry",
-                [keys.ready, keys.done, keys.counts, keys.wake, keys.job + job_id],
+                [
+                    keys.ready,
+                    keys.done,
+                    keys.counts,
+                    keys.wake,
+                    keys.job + job_id,
+                    keys.failed,
+                    keys.cancelled,
+                ],
                 [job_id],
             )
         if reply is None:

@@ -1,40 +1,33 @@
--- KEYS: done
--- ARGV: job key prefix, since, bucket, scan cap, score to resume at|'', ids to skip there
--- Finished jobs from `since` on (by finished_at, the score of `done`), counted per bucket
--- number (floor(finished_at / bucket)) and state. The done set holds every finished state
--- together, so each job's state is read from its hash; at most `cap` jobs a call, so that a
--- busy hour never blocks the server for long. Jobs of equal score come in member order, so
--- a call resumes at its predecessor's last score, skipping those of that score it counted.
--- Returns {more, last score, skip, number, state, count, ...}.
-local jp, bucket, cap = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
-local from, skip = ARGV[2], 0
-if ARGV[5] ~= '' then
-  from, skip = ARGV[5], tonumber(ARGV[6])
-end
-local flat = redis.call('ZRANGEBYSCORE', KEYS[1], from, '+inf', 'WITHSCORES', 'LIMIT', skip, cap)
-local tally, order = {}, {}
-local last, same = nil, skip
-for i = 1, #flat, 2 do
-  local score = flat[i + 1]
-  local state = redis.call('HGET', jp .. flat[i], 'state')
-  if state and FINISHED[state] then
-    local slot = string.format('%d', math.floor(tonumber(score) / bucket)) .. ' ' .. state
-    if not tally[slot] then
-      tally[slot] = 0
-      order[#order + 1] = slot
-    end
-    tally[slot] = tally[slot] + 1
+-- KEYS: done, failed, cancelled
+-- ARGV: from (a score, inclusive), bucket, cap
+-- Finished jobs per bucket number (floor(finished_at / bucket)), from `from` on: each
+-- bucket that holds any is found by the first finished job at or after the last one's end,
+-- then counted with one ZCOUNT per set; succeeded is done less failed and cancelled (both
+-- also in done). At most `cap` buckets a call, so that a long range never blocks the server
+-- for long. Returns {more, from for the next call, number, succeeded, failed, cancelled, ...}.
+local done, failed, cancelled = KEYS[1], KEYS[2], KEYS[3]
+local lo, bucket, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {'0', ''}
+for _ = 1, cap do
+  local first = redis.call('ZRANGEBYSCORE', done, lo, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if #first == 0 then return out end
+  local score = tonumber(first[2])
+  local number = math.floor(score / bucket)
+  local hi = (number + 1) * bucket
+  -- A score a rounding below a bucket's end may divide into the next bucket: count it there.
+  if hi <= score then
+    number = number + 1
+    hi = (number + 1) * bucket
   end
-  if score == last or (last == nil and score == from) then
-    same = same + 1
-  else
-    same = 1
-  end
-  last = score
+  local below = '(' .. string.format('%.17g', hi)
+  local all = redis.call('ZCOUNT', done, lo, below)
+  local f = redis.call('ZCOUNT', failed, lo, below)
+  local c = redis.call('ZCOUNT', cancelled, lo, below)
+  out[#out + 1] = string.format('%d', number)
+  out[#out + 1] = all - f - c
+  out[#out + 1] = f
+  out[#out + 1] = c
+  lo = string.format('%.17g', hi)
 end
-local out = {#flat / 2 >= cap and '1' or '0', last or '', tostring(same)}
-for _, slot in ipairs(order) do
-  out[#out + 1] = slot
-  out[#out + 1] = tally[slot]
-end
+out[1], out[2] = '1', lo
 return out

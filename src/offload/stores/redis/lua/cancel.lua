@@ -1,4 +1,4 @@
--- KEYS: ready, delayed, done, counts, job
+-- KEYS: ready, delayed, done, counts, job, cancelled
 -- queued -> cancelled now; running -> cancel requested. Returns the job's fields, or nil.
 local ready, delayed, done, counts, k = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id = ARGV[1]
@@ -10,6 +10,7 @@ if state == 'queued' then
   redis.call('ZREM', delayed, id)
   redis.call('HSET', k, 'state', 'cancelled', 'finished_at', fmt(now))
   redis.call('ZADD', done, now, id)
+  redis.call('ZADD', KEYS[6], now, id)
   move('queued', 'cancelled')
   flush_counts(counts)
 elseif state == 'running' then

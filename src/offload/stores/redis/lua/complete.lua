@@ -1,4 +1,4 @@
--- KEYS: ready, delayed, running, done, counts, wake
+-- KEYS: ready, delayed, running, done, counts, wake, failed, cancelled
 -- ARGV: job key prefix, then per outcome 7 fields:
 --   id, worker id, attempt, kind, result|'', error json|'', delay
 -- kind: succeeded, failed, cancelled, retry, requeue or release (see OutcomeKind)
@@ -12,6 +12,9 @@ local nows = fmt(now)
 local out = {}
 local requeued = 0
 local unleased, finished = {}, {}
+-- Failed and cancelled jobs also join their own set, so activity counts each state apart.
+local apart = {failed = {}, cancelled = {}}
+local apart_keys = {failed = KEYS[7], cancelled = KEYS[8]}
 for i = 2, #ARGV, 7 do
   local id, worker, attempt, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local result, err, delay = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
@@ -41,6 +44,11 @@ for i = 2, #ARGV, 7 do
       end
       finished[#finished + 1] = now
       finished[#finished + 1] = id
+      local own = apart[kind]
+      if own then
+        own[#own + 1] = now
+        own[#own + 1] = id
+      end
       move('running', kind)
     else
       local run_num = now
@@ -73,6 +81,9 @@ end
 -- A batch is at most a few hundred outcomes, far below Lua's limit on unpacked values.
 if #unleased > 0 then redis.call('ZREM', running, unpack(unleased)) end
 if #finished > 0 then redis.call('ZADD', done, unpack(finished)) end
+for state, members in pairs(apart) do
+  if #members > 0 then redis.call('ZADD', apart_keys[state], unpack(members)) end
+end
 flush_counts(counts)
 wake(wakes, requeued)
 return out

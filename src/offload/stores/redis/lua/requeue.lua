@@ -1,4 +1,4 @@
--- KEYS: ready, running, done, counts, wake
+-- KEYS: ready, running, done, counts, wake, failed
 -- ARGV: job key prefix, cap, error json when attempts are left, error json when exhausted
 -- (both with the placeholder "\u0000W" for the worker id, JSON-escaped here).
 -- Requeues (or fails) running jobs whose lease lapsed. Returns how many.
@@ -23,6 +23,7 @@ for _, id in ipairs(expired) do
     if tonumber(cur[2]) >= tonumber(cur[3]) then
       redis.call('HSET', k, 'state', 'failed', 'finished_at', nows, 'error', fill(exhausted))
       redis.call('ZADD', done, now, id)
+      redis.call('ZADD', KEYS[6], now, id)
       move('running', 'failed')
     else
       redis.call('HSET', k, 'state', 'queued', 'run_at', nows, 'error', fill(again))

@@ -1,4 +1,4 @@
--- KEYS: ready, done, counts, wake, job
+-- KEYS: ready, done, counts, wake, job, failed, cancelled
 -- failed|cancelled -> queued with a fresh attempt budget. Returns the job's fields, the
 -- current state (a string) when the transition is not allowed, or nil when missing.
 local ready, done, counts, wakes, k = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -11,6 +11,7 @@ redis.call('HSET', k, 'state', 'queued', 'attempt', '0', 'run_at', fmt(now_s()),
   'cancel_requested', '0')
 redis.call('HDEL', k, 'finished_at', 'error', 'lease_until')
 redis.call('ZREM', done, id)
+if state == 'failed' then redis.call('ZREM', KEYS[6], id) else redis.call('ZREM', KEYS[7], id) end
 redis.call('ZADD', ready, -tonumber(cur[2]), id)
 move(state, 'queued')
 flush_counts(counts)

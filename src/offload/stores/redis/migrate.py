@@ -1,0 +1,46 @@
+"""The Redis layout's steps: what a process does on opening data of an older layout.
+
+Layout 2 keeps the failed and cancelled jobs of each queue's ``done`` set again in sets of
+their own (``QueueKeys.failed``, ``QueueKeys.cancelled``), so that ``Store.activity``
+counts each state of a bucket with ZCOUNT instead of reading every finished job. Data of
+layout 1 has finished jobs in ``done`` alone: the step files them into the new sets.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+
+from offload.stores.redis.layout import LAYOUT_VERSION, Layout
+
+# Members of a done set filed per script call.
+SPLIT_BATCH = 1000
+
+_SPLIT = resources.files("offload.stores.redis").joinpath("lua/split_done.lua").read_text()
+
+
+async def upgrade(client: Redis, layout: Layout, version: int) -> None:
+    """Bring data of layout ``version`` up to this code's; nothing when it is current.
+
+    Safe beside other processes of this version, and run by each of them that opens the
+    old data until one has recorded the new version: filing a job twice files it once,
+    and a job that finished meanwhile was filed by the process that finished it."""
+    if version >= LAYOUT_VERSION:
+        return
+    queues: Any = await client.smembers(layout.queues_key)
+    for raw in queues:
+        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        keys = layout.queue(name)
+        cursor = 0
+        while True:
+            # ZSCAN returns every member present throughout the scan at least once, even
+            # while workers finish, retry and purge jobs beside it.
+            cursor, pairs = await client.zscan(keys.done, cursor, count=SPLIT_BATCH)
+            ids = [member for member, _ in pairs]
+            if ids:
+                await client.eval(_SPLIT, 3, keys.done, keys.failed, keys.cancelled, keys.job, *ids)
+            if cursor == 0:
+                break
+    await client.set(layout.version_key, LAYOUT_VERSION)
