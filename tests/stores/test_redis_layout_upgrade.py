@@ -1,5 +1,6 @@
 """Redis: data of layout 1 (finished jobs in each queue's done set alone) is brought up to
-layout 2 when a process opens it, so that activity tells its finished jobs' states apart."""
+layout 2 when a process opens it, so that activity tells its finished jobs' states apart
+and a key of any task is found without a scan."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import redis.asyncio
 
 from offload.errors import StoreUnavailable
 from offload.records import JobError
-from offload.stores import ClaimRequest, Outcome, OutcomeKind, Store, open_store
+from offload.stores import ClaimRequest, JobFilter, Outcome, OutcomeKind, Store, open_store
 from offload.stores.redis.layout import LAYOUT_VERSION
 from offload.testing.inputs import TTL, done, new_job
 from tests.stores.conftest import REDIS_URL, drop_redis_keys, redis_unreachable
@@ -41,6 +42,7 @@ async def test_layout_1_data_is_filed_by_state_on_open(prefix: str) -> None:
     try:
         for queue in ("a", "b"):
             made = await store.enqueue([new_job(queue=queue) for _ in range(5)])
+            await store.enqueue([new_job(f"task-{queue}", queue=queue, key="k")])
             await store.cancel(made[-1].id)
             claimed = await store.claim(ClaimRequest("w", TTL, 4, [queue]))
             err = JobError("RuntimeError", "boom")
@@ -67,10 +69,13 @@ async def test_layout_1_data_is_filed_by_state_on_open(prefix: str) -> None:
             await client.delete(
                 f"{{{prefix}:q:{queue}}}:failed", f"{{{prefix}:q:{queue}}}:cancelled"
             )
+        await client.delete(f"{{{prefix}}}:keyed_tasks")
         await client.set(f"{{{prefix}}}:layout", 1)
         store = await _opened(prefix)
         try:
             assert want == await store.activity(time.time() - 3600, 3600)
+            keyed = (await store.list(JobFilter(key="k"), 10)).jobs
+            assert ["task-a", "task-b"] == sorted(j.task for j in keyed)
         finally:
             await store.close()
         assert str(LAYOUT_VERSION) == await client.get(f"{{{prefix}}}:layout")

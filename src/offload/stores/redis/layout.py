@@ -126,7 +126,8 @@ class QueueKeys:
 # The version of the layout below, kept in ``{prefix}:layout``. A process refuses data of a
 # newer layout than its own: it would write keys without keeping what the newer layout keeps,
 # and neither process would notice (the SQLite store's ``SCHEMA_VERSION`` is the same idea).
-# 1: the first layout; 2: failed and cancelled jobs also in sets of their own (migrate.py).
+# 1: the first layout; 2: failed and cancelled jobs also in sets of their own, and the
+# registry of tasks with keyed jobs (migrate.py).
 LAYOUT_VERSION = 2
 
 
@@ -138,6 +139,9 @@ class Layout:
         self.queues_key = f"{{{prefix}}}:queues"
         self.wake_key = f"{{{prefix}}}:wake"
         self.version_key = f"{{{prefix}}}:layout"
+        # Every task that enqueued a job with an idempotency key, so that listing by a key
+        # of any task reads one key per task instead of scanning every job.
+        self.keyed_tasks_key = f"{{{prefix}}}:keyed_tasks"
         self._queues: dict[str, QueueKeys] = {}
 
     def queue(self, name: str) -> QueueKeys:

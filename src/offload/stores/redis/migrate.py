@@ -2,8 +2,10 @@
 
 Layout 2 keeps the failed and cancelled jobs of each queue's ``done`` set again in sets of
 their own (``QueueKeys.failed``, ``QueueKeys.cancelled``), so that ``Store.activity``
-counts each state of a bucket with ZCOUNT instead of reading every finished job. Data of
-layout 1 has finished jobs in ``done`` alone: the step files them into the new sets.
+counts each state of a bucket with ZCOUNT instead of reading every finished job; and it
+names every task with keyed jobs in ``Layout.keyed_tasks_key``, so that listing by a key
+reads one key per task. Data of layout 1 has neither: the step fills both from the jobs
+and keys there.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from offload.stores.redis.layout import LAYOUT_VERSION, Layout
 
 # Members of a done set filed per script call.
 SPLIT_BATCH = 1000
+# Keys a SCAN step looks at.
+SCAN_COUNT = 1000
 
 _SPLIT = resources.files("offload.stores.redis").joinpath("lua/split_done.lua").read_text()
 
@@ -43,4 +47,22 @@ async def upgrade(client: Redis, layout: Layout, version: int) -> None:
                 await client.eval(_SPLIT, 3, keys.done, keys.failed, keys.cancelled, keys.job, *ids)
             if cursor == 0:
                 break
+    await _register_keyed_tasks(client, layout)
     await client.set(layout.version_key, LAYOUT_VERSION)
+
+
+async def _register_keyed_tasks(client: Redis, layout: Layout) -> None:
+    """Name every task that holds an idempotency key in the registry of keyed tasks, from
+    the keys' own names (``Layout.idempotency_key``): one pass over the keyspace, once."""
+    head = f"{layout.prefix}:key:"
+    tasks: set[str] = set()
+    async for raw in client.scan_iter(match=f"{head}*", count=SCAN_COUNT):
+        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        size, sep, rest = name[len(head) :].partition(":")
+        if sep and size.isdigit():
+            tasks.add(rest[: int(size)])
+        if len(tasks) >= SCAN_COUNT:
+            await client.sadd(layout.keyed_tasks_key, *tasks)
+            tasks.clear()
+    if tasks:
+        await client.sadd(layout.keyed_tasks_key, *tasks)

@@ -98,14 +98,13 @@ async def list_jobs(
     (see ``JobFilter``), so they narrow each queue's range of ``all`` itself."""
     below = upper_id(filter, cursor)
     low = id_bounds(filter)[0]
-    if filter.key is not None and filter.tasks:
+    if filter.key is not None:
         return await _list_by_key(conn, filter, limit, below)
     wanted = limit + 1
     scan = max(1000, 10 * wanted)
     states = [s.value for s in filter.states]
     tasks = list(filter.tasks)
-    key = [filter.key or "", "0" if filter.key is None else "1"]
-    tail = [wanted, *key, len(states), *states, len(tasks), *tasks]
+    tail = [wanted, len(states), *states, len(tasks), *tasks]
     lower = "-" if low is None else f"[{low}"
     layout, scripts = conn.layout, conn.scripts
     async with conn.guard("listing jobs"):
@@ -143,13 +142,20 @@ async def list_jobs(
 async def _list_by_key(
     conn: RedisConnection, filter: JobFilter, limit: int, below: str | None
 ) -> Page:
-    """A key of given tasks: one read of each task's idempotency key names its job (the key
-    is unique per task), so no queue is scanned."""
+    """One read of each task's idempotency key names its job (the key is unique per task),
+    so no queue is scanned; with no tasks given, those of the registry of keyed tasks."""
     assert filter.key is not None
     layout = conn.layout
     async with conn.guard("listing jobs"):
-        holders = await conn.run(
-            [("GET", layout.idempotency_key(task, filter.key)) for task in filter.tasks]
+        if filter.tasks:
+            tasks = list(filter.tasks)
+        else:
+            [members] = await conn.run([("SMEMBERS", layout.keyed_tasks_key)])
+            tasks = sorted(members)
+        holders = (
+            await conn.run([("GET", layout.idempotency_key(t, filter.key)) for t in tasks])
+            if tasks
+            else []
         )
         found = [h.split(NUL, 1) for h in holders if h and NUL in h]
         rows = (

@@ -181,13 +181,18 @@ class RedisStore:
             # Reserve each key first; a key already held names the job that holds it,
             # which the enqueue script then returns (or creates, if its creator died
             # between the two steps).
-            held = yield [
-                scripts.evalsha(
-                    "reserve",
-                    [layout.idempotency_key(jobs[i].task, jobs[i].key or "")],
-                    [f"{jobs[i].queue}{NUL}{jobs[i].id}"],
-                )
-                for i in keyed
+            # The task registry first, so no key is held by a task it does not name.
+            tasks = sorted({jobs[i].task for i in keyed})
+            _, *held = yield [
+                ("SADD", layout.keyed_tasks_key, *tasks),
+                *[
+                    scripts.evalsha(
+                        "reserve",
+                        [layout.idempotency_key(jobs[i].task, jobs[i].key or "")],
+                        [f"{jobs[i].queue}{NUL}{jobs[i].id}"],
+                    )
+                    for i in keyed
+                ],
             ]
             for i, holder in zip(keyed, held, strict=True):
                 if holder is not None:
