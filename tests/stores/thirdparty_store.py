@@ -10,11 +10,21 @@ names nothing of offload but ``offload.stores`` (the protocol and the values it 
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections import Counter
 from collections.abc import Sequence
 
 from offload.records import JobRecord, JobState
-from offload.stores import ClaimRequest, JobFilter, NewJob, Outcome, Page, ScheduleState, Store
+from offload.stores import (
+    Activity,
+    ClaimRequest,
+    JobFilter,
+    NewJob,
+    Outcome,
+    Page,
+    ScheduleState,
+    Store,
+)
 
 
 class CountingStore:
@@ -82,6 +92,10 @@ class CountingStore:
     async def counts(self) -> dict[tuple[str, JobState], int]:
         self.calls["counts"] += 1
         return await self.inner.counts()
+
+    async def activity(self, since: float, bucket: float) -> builtins.list[Activity]:
+        self.calls["activity"] += 1
+        return await self.inner.activity(since, bucket)
 
     async def cancel(self, job_id: str) -> JobRecord | None:
         self.calls["cancel"] += 1
