@@ -344,7 +344,7 @@ async def _run(
     def stopped(error: BaseException) -> None:
         jobs_log.warning(
             f"{action.replace('.', ' ').replace('_', ' ')} stopped after {done} of {total}",
-            extra={**summary(), "done": done, "error": type(error).__name__},
+            extra={"action": action, **summary(), "done": done, "error": type(error).__name__},
         )
 
     if progress is not None and not dry_run:
@@ -357,7 +357,7 @@ async def _run(
     if failures:
         stopped(failures[0])
         raise failures[0]
-    jobs_log.info(action.replace(".", " ").replace("_", " "), extra=summary())
+    jobs_log.info(action.replace(".", " ").replace("_", " "), extra={"action": action, **summary()})
     skipped = [(ids[i], reason) for i, reason in enumerate(reasons) if reason is not None]
     return BulkOutcome(matched=total, changed=changed, skipped=skipped)
 
