@@ -392,6 +392,8 @@ class TestActions:
         response = await dash.post("/tasks/tests.boom/retry-failed")
         assert 303 == response.status_code
         assert "retried=3" in response.headers["location"]
+        after = await dash.client.get(response.headers["location"], auth=CREDS)
+        assert "3 failed jobs queued again." in after.text
         assert not (await dash.jobs.store.list(_failed(), 10)).jobs
 
 

@@ -59,6 +59,17 @@ DONE = {
 }
 
 
+def _notice(request: Request) -> str | None:
+    """The line an action's redirect asks for: fixed texts only (a link cannot make the page
+    say something of its own), with the count of a bulk retry."""
+    kind = request.query_params.get("done", "")
+    text = DONE.get(kind)
+    count = request.query_params.get("retried", "")
+    if text is not None and kind == "retry-failed" and count.isdigit():
+        text = f"{int(count)} failed jobs queued again."
+    return text
+
+
 class _PageError(Exception):
     """An answer other than the page asked for, rendered as a page of its own."""
 
@@ -175,7 +186,7 @@ def dashboard_router(
             csrf=csrf.token(user),
             title=title,
             has_mail=mail is not None,
-            notice=DONE.get(request.query_params.get("done", "")),
+            notice=_notice(request),
             **values,
         )
         return HTMLResponse(html, status_code=code)
