@@ -471,3 +471,33 @@ async def test_a_store_that_is_down_answers_503_not_500(tmp_path: Path) -> None:
         assert "did not answer" in response.text
         refused = await c.get("/d/", headers={"Authorization": "Bearer wrong-token"})
         assert 401 == refused.status_code
+
+
+async def test_the_chart_reads_closed_minutes_once() -> None:
+    """Each refresh asks the store only for the last minutes; closed ones come from memory,
+    and the figures are the same as a full read's."""
+    from offload.dashboard.views import CHART_SECONDS, ActivityCache
+    from offload.stores.base import Activity
+
+    class Store:
+        def __init__(self) -> None:
+            self.asked: list[float] = []
+            self.buckets = [Activity(60.0 * m, m, 1, 0) for m in range(100, 161)]
+
+        async def activity(self, since: float, bucket: float) -> list[Activity]:
+            self.asked.append(since)
+            return [b for b in self.buckets if b.start + bucket > since]
+
+    store = Store()
+    cache = ActivityCache()
+    now = 160 * 60.0 + 30
+    first = await cache.read(store, now)
+    assert [now - CHART_SECONDS] == store.asked
+    again = await cache.read(store, now + 2)
+    assert 158 * 60.0 == store.asked[-1]
+    assert [(b.start, b.succeeded) for b in first] == [(b.start, b.succeeded) for b in again]
+    later = await cache.read(store, now + 65)  # a minute on: 158 closed as this read ends
+    assert 158 * 60.0 == store.asked[-1]
+    assert later[-1].start == 160 * 60.0
+    await cache.read(store, now + 67)
+    assert 159 * 60.0 == store.asked[-1]

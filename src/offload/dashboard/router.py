@@ -159,6 +159,7 @@ def dashboard_router(
         )
     env = _environment()
     csrf = CsrfGuard(secret)
+    activity = views.ActivityCache()
     mail = None if mail_sink is None else MailSource(mail_sink)
     static = {
         name: (resources.files("offload.dashboard").joinpath("static", name).read_bytes(), kind)
@@ -245,7 +246,7 @@ def dashboard_router(
     async def overview_page(request: Request) -> HTMLResponse:
         try:
             async with store_call():
-                data = await views.overview(jobs)
+                data = await views.overview(jobs, activity)
         except _PageError as exc:
             return error_page(request, exc)
         return page(request, "overview.html", data=data, states=views.STATES, live=True)
@@ -254,7 +255,7 @@ def dashboard_router(
     async def overview_live(request: Request) -> HTMLResponse:
         try:
             async with store_call():
-                data = await views.overview(jobs)
+                data = await views.overview(jobs, activity)
         except _PageError as exc:
             return error_page(request, exc)
         return page(request, "overview_live.html", data=data, states=views.STATES)
