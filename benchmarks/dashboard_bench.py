@@ -210,7 +210,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--stores", default="sqlite,redis")
-    parser.add_argument("--drain-jobs", type=int, default=20_000)
+    # Long enough that the open overview refreshes many times during the drain itself.
+    parser.add_argument("--drain-jobs", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip", default="")
     args = parser.parse_args()

@@ -493,11 +493,15 @@ async def test_the_chart_reads_closed_minutes_once() -> None:
     now = 160 * 60.0 + 30
     first = await cache.read(store, now)
     assert [now - CHART_SECONDS] == store.asked
-    again = await cache.read(store, now + 2)
-    assert 158 * 60.0 == store.asked[-1]
+    again = await cache.read(store, now + 2)  # within RECENT_EVERY: nothing asked
+    assert 1 == len(store.asked)
     assert [(b.start, b.succeeded) for b in first] == [(b.start, b.succeeded) for b in again]
+    await cache.read(store, now + 12)
+    assert 158 * 60.0 == store.asked[-1]
     later = await cache.read(store, now + 65)  # a minute on: 158 closed as this read ends
     assert 158 * 60.0 == store.asked[-1]
     assert later[-1].start == 160 * 60.0
-    await cache.read(store, now + 67)
+    # The same figures, the oldest minute having left the hour.
+    assert [(b.start, b.succeeded) for b in first][1:] == [(b.start, b.succeeded) for b in later]
+    await cache.read(store, now + 77)
     assert 159 * 60.0 == store.asked[-1]

@@ -184,33 +184,48 @@ _SETTLE = 2 * CHART_BUCKET
 
 
 class ActivityCache:
-    """The chart's closed minutes, kept between refreshes.
+    """The chart's figures, kept between refreshes.
 
     Counting an hour of finished jobs reads every one of them (a store that finishes 1,000
-    jobs a second has 3.6 million in the hour); a minute that has closed does not change, so
-    each refresh reads only the last two minutes. A retry or purge of an older job shows
-    once the minute leaves the chart, an hour at most."""
+    jobs a second has 3.6 million in the hour). A minute that has closed does not change, so
+    after the first read only the last two minutes are read again, and those at most every
+    ``RECENT_EVERY`` seconds: a chart of minutes needs no fresher figures, while the counts
+    and workers beside it refresh every time. A retry or purge of an older job shows once
+    its minute leaves the chart, an hour at most."""
+
+    RECENT_EVERY = 10.0
 
     def __init__(self) -> None:
         self._closed: dict[float, Activity] = {}
         self._until: float | None = None
         """Every bucket before this start is in ``_closed``."""
+        self._recent: list[Activity] = []
+        self._read_at = -math.inf
 
     async def read(self, store: Any, now: float) -> list[Activity]:
         hour_ago = now - CHART_SECONDS
-        since = hour_ago if self._until is None or self._until < hour_ago else self._until
+        if self._until is not None and self._until >= hour_ago:
+            if now - self._read_at < self.RECENT_EVERY:
+                return self._merged()
+            since = self._until
+        else:
+            since = hour_ago
         fresh: list[Activity] = await store.activity(since, CHART_BUCKET)
+        self._read_at = now
         cut = (math.floor(now / CHART_BUCKET) * CHART_BUCKET) - _SETTLE
         for bucket in fresh:
             if bucket.start < cut:
                 self._closed[bucket.start] = bucket
         self._closed = {k: v for k, v in self._closed.items() if k >= hour_ago - CHART_BUCKET}
         self._until = max(cut, since)
-        recent = [b for b in fresh if b.start >= self._until]
-        return sorted(
-            [b for b in self._closed.values() if b.start < self._until] + recent,
-            key=lambda b: b.start,
-        )
+        self._recent = [b for b in fresh if b.start >= self._until]
+        return self._merged()
+
+    def _merged(self) -> list[Activity]:
+        assert self._until is not None
+        until = self._until
+        closed = [b for b in self._closed.values() if b.start < until]
+        return sorted(closed + self._recent, key=lambda b: b.start)
 
 
 async def overview(jobs: Offload, cache: ActivityCache | None = None) -> Overview:
