@@ -79,6 +79,7 @@ LATEST = {
     ("table", "offload_queues"),
     ("table", "offload_schedules"),
     ("table", "offload_counts"),
+    ("table", "offload_workers"),
     ("index", "offload_jobs_key"),
     ("index", "offload_jobs_claim_queue"),
     ("index", "offload_jobs_lease"),

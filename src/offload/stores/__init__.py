@@ -16,6 +16,8 @@ from offload.stores.base import (
     Page,
     ScheduleState,
     Store,
+    WorkerInfo,
+    WorkerRegistry,
 )
 
 ACCEPTED = (
@@ -34,6 +36,8 @@ __all__ = [
     "Page",
     "ScheduleState",
     "Store",
+    "WorkerInfo",
+    "WorkerRegistry",
     "open_store",
 ]
 

@@ -303,3 +303,85 @@ class Migrations(Protocol):
     async def migrate(self) -> tuple[int, list[int]]:
         """Apply the missing layout steps, whatever the store's own setting for doing so on
         open; returns the layout version now and the steps this call applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One worker process as the registry holds it (``WorkerRegistry``): what an operator
+    needs to find it (host, pid), what it serves, and when it last showed it was alive."""
+
+    id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    """The queues it claims from; empty: every queue."""
+    concurrency: int
+    started_at: float
+    running: int = 0
+    """Jobs in flight at the last heartbeat."""
+    seen_at: float = 0.0
+    """The last heartbeat, by the store's clock (set by the store; what a caller gives is
+    ignored)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise ValueError(
+                f"WorkerInfo.id is {self.id!r}: give the worker's id, a non-empty string"
+            )
+        if not isinstance(self.host, str):
+            raise ValueError(f"WorkerInfo.host is {self.host!r}: give the host name as a string")
+        for name in ("pid", "concurrency", "running"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"WorkerInfo.{name} is {value!r}: give a whole number, 0 or more")
+        if not isinstance(self.queues, tuple) or not all(isinstance(q, str) for q in self.queues):
+            raise ValueError(
+                f"WorkerInfo.queues is {self.queues!r}: give a tuple of queue names, "
+                "or () for every queue"
+            )
+        for name in ("started_at", "seen_at"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"WorkerInfo.{name} is {value!r}: give epoch seconds")
+
+
+def check_worker_ttl(ttl: float) -> float:
+    """``ttl`` of ``WorkerRegistry.record_worker`` as seconds, or a clear error: a worker
+    recorded with no time to live would vanish before anyone could read it."""
+    if (
+        isinstance(ttl, bool)
+        or not isinstance(ttl, int | float)
+        or not ttl > 0
+        or not math.isfinite(ttl)
+    ):
+        raise ValueError(
+            f"ttl is {ttl!r}: give the seconds a worker counts as alive after this heartbeat, "
+            "more than 0 (the worker passes its lease)"
+        )
+    return float(ttl)
+
+
+@runtime_checkable
+class WorkerRegistry(Protocol):
+    """What a store offers to list the workers alive now, idle ones included (the
+    dashboard's Workers, ``offload info``). Each worker writes its entry once per heartbeat
+    tick, off the jobs' path; an entry lapses ``ttl`` after its last write, so a worker
+    that was killed disappears within one lease without anyone removing it.
+
+    A store without it is never asked: the dashboard then derives workers from the running
+    jobs' ``worker_id``, which cannot show an idle worker."""
+
+    async def record_worker(self, info: WorkerInfo, ttl: float) -> None:
+        """The worker is alive: store info with seen_at = the store's now; it counts as alive
+        until now + ttl."""
+
+    async def forget_worker(self, worker_id: str) -> None:
+        """The worker stopped cleanly."""
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Workers alive now (seen within their ttl), by id; a store may drop expired entries
+        as it reads."""

@@ -7,12 +7,14 @@ survives the process, which is the point.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import heapq
 import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from offload.errors import InvalidTransition
 from offload.records import JobRecord, JobState, Progress
@@ -39,6 +41,8 @@ from offload.stores.base import (
     Outcome,
     Page,
     ScheduleState,
+    WorkerInfo,
+    check_worker_ttl,
 )
 
 
@@ -59,6 +63,8 @@ class MemoryStore:
         self._seq = itertools.count()
         self._keys: dict[tuple[str, str], str] = {}
         self._schedules: dict[str, ScheduleState] = {}
+        # Worker id -> (its info, when it lapses).
+        self._workers: dict[str, tuple[WorkerInfo, float]] = {}
         self._changed = asyncio.Event()
         self._now: Callable[[], float] = clock or time.time
 
@@ -347,3 +353,19 @@ class MemoryStore:
     async def pause_schedules(self, names: Sequence[str], paused: bool) -> None:
         for name in names:
             self._schedules.setdefault(name, ScheduleState(name)).paused = paused
+
+    # --- worker registry -----------------------------------------------------------------
+
+    async def record_worker(self, info: WorkerInfo, ttl: float) -> None:
+        ttl = check_worker_ttl(ttl)
+        now = self._now()
+        self._workers[info.id] = (replace(info, seen_at=now), now + ttl)
+
+    async def forget_worker(self, worker_id: str) -> None:
+        self._workers.pop(worker_id, None)
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        now = self._now()
+        for worker_id in [w for w, (_, until) in self._workers.items() if until <= now]:
+            del self._workers[worker_id]
+        return [self._workers[w][0] for w in sorted(self._workers)]

@@ -27,13 +27,16 @@ from offload.records import JobError, JobState
 from offload.stores.base import ClaimRequest, JobFilter, Outcome, OutcomeKind, Store
 from offload.testing.conformance_listing import ListingConformance
 from offload.testing.conformance_services import ScheduleConformance, WakeUpConformance
+from offload.testing.conformance_workers import WorkerRegistryConformance
 from offload.testing.inputs import TTL, done, new_job
 
 __all__ = ["TTL", "StoreConformance", "done", "new_job"]
 
 
 @pytest.mark.asyncio
-class StoreConformance(ScheduleConformance, WakeUpConformance, ListingConformance):
+class StoreConformance(
+    ScheduleConformance, WakeUpConformance, ListingConformance, WorkerRegistryConformance
+):
     """Behaviour every ``Store`` must show (DESIGN §3 and §4)."""
 
     # --- enqueue ------------------------------------------------------------------------

@@ -312,3 +312,29 @@ ON CONFLICT (name) DO UPDATE SET paused = excluded.paused
 -- name: schedule_states
 SELECT name, paused, extract(epoch FROM fired_until)::float8 FROM {schema}.offload_schedules
 WHERE name = ANY(%(names)s)
+
+
+-- === Worker registry =======================================================================
+
+-- One statement: rows of workers that stopped without forgetting themselves go first, and
+-- the worker's own row is written with the server's clock. queues: empty for every queue.
+-- name: record_worker
+WITH lapsed AS (
+    DELETE FROM {schema}.offload_workers WHERE expires_at <= now() AND id <> %(id)s)
+INSERT INTO {schema}.offload_workers AS w
+    (id, host, pid, queues, concurrency, started_at, running, seen_at, expires_at)
+VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s::text[], %(concurrency)s,
+    to_timestamp(%(started_at)s), %(running)s, now(),
+    now() + make_interval(secs => %(ttl)s))
+ON CONFLICT (id) DO UPDATE SET
+    host = excluded.host, pid = excluded.pid, queues = excluded.queues,
+    concurrency = excluded.concurrency, started_at = excluded.started_at,
+    running = excluded.running, seen_at = excluded.seen_at, expires_at = excluded.expires_at
+
+-- name: forget_worker
+DELETE FROM {schema}.offload_workers WHERE id = %(id)s
+
+-- name: live_workers
+SELECT id, host, pid, queues, concurrency, extract(epoch FROM started_at)::float8, running,
+    extract(epoch FROM seen_at)::float8
+FROM {schema}.offload_workers WHERE expires_at > now() ORDER BY id

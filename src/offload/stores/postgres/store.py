@@ -18,6 +18,7 @@ enqueues in ``batching.py``.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import logging
@@ -54,6 +55,8 @@ from offload.stores.base import (
     Outcome,
     Page,
     ScheduleState,
+    WorkerInfo,
+    check_worker_ttl,
 )
 from offload.stores.postgres import schema
 from offload.stores.postgres.batching import Batcher
@@ -560,6 +563,30 @@ class PostgresStore:
             return
         params = {"names": list(names), "paused": paused}
         await self._count("pausing schedules", self._q["pause_schedules"], params)
+
+    # --- worker registry: one row per live worker, by the server's clock ------------------
+
+    async def record_worker(self, info: WorkerInfo, ttl: float) -> None:
+        params = {
+            "id": info.id,
+            "host": info.host,
+            "pid": info.pid,
+            "queues": list(info.queues),
+            "concurrency": info.concurrency,
+            "started_at": info.started_at,
+            "running": info.running,
+            "ttl": check_worker_ttl(ttl),
+        }
+        await self._count("recording a worker", self._q["record_worker"], params)
+
+    async def forget_worker(self, worker_id: str) -> None:
+        await self._count("forgetting a worker", self._q["forget_worker"], {"id": worker_id})
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        rows = await self._rows("reading workers", self._q["live_workers"], {})
+        return [
+            WorkerInfo(i, h, p, tuple(q), c, st, r, seen) for i, h, p, q, c, st, r, seen in rows
+        ]
 
 
 async def psycopg_connection(connection: Any) -> Conn:

@@ -12,6 +12,7 @@ Connections, timeouts and wake-ups live in ``connection.py``, the fault policy i
 from __future__ import annotations
 
 import asyncio
+import builtins
 import collections
 import json
 from collections.abc import Generator, Sequence
@@ -35,10 +36,12 @@ from offload.stores.base import (
     Outcome,
     Page,
     ScheduleState,
+    WorkerInfo,
 )
 from offload.stores.redis.connection import RedisConnection
 from offload.stores.redis.layout import NUL, record, record_from
 from offload.stores.redis.scan import delete_done, list_jobs, purge_done, read_activity
+from offload.stores.redis.workers import forget_worker, live_workers, record_worker
 
 # Jobs of concurrent callers sent together in one enqueue call at most (one caller's own
 # batch is never split), so one script call never holds the server for long.
@@ -613,3 +616,14 @@ class RedisStore:
 
     async def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
         return await list_jobs(self._conn, filter, limit, cursor)
+
+    # --- worker registry (workers.py) ----------------------------------------------------
+
+    async def record_worker(self, info: WorkerInfo, ttl: float) -> None:
+        await record_worker(self._conn, info, ttl)
+
+    async def forget_worker(self, worker_id: str) -> None:
+        await forget_worker(self._conn, worker_id)
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        return await live_workers(self._conn)

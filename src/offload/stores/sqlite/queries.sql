@@ -316,3 +316,27 @@ ON CONFLICT (name) DO UPDATE SET paused = excluded.paused
 -- {marks}: one ? per name.
 -- name: schedule_states
 SELECT name, paused, fired_until FROM offload_schedules WHERE name IN ({marks})
+
+
+-- === Worker registry =======================================================================
+
+-- One row per live worker; queues is a JSON array (empty: every queue).
+-- name: record_worker
+INSERT INTO offload_workers
+    (id, host, pid, queues, concurrency, started_at, running, seen_at, expires_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    host = excluded.host, pid = excluded.pid, queues = excluded.queues,
+    concurrency = excluded.concurrency, started_at = excluded.started_at,
+    running = excluded.running, seen_at = excluded.seen_at, expires_at = excluded.expires_at
+
+-- Workers that stopped without forgetting themselves, dropped by the next record.
+-- name: drop_lapsed_workers
+DELETE FROM offload_workers WHERE expires_at <= ?
+
+-- name: forget_worker
+DELETE FROM offload_workers WHERE id = ?
+
+-- name: live_workers
+SELECT id, host, pid, queues, concurrency, started_at, running, seen_at
+FROM offload_workers WHERE expires_at > ? ORDER BY id

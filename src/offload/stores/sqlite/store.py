@@ -12,6 +12,8 @@ rather than of the table.
 from __future__ import annotations
 
 import asyncio
+import builtins
+import json
 import logging
 import sqlite3
 import time
@@ -42,6 +44,8 @@ from offload.stores.base import (
     Outcome,
     Page,
     ScheduleState,
+    WorkerInfo,
+    check_worker_ttl,
 )
 from offload.stores.sqlite import ops
 from offload.stores.sqlite.queries import QUERIES as Q
@@ -75,6 +79,10 @@ _LIST_FROM = Q["list_from"]
 _LIST_KEY = Q["list_key"]
 _LIST_KEY_TASKS = Q["list_key_tasks"]
 _ACTIVITY = Q["activity"]
+_RECORD_WORKER = Q["record_worker"]
+_DROP_LAPSED_WORKERS = Q["drop_lapsed_workers"]
+_FORGET_WORKER = Q["forget_worker"]
+_LIVE_WORKERS = Q["live_workers"]
 
 
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
@@ -433,6 +441,50 @@ class SQLiteStore:
                 interval = min(interval * 2, MAX_POLL_SECONDS)
             else:
                 return
+
+    # --- worker registry -----------------------------------------------------------------
+    # Rows that say who is alive, not jobs: written without waiting for a full fsync (a row
+    # lost to a power cut comes back with the worker's next heartbeat).
+
+    async def record_worker(self, info: WorkerInfo, ttl: float) -> None:
+        ttl = check_worker_ttl(ttl)
+        queues = json.dumps(list(info.queues))
+
+        def op(conn: sqlite3.Connection) -> None:
+            now = self._clock()
+            conn.execute(_DROP_LAPSED_WORKERS, (now,))
+            conn.execute(
+                _RECORD_WORKER,
+                (
+                    info.id,
+                    info.host,
+                    info.pid,
+                    queues,
+                    info.concurrency,
+                    info.started_at,
+                    info.running,
+                    now,
+                    now + ttl,
+                ),
+            )
+
+        await self._run(op)
+
+    async def forget_worker(self, worker_id: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(_FORGET_WORKER, (worker_id,))
+
+        await self._run(op)
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        def op(conn: sqlite3.Connection) -> list[WorkerInfo]:
+            rows = conn.execute(_LIVE_WORKERS, (self._clock(),)).fetchall()
+            return [
+                WorkerInfo(i, h, p, tuple(json.loads(q)), c, float(st), r, float(seen))
+                for i, h, p, q, c, st, r, seen in rows
+            ]
+
+        return await self._run(op, write=False)
 
 
 def _not_open() -> StoreUnavailable:
