@@ -60,6 +60,11 @@ async def listed(store: Store, flt: JobFilter, limit: int = 100) -> list[str]:
     return ids
 
 
+def _at(job: NewJob) -> float:
+    """The time a job's id was minted at (``id_at``), in seconds."""
+    return int(job.id.replace("-", "")[:12], 16) / 1000
+
+
 def newest_first(jobs: list[NewJob] | list[JobRecord]) -> list[str]:
     return sorted((j.id for j in jobs), reverse=True)
 
@@ -187,6 +192,62 @@ class ListingConformance:
         assert newest_first([j for j in jobs[5:27] if j.queue == "q1"]) == await listed(
             store, only, 3
         )
+
+    async def test_list_rare_states_page_across_queues(self, store: Store) -> None:
+        """A few failed, cancelled and running jobs among many others, over three queues:
+        each state alone and several together list newest first, page by page with no gap
+        and no repeat, and under a time bound, a task and a queue as well."""
+        jobs = [job_at(_BASE + i / 10, "a" if i % 2 else "b", queue=f"r{i % 3}") for i in range(90)]
+        await store.enqueue(jobs)
+        by_id = {j.id: j for j in jobs}
+        cancelled = [jobs[i] for i in (4, 17, 40, 41, 88)]
+        for job in cancelled:
+            await store.cancel(job.id)
+        # Claims take the oldest first, so the finished and running jobs are the oldest.
+        claimed = await store.claim(ClaimRequest("w", TTL, 20, ["r0", "r1", "r2"]))
+        err = JobError("RuntimeError", "boom")
+        failed = [by_id[j.id] for j in claimed[::3]]
+        succeeded = [by_id[j.id] for j in claimed[1::3]]
+        running = [by_id[j.id] for j in claimed[2::3]]
+        outcomes = [Outcome(j.id, "w", 1, OutcomeKind.FAILED, error=err) for j in failed]
+        assert [True] * len(outcomes + succeeded) == await store.complete(
+            outcomes + [done(j.id, "w") for j in succeeded]
+        )
+        taken = {j.id for j in claimed} | {j.id for j in cancelled}
+        queued = [j for j in jobs if j.id not in taken]
+        of = {
+            JobState.FAILED: failed,
+            JobState.CANCELLED: cancelled,
+            JobState.RUNNING: running,
+            JobState.SUCCEEDED: succeeded,
+            JobState.QUEUED: queued,
+        }
+        combos = [(s,) for s in of] + [
+            (JobState.FAILED, JobState.CANCELLED),
+            (JobState.RUNNING, JobState.FAILED),
+            (JobState.QUEUED, JobState.FAILED, JobState.SUCCEEDED),
+        ]
+        for states in combos:
+            want = [j for s in states for j in of[s]]
+            for limit in (1, 2, 7, 100):
+                got = await listed(store, JobFilter(states=states), limit)
+                assert newest_first(want) == got, (states, limit)
+            narrow = JobFilter(
+                states=states,
+                tasks=("a",),
+                queues=("r1", "r2"),
+                enqueued_after=_BASE + 0.5,
+                enqueued_before=_BASE + 8,
+            )
+            picked = [
+                j
+                for j in want
+                if j.task == "a" and j.queue != "r0" and _BASE + 0.5 <= _at(j) < _BASE + 8
+            ]
+            assert newest_first(picked) == await listed(store, narrow, 2), states
+        page = await store.list(JobFilter(states=(JobState.RUNNING,)), 100)
+        assert {"w"} == {j.worker_id for j in page.jobs}
+        assert all(j.state is JobState.RUNNING for j in page.jobs)
 
     async def test_list_by_idempotency_key(self, store: Store) -> None:
         """``key`` lists the jobs holding that key, of any task or of the tasks asked, with

@@ -90,21 +90,37 @@ async def delete_done(conn: RedisConnection, job: JobRecord) -> bool:
     return dropped == 1
 
 
+# The per-queue sets that hold each state's jobs (``QueueKeys`` attributes), and the states
+# whose jobs those sets hold: what reading them costs, from the queue's counts hash. The
+# done set holds every finished job, so succeeded is read from it with the state checked.
+_INDEXES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "queued": (("ready", "delayed"), ("queued",)),
+    "running": (("running",), ("running",)),
+    "succeeded": (("done",), ("succeeded", "failed", "cancelled")),
+    "failed": (("failed",), ("failed",)),
+    "cancelled": (("cancelled",), ("cancelled",)),
+}
+# A state's index is read whole (list_index.lua) when it holds at most this many jobs of
+# a queue; a larger one is a large share of the store, where walking the ids newest first
+# meets its jobs soon. Bounds what one script call reads (about 25 ms at this size).
+INDEX_MAX = 50_000
+
+
 async def list_jobs(
     conn: RedisConnection, filter: JobFilter, limit: int, cursor: str | None = None
 ) -> Page:
-    """Newest first across queues: each queue is scanned downwards from its own frontier
-    until no unexamined id can beat the matches already found. Time bounds are id bounds
-    (see ``JobFilter``), so they narrow each queue's range of ``all`` itself."""
+    """Newest first across queues: each lane (a queue's ids, or the indexes of a queue's
+    states) is walked downwards from its own frontier until no unexamined id can beat the
+    matches already found. Time bounds are id bounds (see ``JobFilter``), so they narrow
+    each lane's range itself."""
     below = upper_id(filter, cursor)
     low = id_bounds(filter)[0]
     if filter.key is not None:
         return await _list_by_key(conn, filter, limit, below)
     wanted = limit + 1
     scan = max(1000, 10 * wanted)
-    states = [s.value for s in filter.states]
     tasks = list(filter.tasks)
-    tail = [wanted, len(states), *states, len(tasks), *tasks]
+    task_tail = [len(tasks), *tasks]
     lower = "-" if low is None else f"[{low}"
     layout, scripts = conn.layout, conn.scripts
     async with conn.guard("listing jobs"):
@@ -113,30 +129,65 @@ async def list_jobs(
             if filter.queues
             else sorted(await conn.refresh_known(0.0))
         )
-        bounds = dict.fromkeys(names, "+" if below is None else f"({below}")
-        # Per queue: every id at or above its frontier has been examined ("" = all).
-        frontier: dict[str, str] = {}
-        matches: list[JobRecord] = []
-        open_queues = names
-        while open_queues:
-            commands = [
-                scripts.evalsha(
-                    "list",
-                    [layout.queue(q).all],
-                    [layout.queue(q).job, bounds[q], lower, scan, *tail],
+        lanes = await _lanes(conn, names, [s.value for s in filter.states])
+        bounds = ["+" if below is None else f"({below}"] * len(lanes)
+        # Per lane: every id at or above its frontier has been examined ("" = all).
+        frontier = [""] * len(lanes)
+        found: dict[str, JobRecord] = {}
+        open_lanes = list(range(len(lanes)))
+        while open_lanes:
+            commands = []
+            for i in open_lanes:
+                keys = layout.queue(lanes[i][0])
+                index, states = lanes[i][1], lanes[i][2]
+                head = [keys.job, bounds[i], lower]
+                state_tail = [len(states), *states]
+                commands.append(
+                    scripts.evalsha(
+                        "list_index",
+                        [getattr(keys, name) for name in index],
+                        [*head, wanted, *state_tail, *task_tail],
+                    )
+                    if index
+                    else scripts.evalsha(
+                        "list", [keys.all], [*head, scan, wanted, *state_tail, *task_tail]
+                    )
                 )
-                for q in open_queues
-            ]
-            for queue, reply in zip(open_queues, await conn.run(commands), strict=True):
-                matches.extend(record(flat) for flat in reply[2:])
-                frontier[queue] = "" if reply[0] == "1" else reply[1]
-                bounds[queue] = f"({reply[1]}"
-            open_queues = [q for q in names if frontier[q]]
+            for i, reply in zip(open_lanes, await conn.run(commands), strict=True):
+                # A job that changed state between two rounds may be met by two lanes.
+                found.update((r.id, r) for r in map(record, reply[2:]))
+                frontier[i] = "" if reply[0] == "1" else reply[1]
+                bounds[i] = f"({reply[1]}"
+            open_lanes = [i for i in range(len(lanes)) if frontier[i]]
             # No unexamined id anywhere is above the highest open frontier.
-            floor = max((frontier[q] for q in open_queues), default="")
-            if sum(1 for m in matches if m.id >= floor) >= wanted:
+            floor = max((frontier[i] for i in open_lanes), default="")
+            if sum(1 for job_id in found if job_id >= floor) >= wanted:
                 break
-    return _page(matches, limit)
+    return _page(list(found.values()), limit)
+
+
+async def _lanes(
+    conn: RedisConnection, names: list[str], states: list[str]
+) -> list[tuple[str, tuple[str, ...], list[str]]]:
+    """``(queue, index sets, states)`` per lane. With states asked, a queue's states whose
+    index is small are read from their indexes, in one lane; the others are looked for by
+    walking the queue's ids (no index sets), in another. Without states, the walk alone."""
+    if not states or not names:
+        return [(q, (), states) for q in names]
+    replies = await conn.run([("HGETALL", conn.layout.queue(q).counts) for q in names])
+    lanes: list[tuple[str, tuple[str, ...], list[str]]] = []
+    for queue, counts in zip(names, replies, strict=True):
+        small: list[str] = []
+        large: list[str] = []
+        for state in states:
+            size = sum(int(counts.get(held, 0)) for held in _INDEXES[state][1])
+            (small if size <= INDEX_MAX else large).append(state)
+        if small:
+            index = tuple(dict.fromkeys(k for s in small for k in _INDEXES[s][0]))
+            lanes.append((queue, index, small))
+        if large:
+            lanes.append((queue, (), large))
+    return lanes
 
 
 async def _list_by_key(

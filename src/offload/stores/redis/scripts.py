@@ -26,6 +26,7 @@ SCRIPTS = (
     "purge_scan",
     "purge_drop",
     "list",
+    "list_index",
     "activity",
     "next",
     "reserve",
