@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -26,7 +27,7 @@ from offload.executors import Executors
 from offload.records import JobRecord
 from offload.runner import JobRunner
 from offload.scheduler import Scheduler
-from offload.stores.base import ClaimRequest, Outcome, OutcomeKind
+from offload.stores.base import ClaimRequest, Outcome, OutcomeKind, WorkerInfo, WorkerRegistry
 
 log = logging.getLogger("offload.worker")
 
@@ -100,6 +101,12 @@ class Worker:
         self.reaper_interval = reaper_interval if reaper_interval is not None else lease / 3
         self.install_signals = install_signals
         self.id = f"w-{os.getpid()}-{secrets.token_hex(4)}"
+        # The store's list of live workers, where it keeps one: this worker's entry is
+        # written at start and on every heartbeat tick, and lapses one lease after the last.
+        self._registry = self.store if isinstance(self.store, WorkerRegistry) else None
+        self._host = socket.gethostname()
+        self._started_at = 0.0
+        self._record_failing = False
         self.executors = Executors(threads or concurrency, processes)
         self.started = asyncio.Event()
         # Attempts by how they ended (see ``stats``).
@@ -217,6 +224,7 @@ class Worker:
                 "tasks": sorted(self.app.tasks),
             },
         )
+        await self._record(starting=True)
         self.started.set()
         self.app.workers.add(self.id)
         self.app.observers.worker_started(self.id)
@@ -226,6 +234,7 @@ class Worker:
         finally:
             await _end(background)
             unsaved = await self._close_flusher()
+            await self._forget()
             self.executors.shutdown(wait=not self._force and not self.executors.busy)
             self.app.workers.discard(self.id)
             self.app.observers.worker_stopped(self.id)
@@ -447,33 +456,89 @@ class Worker:
                         },
                     )
 
+    async def _record(self, starting: bool = False) -> None:
+        """Write this worker's entry in the store's registry. A failure is logged once until
+        a write succeeds again, and never stops the worker: the registry only shows it."""
+        registry = self._registry
+        if registry is None:
+            return
+        try:
+            if starting:
+                self._started_at = await self.store.now()
+            info = WorkerInfo(
+                self.id,
+                self._host,
+                os.getpid(),
+                tuple(self.queues or ()),
+                self.concurrency,
+                self._started_at,
+                len(self._running),
+            )
+            await registry.record_worker(info, self.lease)
+        except Exception as exc:
+            if not self._record_failing:
+                self._record_failing = True
+                log.warning(
+                    "could not record this worker in the store's list of workers; it works "
+                    "on, but may be missing from the dashboard until a heartbeat records it",
+                    extra={
+                        "action": "worker.record_error",
+                        "worker_id": self.id,
+                        "error": str(exc),
+                    },
+                )
+            return
+        self._record_failing = False
+
+    async def _forget(self) -> None:
+        """Remove this worker's entry on the way out; after a second signal only briefly
+        (an entry left behind lapses one lease later anyway)."""
+        registry = self._registry
+        if registry is None:
+            return
+        try:
+            async with asyncio.timeout(KILL_FLUSH if self._force else None):
+                await registry.forget_worker(self.id)
+        except Exception as exc:
+            log.warning(
+                "could not remove this worker from the store's list of workers; it lapses "
+                "there one lease after its last heartbeat",
+                extra={"action": "worker.forget_error", "worker_id": self.id, "error": str(exc)},
+            )
+
     async def _heartbeat_loop(self) -> None:
         interval = self.lease / 3
         while True:
             await asyncio.sleep(interval)
-            if not self._leases:
-                continue
-            try:
-                lost, cancel = await self.store.heartbeat(
-                    list(self._leases.items()), self.id, self.lease
+            # The leases first: they keep the jobs; the entry only lists the worker.
+            if self._leases:
+                await self._renew()
+            await self._record()
+
+    async def _renew(self) -> None:
+        """Extend the leases of the jobs this worker holds; learn of lost ones and of
+        cancellations asked for."""
+        try:
+            lost, cancel = await self.store.heartbeat(
+                list(self._leases.items()), self.id, self.lease
+            )
+        except Exception as exc:
+            log.error(
+                "heartbeat failed",
+                extra={"action": "worker.heartbeat_error", "error": str(exc)},
+            )
+            return
+        for job_id in cancel:
+            running = self._running.get(job_id)
+            if running is not None and job_id not in self._cancel_requested:
+                self._cancel_requested.add(job_id)
+                running.cancel()
+        for job_id in lost:
+            if job_id in self._running:
+                log.warning(
+                    "lease lost for a running job; its outcome will be discarded",
+                    extra={"action": "job.lease_lost", "job_id": job_id, "worker_id": self.id},
                 )
-            except Exception as exc:
-                log.error(
-                    "heartbeat failed",
-                    extra={"action": "worker.heartbeat_error", "error": str(exc)},
-                )
-                continue
-            for job_id in cancel:
-                running = self._running.get(job_id)
-                if running is not None and job_id not in self._cancel_requested:
-                    self._cancel_requested.add(job_id)
-                    running.cancel()
-            for job_id in lost:
-                if job_id in self._running:
-                    log.warning(
-                        "lease lost for a running job; its outcome will be discarded",
-                        extra={"action": "job.lease_lost", "job_id": job_id, "worker_id": self.id},
-                    )
 
     async def _reaper_loop(self) -> None:
         last_purge = 0.0

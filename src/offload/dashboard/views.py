@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from offload import admin
 from offload.correlation import REQUEST_ID
 from offload.records import JobRecord, JobState
-from offload.stores.base import Activity, JobFilter, Page
+from offload.stores.base import Activity, JobFilter, Page, WorkerInfo, WorkerRegistry
 
 if TYPE_CHECKING:
     from offload.app import Offload
@@ -71,6 +71,13 @@ def format_ago(ts: float | None, now: float) -> str:
     return f"in {text}" if future else f"{text} ago"
 
 
+def _seen_ago(ts: float, now: float) -> str:
+    """A heartbeat's age, always in the past: "0 s ago" rather than "now", since a beat a
+    third of a lease apart is what a reader compares."""
+    delta = max(0.0, now - ts)
+    return f"{delta:.0f} s ago" if delta < 120 else format_ago(ts, now)
+
+
 def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
@@ -111,6 +118,16 @@ class Worker:
     lease_until: float | None
     """The latest lease this worker renewed: a worker's heartbeat moves it forward, so a
     lease in the past means a worker that stopped answering."""
+    info: WorkerInfo | None = None
+    """The store's registry entry, where the store keeps one (``WorkerRegistry``)."""
+    heartbeat: str = ""
+    """The last heartbeat, as "N s ago" by the store's clock."""
+
+    @property
+    def queues(self) -> str:
+        if self.info is None or not self.info.queues:
+            return "all"
+        return ", ".join(self.info.queues)
 
 
 @dataclass(slots=True)
@@ -123,6 +140,8 @@ class Overview:
     failure_rate: Chart
     workers: list[Worker]
     running_more: bool = False
+    registry: bool = False
+    """Workers come from the store's registry (idle ones too), not from running jobs."""
     activity: list[Activity] = field(default_factory=list)
 
 
@@ -237,14 +256,25 @@ async def overview(jobs: Offload, cache: ActivityCache | None = None) -> Overvie
     by_worker: dict[str, list[JobRecord]] = defaultdict(list)
     for record in running.jobs:
         by_worker[record.worker_id or "?"].append(record)
-    workers = [
-        Worker(
-            worker_id,
-            sorted(records, key=lambda r: r.started_at or 0.0),
-            max((r.lease_until for r in records if r.lease_until is not None), default=None),
+    registry = isinstance(store, WorkerRegistry)
+    entries = await store.workers() if isinstance(store, WorkerRegistry) else []
+    infos = {info.id: info for info in entries}
+    # With a registry, every live worker; a running job whose worker is not (or no longer)
+    # listed still shows, under its worker id, so that no running job is hidden.
+    ids = sorted(set(infos) | set(by_worker))
+    workers = []
+    for worker_id in ids:
+        records = sorted(by_worker.get(worker_id, []), key=lambda r: r.started_at or 0.0)
+        info = infos.get(worker_id)
+        workers.append(
+            Worker(
+                worker_id,
+                records,
+                max((r.lease_until for r in records if r.lease_until is not None), default=None),
+                info,
+                "" if info is None else _seen_ago(info.seen_at, now),
+            )
         )
-        for worker_id, records in sorted(by_worker.items())
-    ]
     queues = sorted({q for q, _ in counts} | set(jobs.queues or ()))
     totals = {s.value: sum(n for (_, st), n in counts.items() if st is s) for s in STATES}
     throughput, failure = _charts(activity, now)
@@ -257,6 +287,7 @@ async def overview(jobs: Offload, cache: ActivityCache | None = None) -> Overvie
         failure_rate=failure,
         workers=workers,
         running_more=running.next_cursor is not None,
+        registry=registry,
         activity=activity,
     )
 
