@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import re
 import socket
@@ -21,6 +22,7 @@ from offload import JobState, Offload, Worker
 from offload.dashboard import basic_auth
 from offload.errors import StoreUnavailable
 from offload.stores import WorkerInfo, WorkerRegistry, open_store
+from offload.stores.memory import MemoryStore
 from tests.stores.conftest import (
     REDIS_URL,
     drop_postgres_schema,
@@ -167,3 +169,38 @@ async def test_the_overview_shows_a_running_worker_with_host_and_heartbeat(
         gone = await overview()
         assert worker.id not in gone
         assert "No worker is running." in gone
+
+
+async def test_a_registry_that_fails_is_logged_once_and_never_stops_the_worker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every record fails; the worker still runs its job, warns once, and stops cleanly."""
+    store = MemoryStore()
+    calls = 0
+
+    async def broken(info: WorkerInfo, ttl: float) -> None:
+        nonlocal calls
+        calls += 1
+        raise StoreUnavailable("the registry is down")
+
+    store.record_worker = broken  # type: ignore[method-assign]
+    jobs = Offload(store=store, embedded_worker=False)
+
+    @jobs.task(name="tests.add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    async with jobs:
+        worker = Worker(jobs, install_signals=False, lease=LEASE)
+        with caplog.at_level(logging.WARNING, logger="offload.worker"):
+            running = asyncio.create_task(worker.run())
+            await asyncio.wait_for(worker.started.wait(), 5)
+            job = await add.enqueue(2, 3)
+            assert 5 == await job.result(timeout=5)
+            await asyncio.sleep(LEASE)
+            worker.stop()
+            await asyncio.wait_for(running, 10)
+    assert calls >= 3
+    warned = [r for r in caplog.records if getattr(r, "action", None) == "worker.record_error"]
+    assert 1 == len(warned)
+    assert logging.WARNING == warned[0].levelno
