@@ -22,17 +22,11 @@ from offload.dashboard import basic_auth, bearer_auth
 from offload.dashboard.security import CSP
 from offload.email import Attachment, EmailMessage, Mailer
 from offload.email.sink import MailSink, SinkHTTPServer
-from offload.errors import StoreUnavailable
 from offload.records import JobState
 from offload.redaction import Secret
-from offload.stores import JobFilter, open_store
+from offload.stores import JobFilter
 from tests.stores.conftest import (
     REDIS_URL,
-    drop_postgres_schema,
-    drop_redis_keys,
-    postgres_unreachable,
-    postgres_url,
-    redis_unreachable,
 )
 
 USER, PASSWORD = "admin", "correct-horse"
@@ -73,31 +67,6 @@ class Dash:
 
     async def run_all(self) -> None:
         await Worker(self.jobs, install_signals=False).run_until_idle()
-
-
-@pytest.fixture(params=["sqlite", "redis", "postgres"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    prefix = f"test_{uuid4().hex}"
-    url = {
-        "sqlite": f"sqlite:///{tmp_path / 'jobs.db'}",
-        "redis": f"{REDIS_URL}?prefix={prefix}&op_timeout=2",
-        "postgres": postgres_url(prefix),
-    }[request.param]
-    probe = open_store(url)
-    try:
-        await probe.open()
-    except StoreUnavailable as exc:
-        if request.param == "redis":
-            redis_unreachable(exc)
-        postgres_unreachable(exc)
-    await probe.close()
-    try:
-        yield url
-    finally:
-        if request.param == "redis":
-            await drop_redis_keys(prefix)
-        if request.param == "postgres":
-            await drop_postgres_schema(prefix)
 
 
 @pytest.fixture

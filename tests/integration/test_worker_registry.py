@@ -10,9 +10,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-from uuid import uuid4
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -21,44 +19,11 @@ from fastapi import FastAPI
 from offload import JobState, Offload, Worker
 from offload.dashboard import basic_auth
 from offload.errors import StoreUnavailable
-from offload.stores import WorkerInfo, WorkerRegistry, open_store
+from offload.stores import WorkerInfo, WorkerRegistry
 from offload.stores.memory import MemoryStore
-from tests.stores.conftest import (
-    REDIS_URL,
-    drop_postgres_schema,
-    drop_redis_keys,
-    postgres_unreachable,
-    postgres_url,
-    redis_unreachable,
-)
 
 # A short lease: the heartbeat, which records the worker, comes every 0.2 s.
 LEASE = 0.6
-
-
-@pytest.fixture(params=["sqlite", "redis", "postgres"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    prefix = f"test_{uuid4().hex}"
-    url = {
-        "sqlite": f"sqlite:///{tmp_path / 'jobs.db'}",
-        "redis": f"{REDIS_URL}?prefix={prefix}&op_timeout=2",
-        "postgres": postgres_url(prefix),
-    }[request.param]
-    probe = open_store(url)
-    try:
-        await probe.open()
-    except StoreUnavailable as exc:
-        if request.param == "redis":
-            redis_unreachable(exc)
-        postgres_unreachable(exc)
-    await probe.close()
-    try:
-        yield url
-    finally:
-        if request.param == "redis":
-            await drop_redis_keys(prefix)
-        if request.param == "postgres":
-            await drop_postgres_schema(prefix)
 
 
 async def _listed(jobs: Offload) -> list[WorkerInfo]:

@@ -242,23 +242,21 @@ def dashboard_router(
 
     # --- pages --------------------------------------------------------------------------
 
-    @router.get("/", name="offload_dashboard_overview", response_class=HTMLResponse)
-    async def overview_page(request: Request) -> HTMLResponse:
+    async def overview(request: Request, template: str) -> HTMLResponse:
         try:
             async with store_call():
                 data = await views.overview(jobs, activity)
         except _PageError as exc:
             return error_page(request, exc)
-        return page(request, "overview.html", data=data, states=views.STATES, live=True)
+        return page(request, template, data=data, states=views.STATES)
+
+    @router.get("/", name="offload_dashboard_overview", response_class=HTMLResponse)
+    async def overview_page(request: Request) -> HTMLResponse:
+        return await overview(request, "overview.html")
 
     @router.get("/live/overview", name="offload_dashboard_overview_live")
     async def overview_live(request: Request) -> HTMLResponse:
-        try:
-            async with store_call():
-                data = await views.overview(jobs, activity)
-        except _PageError as exc:
-            return error_page(request, exc)
-        return page(request, "overview_live.html", data=data, states=views.STATES)
+        return await overview(request, "overview_live.html")
 
     @router.get("/jobs", name="offload_dashboard_jobs", response_class=HTMLResponse)
     async def jobs_page(request: Request) -> HTMLResponse:
@@ -289,23 +287,21 @@ def dashboard_router(
             now=datetime.now(UTC).timestamp(),
         )
 
-    @router.get("/jobs/{job_id}", name="offload_dashboard_job", response_class=HTMLResponse)
-    async def job_page(request: Request, job_id: str) -> HTMLResponse:
+    async def job(request: Request, job_id: str, template: str) -> HTMLResponse:
         try:
             async with store_call():
                 detail = await views.job_detail(jobs, job_id, log_url)
         except _PageError as exc:
             return error_page(request, exc)
-        return page(request, "job.html", job=detail)
+        return page(request, template, job=detail)
+
+    @router.get("/jobs/{job_id}", name="offload_dashboard_job", response_class=HTMLResponse)
+    async def job_page(request: Request, job_id: str) -> HTMLResponse:
+        return await job(request, job_id, "job.html")
 
     @router.get("/live/jobs/{job_id}", name="offload_dashboard_job_live")
     async def job_live(request: Request, job_id: str) -> HTMLResponse:
-        try:
-            async with store_call():
-                detail = await views.job_detail(jobs, job_id, log_url)
-        except _PageError as exc:
-            return error_page(request, exc)
-        return page(request, "job_live.html", job=detail)
+        return await job(request, job_id, "job_live.html")
 
     @router.post("/jobs/{job_id}/{action}", name="offload_dashboard_job_action")
     async def job_action(request: Request, job_id: str, action: str) -> Response:
