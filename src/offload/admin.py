@@ -395,6 +395,8 @@ class JobView:
     error: JobError | None
     progress: Progress | None
     meta: dict[str, Any]
+    history: list[JobError]
+    """The error of each attempt that ended in one, oldest first, redacted like ``error``."""
 
     @property
     def args(self) -> Any:
@@ -426,6 +428,7 @@ def view(record: JobRecord, decode: Callable[[str], Any] | None = None) -> JobVi
         if progress is None
         else Progress(progress.fraction, redact_text(progress.message)),
         meta=redact(record.meta),
+        history=[shown for shown in map(shown_error, record.history) if shown is not None],
     )
 
 
@@ -438,6 +441,7 @@ def shown_error(error: JobError | None) -> JobError | None:
         error.type,
         redact_text(error.message),
         None if error.traceback is None else redact_text(error.traceback),
+        error.attempt,
     )
 
 

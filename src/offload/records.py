@@ -11,7 +11,14 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["JobError", "JobRecord", "JobState", "Progress"]
+__all__ = ["HISTORY_MAX", "TRACEBACK_MAX", "JobError", "JobRecord", "JobState", "Progress"]
+
+HISTORY_MAX = 10
+"""Errors a job keeps in ``JobRecord.history``: enough to see a pattern across retries, few
+enough that a job retried forever does not grow its row without end."""
+
+TRACEBACK_MAX = 8_000
+"""Characters of traceback each history entry keeps, from the end (which names the error)."""
 
 
 class JobState(enum.StrEnum):
@@ -38,15 +45,39 @@ class JobError:
     type: str
     message: str
     traceback: str | None = None
+    attempt: int | None = None
+    """The attempt that ended in this error, where known (history entries always say)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+        data: dict[str, Any] = {
+            "type": self.type,
+            "message": self.message,
+            "traceback": self.traceback,
+        }
+        # Left out when unknown, so the JSON of a job's last error stays as it always was.
+        if self.attempt is not None:
+            data["attempt"] = self.attempt
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> JobError | None:
         if not data:
             return None
-        return cls(str(data["type"]), str(data["message"]), data.get("traceback"))
+        attempt = data.get("attempt")
+        return cls(
+            str(data["type"]),
+            str(data["message"]),
+            data.get("traceback"),
+            None if attempt is None else int(attempt),
+        )
+
+    def for_history(self, attempt: int) -> JobError:
+        """This error as an entry of ``JobRecord.history``: tagged with its attempt, its
+        traceback cut to ``TRACEBACK_MAX`` characters from the end."""
+        tb = self.traceback
+        if tb is not None and len(tb) > TRACEBACK_MAX:
+            tb = tb[-TRACEBACK_MAX:]
+        return JobError(self.type, self.message, tb, attempt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +114,9 @@ class JobRecord:
     progress: Progress | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     cancel_requested: bool = False
+    history: list[JobError] = field(default_factory=list)
+    """The error of every attempt that ended in one, oldest first, at most ``HISTORY_MAX``;
+    ``error`` is the last attempt's alone."""
 
     def copy(self) -> JobRecord:
         # Spelled out: ``dataclasses.replace`` walks the fields by name on every call, which
@@ -110,4 +144,11 @@ class JobRecord:
             progress=self.progress,
             meta=dict(self.meta),
             cancel_requested=self.cancel_requested,
+            history=list(self.history),
         )
+
+    def add_history(self, error: JobError, attempt: int) -> None:
+        """Append the error of ``attempt``, dropping the oldest entries beyond the cap."""
+        self.history.append(error.for_history(attempt))
+        if len(self.history) > HISTORY_MAX:
+            del self.history[: len(self.history) - HISTORY_MAX]

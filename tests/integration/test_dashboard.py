@@ -294,6 +294,30 @@ class TestPages:
         assert 404 == missing.status_code
         assert "not found" in missing.text
 
+    async def test_job_page_lists_the_error_of_every_attempt(self, dash: Dash) -> None:
+        """A job that failed twice, then succeeded, shows both errors, newest first, each
+        with its attempt and traceback."""
+        tries: list[int] = []
+
+        @dash.jobs.task(name="tests.flaky", retries=2, backoff=0.0)
+        async def flaky() -> str:
+            tries.append(1)
+            if len(tries) < 3:
+                raise RuntimeError(f"flaky try {len(tries)}")
+            return "fine"
+
+        job = await flaky.enqueue()
+        await dash.run_all()
+        assert 3 == len(tries)
+        page = (await dash.page(f"/jobs/{job.id}")).text
+        assert "Attempts" in page
+        second, first = page.index("flaky try 2"), page.index("flaky try 1")
+        assert second < first
+        assert 'data-attempt="2"' in page
+        assert 'data-attempt="1"' in page
+        assert 2 == page.count('<pre class="traceback">')
+        assert "RuntimeError" in page
+
     async def test_a_running_job_refreshes_itself(self, dash: Dash) -> None:
         job = await dash.ok.enqueue("soon")
         page = (await dash.page(f"/jobs/{job.id}")).text

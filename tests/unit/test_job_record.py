@@ -38,6 +38,7 @@ def test_copy_carries_every_field_and_owns_its_meta() -> None:
         progress=Progress(0.5, "half"),
         meta={"request_id": "x"},
         cancel_requested=True,
+        history=[JobError("E", "m", "tb", 1)],
     )
     defaults = JobRecord("", "", "", "", "", JobState.QUEUED, 0, 0, 0, 0.0, 0.0)
     # Every field above differs from its default, so a field the copy forgot would show.
@@ -46,6 +47,7 @@ def test_copy_carries_every_field_and_owns_its_meta() -> None:
     copied = record.copy()
     assert copied == record
     assert copied.meta is not record.meta
+    assert copied.history is not record.history
 
 
 def test_queued_record_maps_each_field() -> None:
@@ -118,3 +120,17 @@ def test_prepare_maps_each_option() -> None:
         job.key,
     )
     assert 30.0 == send.options(delay=30).prepare("c", token="u").job.delay
+
+
+def test_an_error_reads_back_with_or_without_its_attempt() -> None:
+    """A last error stored before attempts were kept reads as before, and its JSON is
+    unchanged; a history entry keeps its attempt and the end of a long traceback."""
+    old = {"type": "E", "message": "m", "traceback": None}
+    assert JobError("E", "m") == JobError.from_json(old)
+    assert old == JobError("E", "m").to_json()
+    entry = JobError("E", "m", "x" * 9000 + "E: m").for_history(3)
+    assert entry == JobError.from_json(json.loads(json.dumps(entry.to_json())))
+    assert 3 == entry.attempt
+    assert entry.traceback is not None
+    assert 8000 == len(entry.traceback)
+    assert entry.traceback.endswith("E: m")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from offload import admin
 from offload.correlation import REQUEST_ID
-from offload.records import JobRecord, JobState
+from offload.records import JobError, JobRecord, JobState
 from offload.stores.base import Activity, JobFilter, Page, WorkerInfo, WorkerRegistry
 
 if TYPE_CHECKING:
@@ -324,6 +324,23 @@ class JobDetail:
     def live(self) -> bool:
         """Still moving: the page refreshes itself while this holds."""
         return not self.record.state.finished
+
+    @property
+    def attempts(self) -> list[JobError]:
+        """The errors to show, newest first, each with its attempt: the history, and the
+        job's last error ahead of it where the history does not end in it (a row from before
+        the history was kept, or a cancellation's error, which is not an attempt's)."""
+        shown = list(reversed(self.view.history))
+        error, attempt = self.view.error, self.record.attempt
+        if error is not None:
+            newest = shown[0] if shown else None
+            if newest is None or (newest.attempt, newest.type, newest.message) != (
+                attempt,
+                error.type,
+                error.message,
+            ):
+                shown.insert(0, JobError(error.type, error.message, error.traceback, attempt))
+        return shown
 
 
 async def job_detail(jobs: Offload, job_id: str, log_url: str | None) -> JobDetail:

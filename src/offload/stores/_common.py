@@ -80,6 +80,8 @@ def apply_outcome(job: JobRecord, outcome: Outcome, now: float) -> None:
         job.state = JobState.FAILED
         job.error = outcome.error
         job.finished_at = now
+        if outcome.error is not None:
+            job.add_history(outcome.error, outcome.attempt)
     elif kind is OutcomeKind.CANCELLED:
         job.state = JobState.CANCELLED
         job.error = outcome.error
@@ -88,6 +90,8 @@ def apply_outcome(job: JobRecord, outcome: Outcome, now: float) -> None:
         job.state = JobState.QUEUED
         job.error = outcome.error
         job.run_at = now + outcome.delay
+        if outcome.error is not None:
+            job.add_history(outcome.error, outcome.attempt)
     elif kind is OutcomeKind.RELEASE:
         job.state = JobState.QUEUED
         job.run_at = now
@@ -203,6 +207,28 @@ def dump_error(error: JobError | None) -> str | None:
 
 def load_error(raw: str | None) -> JobError | None:
     return None if raw is None else JobError.from_json(json.loads(raw))
+
+
+HISTORY_KINDS = frozenset({OutcomeKind.RETRY, OutcomeKind.FAILED})
+"""The outcomes whose error joins the job's history: the task's own failures. A
+cancellation's error is the operator's doing, not an attempt's."""
+
+
+def history_entry(error: JobError, attempt: int) -> str:
+    """One ``JobRecord.history`` entry as JSON, for a store that appends it in its own
+    query or script."""
+    return json.dumps(error.for_history(attempt).to_json())
+
+
+def load_history(raw: str | list[Any] | None) -> list[JobError]:
+    """A stored history, JSON text or already decoded; a row from before it was kept has
+    none (NULL or absent)."""
+    if raw is None or raw == "":
+        return []
+    entries = json.loads(raw) if isinstance(raw, str) else raw
+    if not isinstance(entries, list):  # an empty Lua table encodes as {}
+        return []
+    return [e for e in (JobError.from_json(d) for d in entries) if e is not None]
 
 
 def dump_progress(progress: Progress | None) -> str | None:

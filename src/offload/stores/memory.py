@@ -213,12 +213,14 @@ class MemoryStore:
                 if job.attempt >= job.max_attempts:
                     job.state = JobState.FAILED
                     job.error = lease_expired_error(job.worker_id)
+                    job.add_history(job.error, job.attempt)
                     job.finished_at = now
                 else:
                     job.state = JobState.QUEUED
                     job.run_at = now
                     self._queued(job)
                     job.error = lease_requeued_error(job.worker_id)
+                    job.add_history(job.error, job.attempt)
         if count:
             self._wake()
         return count

@@ -42,8 +42,10 @@ extract(epoch FROM started_at)::float8, extract(epoch FROM finished_at)::float8,
 extract(epoch FROM lease_until)::float8, worker_id, key, args::text, kwargs::text,
 result::text, error::text, progress::text, meta::text, cancel_requested
 
+-- With the error history after the job's columns (records.record); a claim's and an
+-- enqueue's rows go without it.
 -- name: job_by_id
-SELECT {columns} FROM {schema}.offload_jobs WHERE id = %(id)s
+SELECT {columns}, history::text FROM {schema}.offload_jobs WHERE id = %(id)s
 
 -- name: jobs_by_key
 SELECT {columns} FROM {schema}.offload_jobs
@@ -55,7 +57,7 @@ WHERE (task, key) IN (SELECT * FROM unnest(%(tasks)s::text[], %(keys)s::text[]))
 -- the table's uuid column, named with its table: the bare name would be job_columns' text
 -- of it, the same order but no index's, so every matching row would be sorted.
 -- name: list_jobs
-SELECT {columns} FROM {schema}.offload_jobs
+SELECT {columns}, history::text FROM {schema}.offload_jobs
 WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s))
     AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s))
     AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
@@ -67,7 +69,7 @@ ORDER BY offload_jobs.id DESC LIMIT %(limit)s
 -- offload_jobs_key. With no tasks given, the tasks that hold keys come from a skip-scan of
 -- that index (one seek per task name, not a read of every keyed job).
 -- name: list_key
-SELECT {columns} FROM {schema}.offload_jobs
+SELECT {columns}, history::text FROM {schema}.offload_jobs
 WHERE key = %(key)s
     AND task = ANY(coalesce(%(tasks)s::text[], ARRAY(
         WITH RECURSIVE keyed(task) AS (
@@ -227,13 +229,31 @@ UPDATE {schema}.offload_jobs AS j SET
         WHEN o.kind = 'requeue' THEN greatest(j.max_attempts, j.attempt + 1)
         ELSE j.max_attempts END,
     lease_until = NULL,
-    cancel_requested = false
+    cancel_requested = false{history}
 FROM unnest(%(ids)s::uuid[], %(workers)s::text[], %(attempts)s::integer[], %(kinds)s::text[],
-    %(results)s::text[], %(errors)s::json[], %(delays)s::float8[])
-    AS o(id, worker_id, attempt, kind, result, error, delay)
+    %(results)s::text[], %(errors)s::json[], %(delays)s::float8[]{entries})
+    AS o(id, worker_id, attempt, kind, result, error, delay{entry})
 WHERE j.id = o.id AND j.state = 'running' AND j.worker_id = o.worker_id
     AND j.attempt = o.attempt
 RETURNING j.id::text
+
+-- What `complete` gains for a batch with an error to keep (a retry or a failure): a history
+-- entry per outcome, NULL for the others. A batch of successes runs `complete` as it is.
+-- name: complete_history
+,
+    history = CASE WHEN o.entry IS NULL THEN j.history ELSE {append} END
+
+-- name: complete_entries
+, %(entries)s::jsonb[]
+
+-- name: complete_entry
+, entry
+
+-- The history with the entry `o.entry` or `r.entry` appended, its oldest entry dropped once
+-- records.HISTORY_MAX (the 9 is one below it) are there; NULL is a row from before it.
+-- name: append_history
+CASE WHEN jsonb_array_length(coalesce(j.history, '[]')) > 9 THEN j.history - 0
+    ELSE coalesce(j.history, '[]') END || jsonb_build_array({entry})
 
 
 -- === Expired leases ========================================================================
@@ -251,9 +271,10 @@ UPDATE {schema}.offload_jobs AS j SET
     state = CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'queued' END,
     finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() ELSE j.finished_at END,
     run_at = CASE WHEN j.attempt >= j.max_attempts THEN j.run_at ELSE now() END,
-    lease_until = NULL, error = r.error
-FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(errors)s::json[])
-    AS r(id, attempt, error)
+    lease_until = NULL, error = r.error, history = {append}
+FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(errors)s::json[],
+    %(entries)s::jsonb[])
+    AS r(id, attempt, error, entry)
 WHERE j.id = r.id AND j.state = 'running' AND j.attempt = r.attempt
 RETURNING j.queue
 
@@ -274,7 +295,7 @@ RETURNING queue
 UPDATE {schema}.offload_jobs SET state = 'queued', attempt = 0, run_at = now(),
     finished_at = NULL, error = NULL, cancel_requested = false, lease_until = NULL
 WHERE id = %(id)s AND state IN ('failed', 'cancelled')
-RETURNING {columns}
+RETURNING {columns}, history::text
 
 -- name: delete
 DELETE FROM {schema}.offload_jobs

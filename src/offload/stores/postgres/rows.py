@@ -9,7 +9,7 @@ from typing import Any
 
 from offload.records import JobRecord, JobState
 from offload.stores import sqlfiles
-from offload.stores._common import load_error, load_progress
+from offload.stores._common import load_error, load_history, load_progress
 from offload.stores.postgres.options import PostgresOptions
 
 STATES = {s.value: s for s in JobState}
@@ -30,10 +30,31 @@ def is_job_id(job_id: str) -> bool:
 def queries_for(opts: PostgresOptions) -> dict[str, str]:
     """The named queries with the schema and the job columns filled in."""
     columns = _RAW["job_columns"]
-    return {
+    queries = {
         name: text.replace("{columns}", columns).replace("{schema}", opts.quoted_schema)
         for name, text in _RAW.items()
     }
+    # The outcome statement twice: as it is, for the batches of successes that are nearly
+    # all of them, and with the history appended, for a batch with an error to keep.
+    complete = queries["complete"]
+    append = queries["append_history"]
+    queries["complete"] = _fill(complete, history="", entries="", entry="")
+    queries["complete_history"] = _fill(
+        complete,
+        history=queries["complete_history"].replace(
+            "{append}", append.replace("{entry}", "o.entry")
+        ),
+        entries=queries["complete_entries"],
+        entry=queries["complete_entry"],
+    )
+    queries["reap"] = queries["reap"].replace("{append}", append.replace("{entry}", "r.entry"))
+    return queries
+
+
+def _fill(text: str, **parts: str) -> str:
+    for name, part in parts.items():
+        text = text.replace("{" + name + "}", part)
+    return text
 
 
 def record(row: Sequence[Any]) -> JobRecord:
@@ -62,6 +83,8 @@ def record(row: Sequence[Any]) -> JobRecord:
         progress=load_progress(row[19]),
         meta={} if meta == "{}" else json.loads(meta),
         cancel_requested=row[21],
+        # Only the reads of whole jobs select it: a claim's rows stop before it.
+        history=load_history(row[22]) if len(row) > 22 else [],
     )
 
 

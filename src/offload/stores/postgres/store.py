@@ -32,10 +32,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from offload.errors import ConfigError, InvalidTransition, StoreUnavailable
 from offload.records import JobRecord, JobState, Progress
 from offload.stores._common import (
+    HISTORY_KINDS,
     check_activity,
     dump_error,
     dump_progress,
     encode_cursor,
+    history_entry,
     id_bounds,
     lease_expired_error,
     lease_requeued_error,
@@ -400,19 +402,25 @@ class PostgresStore:
         outcomes = list(outcomes)
         if not outcomes:
             return []
-        rows = await self._rows(
-            "completing jobs",
-            self._q["complete"],
-            {
-                "ids": [o.id for o in outcomes],
-                "workers": [o.worker_id for o in outcomes],
-                "attempts": [o.attempt for o in outcomes],
-                "kinds": [o.kind.value for o in outcomes],
-                "results": [o.result for o in outcomes],
-                "errors": [dump_error(o.error) for o in outcomes],
-                "delays": [o.delay for o in outcomes],
-            },
-        )
+        params: dict[str, Any] = {
+            "ids": [o.id for o in outcomes],
+            "workers": [o.worker_id for o in outcomes],
+            "attempts": [o.attempt for o in outcomes],
+            "kinds": [o.kind.value for o in outcomes],
+            "results": [o.result for o in outcomes],
+            "errors": [dump_error(o.error) for o in outcomes],
+            "delays": [o.delay for o in outcomes],
+        }
+        query = self._q["complete"]
+        if any(o.error is not None and o.kind in HISTORY_KINDS for o in outcomes):
+            query = self._q["complete_history"]
+            params["entries"] = [
+                history_entry(o.error, o.attempt)
+                if o.error is not None and o.kind in HISTORY_KINDS
+                else None
+                for o in outcomes
+            ]
+        rows = await self._rows("completing jobs", query, params)
         applied = {r[0] for r in rows}
         return [o.id in applied for o in outcomes]
 
@@ -433,18 +441,19 @@ class PostgresStore:
             lapsed = await cur.fetchall()
             if not lapsed:
                 return 0
-            errors = [
-                dump_error(
-                    lease_expired_error(worker) if attempt >= most else lease_requeued_error(worker)
-                )
+            lease_errors = [
+                lease_expired_error(worker) if attempt >= most else lease_requeued_error(worker)
                 for _, attempt, most, worker in lapsed
             ]
+            errors = [dump_error(e) for e in lease_errors]
+            entries = [history_entry(e, r[1]) for e, r in zip(lease_errors, lapsed, strict=True)]
             cur = await conn.execute(
                 self._q["reap"],
                 {
                     "ids": [r[0] for r in lapsed],
                     "attempts": [r[1] for r in lapsed],
                     "errors": errors,
+                    "entries": entries,
                 },
             )
             queues = sorted({r[0] for r in await cur.fetchall()})

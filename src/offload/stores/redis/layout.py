@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 
 from offload.errors import ConfigError
 from offload.records import JobRecord, JobState
-from offload.stores._common import load_error, load_progress, mask_url
+from offload.stores._common import load_error, load_history, load_progress, mask_url
 
 log = logging.getLogger("offload.store.redis")
 
@@ -249,8 +249,13 @@ def record(row: list[Any]) -> JobRecord:
 
 
 def record_from(fields: dict[str, str]) -> JobRecord:
-    """A job from HGETALL's mapping."""
-    return record([fields.get(name) for name in FIELDS])
+    """A job from HGETALL's mapping, with its error history: the scripts' rows leave it out
+    (a claim has no use for it), a whole job's read has it."""
+    job = record([fields.get(name) for name in FIELDS])
+    raw = fields.get("history")
+    if raw is not None:
+        job.history = load_history(raw)
+    return job
 
 
 async def check_layout(client: Redis, layout: Layout, where: str) -> int:

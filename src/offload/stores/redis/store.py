@@ -21,8 +21,10 @@ from typing import Any
 from offload.errors import InvalidTransition, StoreUnavailable
 from offload.records import JobRecord, JobState, Progress
 from offload.stores._common import (
+    HISTORY_KINDS,
     dump_error,
     dump_progress,
+    history_entry,
     lease_expired_error,
     lease_requeued_error,
     not_deletable,
@@ -395,12 +397,17 @@ class RedisStore:
                 args: list[Any] = [keys.job]
                 for i in members:
                     o = outcomes[i]
+                    # A failure's or retry's history entry goes where a result would
+                    # (complete.lua): a success's arguments stay as they were.
+                    fifth = "" if o.result is None else o.result
+                    if o.error is not None and o.kind in HISTORY_KINDS:
+                        fifth = history_entry(o.error, o.attempt)
                     args += (
                         o.id,
                         o.worker_id,
                         o.attempt,
                         o.kind.value,
-                        "" if o.result is None else o.result,
+                        fifth,
                         dump_error(o.error) or "",
                         o.delay,
                     )

@@ -15,9 +15,11 @@ from typing import Any
 from offload.records import JobRecord, JobState
 from offload.stores._common import (
     dump_error,
+    history_entry,
     lease_expired_error,
     lease_requeued_error,
     load_error,
+    load_history,
     load_progress,
     sort_key,
 )
@@ -86,6 +88,8 @@ def record(row: tuple[Any, ...]) -> JobRecord:
         progress=load_progress(row[19]),
         meta={} if meta == "{}" else json.loads(meta),
         cancel_requested=bool(row[21]),
+        # A claim's row stops before it: a claimed job's past is not the worker's concern.
+        history=load_history(row[22]) if len(row) > 22 else [],
     )
 
 
@@ -249,8 +253,11 @@ REQUEUED = (OutcomeKind.RETRY, OutcomeKind.REQUEUE, OutcomeKind.RELEASE)
 _SUCCEEDED_MANY = Q["succeeded_many"]
 _SUCCEEDED = Q["succeeded"]
 _FINISHED = Q["finished"]
+_APPEND = Q["append_history"]
+_FAILED = Q["failed"].format(history=_APPEND)
 _RELEASED = Q["released"]
-_RETRIED = Q["retried"]
+_RETRIED = Q["retried"].format(history=_APPEND)
+_RETRIED_BARE = Q["retried"].format(history="history")
 _REQUEUED = Q["requeued"]
 
 
@@ -299,12 +306,18 @@ def complete(
                 applied.append(True)
                 continue
             cur = conn.execute(_SUCCEEDED, (o.result, now, *fence))
+        elif kind is OutcomeKind.FAILED and o.error is not None:
+            entry = history_entry(o.error, o.attempt)
+            cur = conn.execute(_FAILED, (dump_error(o.error), entry, now, *fence))
         elif kind is OutcomeKind.FAILED or kind is OutcomeKind.CANCELLED:
             cur = conn.execute(_FINISHED, (kind.value, dump_error(o.error), now, *fence))
         elif kind is OutcomeKind.RELEASE:
             cur = conn.execute(_RELEASED, (now, now, *fence))
+        elif kind is OutcomeKind.RETRY and o.error is not None:
+            entry = history_entry(o.error, o.attempt)
+            cur = conn.execute(_RETRIED, (dump_error(o.error), entry, now + o.delay, *fence))
         elif kind is OutcomeKind.RETRY:
-            cur = conn.execute(_RETRIED, (dump_error(o.error), now + o.delay, *fence))
+            cur = conn.execute(_RETRIED_BARE, (None, now + o.delay, *fence))
         else:
             cur = conn.execute(_REQUEUED, (now, *fence))
         rows = cur.fetchall()
@@ -342,8 +355,8 @@ def _count_successes(
 
 
 _EXPIRED = Q["expired"]
-_EXPIRED_FAIL = Q["expired_fail"]
-_EXPIRED_REQUEUE = Q["expired_requeue"]
+_EXPIRED_FAIL = Q["expired_fail"].format(history=_APPEND)
+_EXPIRED_REQUEUE = Q["expired_requeue"].format(history=_APPEND)
 
 
 def requeue_expired(conn: sqlite3.Connection, now: float) -> int:
@@ -351,15 +364,14 @@ def requeue_expired(conn: sqlite3.Connection, now: float) -> int:
     changes: Tally = {}
     for job_id, attempt, max_attempts, worker_id, queue in rows:
         if attempt >= max_attempts:
-            cur = conn.execute(
-                _EXPIRED_FAIL, (dump_error(lease_expired_error(worker_id)), now, job_id, attempt)
-            )
+            error = lease_expired_error(worker_id)
+            entry = history_entry(error, attempt)
+            cur = conn.execute(_EXPIRED_FAIL, (dump_error(error), entry, now, job_id, attempt))
             _move(changes, queue, "running", "failed", cur.rowcount)
         else:
-            cur = conn.execute(
-                _EXPIRED_REQUEUE,
-                (now, dump_error(lease_requeued_error(worker_id)), job_id, attempt),
-            )
+            error = lease_requeued_error(worker_id)
+            entry = history_entry(error, attempt)
+            cur = conn.execute(_EXPIRED_REQUEUE, (now, dump_error(error), entry, job_id, attempt))
             _move(changes, queue, "running", "queued", cur.rowcount)
     tally(conn, changes)
     return len(rows)

@@ -43,6 +43,10 @@ PRAGMA data_version
 -- name: counts_table_exists
 SELECT 1 FROM sqlite_master WHERE type='table' AND name='offload_counts'
 
+-- Whether step 5's column is there already (see schema._SKIP_IF).
+-- name: history_column_exists
+SELECT 1 FROM pragma_table_info('offload_jobs') WHERE name='history'
+
 
 -- === Totals (offload_counts) ===============================================================
 
@@ -84,13 +88,13 @@ SELECT name FROM offload_queues
 -- name: job_by_key
 SELECT id, task, queue, args, kwargs, state, priority, attempt, max_attempts, run_at,
     enqueued_at, timeout, started_at, finished_at, lease_until, worker_id, key, result,
-    error, progress, meta, cancel_requested
+    error, progress, meta, cancel_requested, history
 FROM offload_jobs WHERE task=? AND key=?
 
 -- name: job_by_id
 SELECT id, task, queue, args, kwargs, state, priority, attempt, max_attempts, run_at,
     enqueued_at, timeout, started_at, finished_at, lease_until, worker_id, key, result,
-    error, progress, meta, cancel_requested
+    error, progress, meta, cancel_requested, history
 FROM offload_jobs WHERE id=?
 
 -- Newest first, a page at a time. {where}: empty, or WHERE and the list_* conditions that
@@ -98,7 +102,7 @@ FROM offload_jobs WHERE id=?
 -- name: list_jobs
 SELECT id, task, queue, args, kwargs, state, priority, attempt, max_attempts, run_at,
     enqueued_at, timeout, started_at, finished_at, lease_until, worker_id, key, result,
-    error, progress, meta, cancel_requested
+    error, progress, meta, cancel_requested, history
 FROM offload_jobs {where} ORDER BY id DESC LIMIT ?
 
 -- {marks}: one ? per value.
@@ -204,6 +208,13 @@ UPDATE offload_jobs SET state=?, error=?, finished_at=?, lease_until=NULL, cance
 WHERE id=? AND state='running' AND worker_id=? AND attempt=?
 RETURNING queue, state
 
+-- A failure with its error, which joins the history too. {history}: append_history.
+-- name: failed
+UPDATE offload_jobs SET state='failed', error=?, history={history}, finished_at=?,
+    lease_until=NULL, cancel_requested=0
+WHERE id=? AND state='running' AND worker_id=? AND attempt=?
+RETURNING queue, state
+
 -- Handed back unrun (a worker shutting down): the attempt does not count, and a job whose
 -- cancellation was asked for meanwhile ends cancelled instead.
 -- name: released
@@ -218,8 +229,9 @@ UPDATE offload_jobs SET
 WHERE id=? AND state='running' AND worker_id=? AND attempt=?
 RETURNING queue, state
 
+-- {history}: append_history, or history itself for a retry without an error.
 -- name: retried
-UPDATE offload_jobs SET state='queued', error=?, run_at=?, lease_until=NULL,
+UPDATE offload_jobs SET state='queued', error=?, history={history}, run_at=?, lease_until=NULL,
     cancel_requested=0
 WHERE id=? AND state='running' AND worker_id=? AND attempt=?
 RETURNING queue, state
@@ -232,6 +244,15 @@ WHERE id=? AND state='running' AND worker_id=? AND attempt=?
 RETURNING queue, state
 
 -- Successes whose queue the caller did not know, by queue. {marks}: one ? per id.
+-- The history with the entry bound to ? appended (JSON text), its oldest entry dropped
+-- once records.HISTORY_MAX (the 9 is one below it) are there; composed into the error
+-- paths' statements above. NULL is a row from before the history was kept.
+-- name: append_history
+json_insert(
+    CASE WHEN json_array_length(coalesce(history, '[]')) > 9
+        THEN json_remove(history, '$[0]') ELSE coalesce(history, '[]') END,
+    '$[#]', json(?))
+
 -- name: queues_of
 SELECT queue, count(*) FROM offload_jobs WHERE id IN ({marks}) GROUP BY queue
 
@@ -242,12 +263,14 @@ SELECT queue, count(*) FROM offload_jobs WHERE id IN ({marks}) GROUP BY queue
 SELECT id, attempt, max_attempts, worker_id, queue FROM offload_jobs
 WHERE state='running' AND lease_until < ?
 
+-- {history}: append_history, the lapsed lease's error joining the history.
 -- name: expired_fail
-UPDATE offload_jobs SET state='failed', error=?, finished_at=?, lease_until=NULL
+UPDATE offload_jobs SET state='failed', error=?, history={history}, finished_at=?,
+    lease_until=NULL
 WHERE id=? AND state='running' AND attempt=?
 
 -- name: expired_requeue
-UPDATE offload_jobs SET state='queued', run_at=?, lease_until=NULL, error=?
+UPDATE offload_jobs SET state='queued', run_at=?, lease_until=NULL, error=?, history={history}
 WHERE id=? AND state='running' AND attempt=?
 
 

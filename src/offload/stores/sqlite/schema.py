@@ -21,6 +21,7 @@ SCHEMA_VERSION = max(MIGRATIONS)
 _USER_VERSION = QUERIES["user_version"]
 _SET_USER_VERSION = QUERIES["set_user_version"]
 _COUNTS_TABLE_EXISTS = QUERIES["counts_table_exists"]
+_HISTORY_COLUMN_EXISTS = QUERIES["history_column_exists"]
 
 
 def _counts_kept_already(conn: sqlite3.Connection) -> bool:
@@ -31,8 +32,18 @@ def _counts_kept_already(conn: sqlite3.Connection) -> bool:
     return conn.execute(_COUNTS_TABLE_EXISTS).fetchone() is not None
 
 
+def _history_kept_already(conn: sqlite3.Connection) -> bool:
+    """Whether step 5 finds its column there already: a file at version 0 runs every step
+    again, and unlike ``CREATE ... IF NOT EXISTS`` SQLite has no ``ADD COLUMN`` that may
+    find its column present."""
+    return conn.execute(_HISTORY_COLUMN_EXISTS).fetchone() is not None
+
+
 # Steps skipped, by number, when the check says the file already holds what they add.
-_SKIP_IF: dict[int, Callable[[sqlite3.Connection], bool]] = {1: _counts_kept_already}
+_SKIP_IF: dict[int, Callable[[sqlite3.Connection], bool]] = {
+    1: _counts_kept_already,
+    5: _history_kept_already,
+}
 
 
 def check_version(conn: sqlite3.Connection) -> int:

@@ -1,6 +1,9 @@
 -- KEYS: ready, delayed, running, done, counts, wake, failed, cancelled
 -- ARGV: job key prefix, then per outcome 7 fields:
---   id, worker id, attempt, kind, result|'', error json|'', delay
+--   id, worker id, attempt, kind, result|entry|'', error json|'', delay
+-- The fifth field is the result of a success; of a failure or retry with an error, it is the
+-- error's history entry as JSON (records.JobError.for_history), so a success's fields stay
+-- as few as they were.
 -- kind: succeeded, failed, cancelled, retry, requeue or release (see OutcomeKind)
 -- Each outcome applies only while the reporter still holds the lease (fencing).
 -- Returns one 1/0 per outcome. Set changes are collected and applied once per call.
@@ -38,6 +41,7 @@ for i = 2, #ARGV, 7 do
         redis.call('HDEL', k, 'lease_until')
         redis.call('HSET', k, 'state', kind, 'finished_at', nows, 'cancel_requested', '0',
           'error', err)
+        if result ~= '' then add_history(k, cjson.decode(result)) end
       else
         redis.call('HDEL', k, 'lease_until', 'error')
         redis.call('HSET', k, 'state', kind, 'finished_at', nows, 'cancel_requested', '0')
@@ -55,6 +59,7 @@ for i = 2, #ARGV, 7 do
       if kind == 'retry' then
         run_num = now + delay
         if err ~= '' then redis.call('HSET', k, 'error', err) else redis.call('HDEL', k, 'error') end
+        if result ~= '' then add_history(k, cjson.decode(result)) end
       elseif kind == 'release' then -- never started: undo the claim
         local back = tonumber(attempt) - 1
         redis.call('HSET', k, 'attempt', back)

@@ -48,6 +48,17 @@ local function wake(list, n)
   end
 end
 
+-- A job's error history (JobRecord.history) with one more entry, a decoded JSON object,
+-- the oldest dropped past 10 (records.HISTORY_MAX). Only the error paths call it.
+local function add_history(k, entry)
+  local raw = redis.call('HGET', k, 'history')
+  local past = {}
+  if raw then past = cjson.decode(raw) end
+  past[#past + 1] = entry
+  while #past > 10 do table.remove(past, 1) end
+  redis.call('HSET', k, 'history', cjson.encode(past))
+end
+
 local FINISHED = {succeeded = true, failed = true, cancelled = true}
 
 -- A job as a fixed-order row (the client decodes by position; see layout.FIELDS). The

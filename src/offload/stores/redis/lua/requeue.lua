@@ -1,7 +1,8 @@
 -- KEYS: ready, running, done, counts, wake, failed
 -- ARGV: job key prefix, cap, error json when attempts are left, error json when exhausted
 -- (both with the placeholder "\u0000W" for the worker id, JSON-escaped here).
--- Requeues (or fails) running jobs whose lease lapsed. Returns how many.
+-- Requeues (or fails) running jobs whose lease lapsed, the error joining the job's history
+-- with the attempt that lost its lease. Returns how many.
 local ready, running, done, counts, wakes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local jp, cap, again, exhausted = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local now = now_s()
@@ -19,14 +20,21 @@ for _, id in ipairs(expired) do
       local s = string.gsub(template, '\\u0000W', function() return who end)
       return s
     end
+    local function lapsed(err)
+      local entry = cjson.decode(err)
+      entry.attempt = tonumber(cur[2])
+      add_history(k, entry)
+      return err
+    end
     redis.call('HDEL', k, 'lease_until')
     if tonumber(cur[2]) >= tonumber(cur[3]) then
-      redis.call('HSET', k, 'state', 'failed', 'finished_at', nows, 'error', fill(exhausted))
+      redis.call('HSET', k, 'state', 'failed', 'finished_at', nows, 'error',
+        lapsed(fill(exhausted)))
       redis.call('ZADD', done, now, id)
       redis.call('ZADD', KEYS[6], now, id)
       move('running', 'failed')
     else
-      redis.call('HSET', k, 'state', 'queued', 'run_at', nows, 'error', fill(again))
+      redis.call('HSET', k, 'state', 'queued', 'run_at', nows, 'error', lapsed(fill(again)))
       redis.call('ZADD', ready, -tonumber(cur[5]), id)
       move('running', 'queued')
       requeued = requeued + 1
