@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,21 +15,15 @@ from pathlib import Path
 import httpx
 
 from tests.acceptance.test_cli import ROOT, cli, cli_env
+from tests.integration.notify_server import free_port
 
 START_TIMEOUT = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextmanager
 def dashboard(*args: str, env: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
     """Run the command until the block ends; yields its base URL and its first lines."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "offload.cli", "dashboard", "--port", str(port), *args],
         cwd=ROOT,

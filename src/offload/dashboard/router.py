@@ -8,6 +8,7 @@ means in the jobs API and on the command line, and a secret hidden there is hidd
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
@@ -502,12 +503,4 @@ async def _search(jobs: Offload, flt: JobFilter, q: str, cursor: str | None) -> 
         record = None
     if record is not None:
         return Page([record], None)
-    keyed = JobFilter(
-        states=flt.states,
-        tasks=flt.tasks,
-        queues=flt.queues,
-        enqueued_after=flt.enqueued_after,
-        enqueued_before=flt.enqueued_before,
-        key=q,
-    )
-    return await admin.list_jobs(jobs.store, keyed, PAGE_SIZE, cursor)
+    return await admin.list_jobs(jobs.store, dataclasses.replace(flt, key=q), PAGE_SIZE, cursor)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -142,7 +142,6 @@ class Overview:
     running_more: bool = False
     registry: bool = False
     """Workers come from the store's registry (idle ones too), not from running jobs."""
-    activity: list[Activity] = field(default_factory=list)
 
 
 def _bucket_series(activity: list[Activity], start: float) -> list[Activity]:
@@ -288,7 +287,6 @@ async def overview(jobs: Offload, cache: ActivityCache | None = None) -> Overvie
         workers=workers,
         running_more=running.next_cursor is not None,
         registry=registry,
-        activity=activity,
     )
 
 
