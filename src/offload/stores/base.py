@@ -172,7 +172,10 @@ class Store(Protocol):
 
     async def claim(self, request: ClaimRequest) -> list[JobRecord]:
         """Move up to ``request.limit`` due jobs of ``request.queues`` to running (priority
-        desc, then FIFO) in one step, incrementing ``attempt`` and setting the lease."""
+        desc, then FIFO) in one step, incrementing ``attempt`` and setting the lease.
+
+        The records may leave ``history`` empty: a worker never reads it, and a claim is the
+        hot path. ``get`` and ``list`` return it."""
 
     async def wait_claim(
         self, request: ClaimRequest, timeout: float, stop: asyncio.Event
