@@ -209,6 +209,7 @@ class Worker:
     async def _work(self) -> None:
         background = [
             asyncio.create_task(self._heartbeat_loop(), name="offload-heartbeat"),
+            asyncio.create_task(self._registry_loop(), name="offload-registry"),
             asyncio.create_task(self._reaper_loop(), name="offload-reaper"),
             # Every worker runs the scheduler; slot keys make the copies agree (DESIGN §6).
             asyncio.create_task(Scheduler(self.app).run(self._stop), name="offload-scheduler"),
@@ -507,12 +508,22 @@ class Worker:
             )
 
     async def _heartbeat_loop(self) -> None:
+        """Renew every third of the lease, counted from one tick's start to the next, so
+        that a slow round trip does not push the next renewal back: a lease that lapses on
+        a busy machine makes its jobs run twice."""
+        interval = self.lease / 3
+        due = time.monotonic()
+        while True:
+            due = max(due + interval, time.monotonic())
+            await asyncio.sleep(due - time.monotonic())
+            if self._leases:
+                await self._renew()
+
+    async def _registry_loop(self) -> None:
+        """The registry entry in a loop of its own: its write never delays a renewal."""
         interval = self.lease / 3
         while True:
             await asyncio.sleep(interval)
-            # The leases first: they keep the jobs; the entry only lists the worker.
-            if self._leases:
-                await self._renew()
             await self._record()
 
     async def _renew(self) -> None:

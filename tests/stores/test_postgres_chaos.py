@@ -24,11 +24,16 @@ from offload.errors import StoreUnavailable
 from offload.stores.base import JobFilter
 from tests.stores.pg_server import OwnPostgres
 from tests.stores.pg_server import own_postgres as own_postgres  # the fixture, used by name
-from tests.stores.redis_helpers import CONCURRENCY, LEASE, ROOT, make_app, read_acked, read_runs
+from tests.stores.redis_helpers import CONCURRENCY, ROOT, make_app, read_acked, read_runs
 from tests.stores.test_redis_chaos import _all_done, _await_exit, _stop, _succeeded
 
 SCHEMA = "chaos"
 OFFLOAD = Path(sys.executable).with_name("offload")
+# Longer than the Redis chaos tests' 1.5 s: on two cores shared by three workers, two
+# producers, the server and the test, a worker's renewal can come later than 1.5 s, and a
+# lease that lapses so makes a job run twice that no kill explains (an allowed duplicate, but
+# one this test cannot trace). A killed worker's jobs still come back well within the run.
+LEASE = 3.0
 
 
 def _env(url: str, **extra: str) -> dict[str, str]:
@@ -122,6 +127,7 @@ class TestWorkerKills:
         producers = [spawn_producer(url, i * per_producer, per_producer, tmp_path, log)
                      for i in range(2)]  # fmt: skip
         killed: set[int] = set()
+        kills: list[tuple[int, float]] = []
         in_flight: set[int] = set()
         in_flight_total = 0
         try:
@@ -135,6 +141,7 @@ class TestWorkerKills:
                 doomed.kill()
                 doomed.wait()
                 killed.add(doomed.pid)
+                kills.append((doomed.pid, round(time.time(), 3)))
                 held = await _running_in(app, doomed.pid)
                 in_flight |= held
                 in_flight_total += len(held)
@@ -158,7 +165,12 @@ class TestWorkerKills:
         for n in twice:
             for earlier in ran[n][:-1]:
                 assert earlier.pid in killed, f"job {n} ran again without a kill: {ran[n]}"
-        assert twice <= in_flight, f"ran twice, not in flight at a kill: {twice - in_flight}"
+        untraced = sorted(twice - in_flight)
+        detail = {n: ran[n] for n in untraced[:5]}
+        assert not untraced, (
+            f"ran twice, not in flight at a kill: {untraced}\nruns of the first: {detail}\n"
+            f"kills: {kills}\n{tail}"
+        )
         print(f"{victim} kills, {in_flight_total} jobs in flight at them, {len(twice)} run twice")
 
 
