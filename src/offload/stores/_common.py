@@ -8,7 +8,7 @@ import base64
 import json
 import math
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -291,3 +291,18 @@ async def wait_then_claim(
     if stop.is_set():
         return []
     return await store.claim(request)
+
+
+async def poll_changes(
+    read: Callable[[], Awaitable[str]], since: str | None, timeout: float, interval: float
+) -> str:
+    """``ChangeFeed.changes`` over a token that costs the store next to nothing to read (a
+    counter it keeps anyway): read it every ``interval`` until it moves or time is up."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(0.0, timeout)
+    while True:
+        token = await read()
+        remaining = deadline - loop.time()
+        if token != since or remaining <= 0:
+            return token
+        await asyncio.sleep(min(interval, remaining))

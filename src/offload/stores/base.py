@@ -267,8 +267,7 @@ class Store(Protocol):
 # stub out. ``Offload`` checks each one once, when it is built around its store
 # (``isinstance`` against the runtime-checkable Protocol), keeps the answer, and takes the
 # faster or stronger path where the store offers it; a store without it is never asked.
-# An event feed (for the dashboard's live view) comes as a further capability with its
-# feature.
+# The event feed of DESIGN §4 (for the dashboard's live view) is one of them: ChangeFeed.
 
 
 @runtime_checkable
@@ -295,6 +294,22 @@ class TransactionalEnqueue(Protocol):
     async def enqueue_in(self, connection: Any, jobs: Sequence[NewJob]) -> list[JobRecord]:
         """``Store.enqueue`` on ``connection``, in the caller's transaction; the jobs reach
         workers when it commits, and never if it rolls back."""
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """A cheap signal that the jobs may have changed, whoever changed them (any process,
+    any machine), so that a live view redraws when something happened instead of reading
+    counts and lists on a timer.
+
+    The signal is a token, opaque and comparable: it differs once a write that changed jobs
+    has committed. It may change when nothing a reader would see did (a write elsewhere in
+    the same database), never the other way round, except where the store says so. Reading
+    it costs no write on the hot path: the stores derive it from what they keep anyway."""
+
+    async def changes(self, since: str | None, timeout: float) -> str:
+        """The current token, as soon as it differs from ``since`` (at once when ``since``
+        is None or already stale), or after ``timeout`` seconds (then equal to ``since``)."""
 
 
 @runtime_checkable

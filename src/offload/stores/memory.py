@@ -27,6 +27,7 @@ from offload.stores._common import (
     lease_requeued_error,
     matches,
     not_deletable,
+    poll_changes,
     queued_record,
     sort_key,
     tally_activity,
@@ -79,6 +80,16 @@ class MemoryStore:
 
     def _wake(self) -> None:
         self._changed.set()
+
+    async def changes(self, since: str | None, timeout: float) -> str:
+        """``ChangeFeed`` by fingerprint: every job's id, state and attempt, read whole on
+        each poll, which suits a store that only tests and eager runs hold."""
+
+        async def read() -> str:
+            jobs = self._jobs.values()
+            return str(hash(tuple((j.id, j.state, j.attempt) for j in jobs)))
+
+        return await poll_changes(read, since, timeout, 0.05)
 
     def _queued(self, job: JobRecord) -> None:
         """Index a job that has just become queued (see ``claim``)."""

@@ -25,6 +25,7 @@ from offload.errors import InvalidTransition
 from offload.ids import new_id
 from offload.records import JobError, JobState
 from offload.stores.base import ClaimRequest, JobFilter, Outcome, OutcomeKind, Store
+from offload.testing.conformance_changes import ChangeFeedConformance
 from offload.testing.conformance_history import HistoryConformance
 from offload.testing.conformance_listing import ListingConformance
 from offload.testing.conformance_services import ScheduleConformance, WakeUpConformance
@@ -41,6 +42,7 @@ class StoreConformance(
     ListingConformance,
     WorkerRegistryConformance,
     HistoryConformance,
+    ChangeFeedConformance,
 ):
     """Behaviour every ``Store`` must show (DESIGN §3 and §4)."""
 

@@ -106,6 +106,11 @@ WHERE state = 'queued' AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s
 -- name: now
 SELECT extract(epoch FROM clock_timestamp())::float8
 
+-- The change feed's token: one past the newest finished writing transaction of the server.
+-- It moves with every write, the jobs' and any other, and costs no table access.
+-- name: change_token
+SELECT pg_snapshot_xmax(pg_current_snapshot())::text
+
 
 -- === Enqueue ===============================================================================
 

@@ -42,6 +42,7 @@ from offload.stores._common import (
     lease_expired_error,
     lease_requeued_error,
     not_deletable,
+    poll_changes,
     queue_list,
     queued_record,
     sort_key,
@@ -73,6 +74,8 @@ Conn = psycopg.AsyncConnection[TupleRow]
 # Lapsed leases one reaper pass handles, and finished jobs one purge statement deletes.
 REAP_BATCH = 1000
 PURGE_BATCH = 5000
+# How often a live view's wait asks the server for its transaction horizon.
+CHANGES_POLL_SECONDS = 0.5
 # Errors by which the server or the network failed the operation (not the statement).
 _UNREACHABLE = (psycopg.OperationalError, PoolTimeout, OSError, TimeoutError)
 
@@ -477,6 +480,17 @@ class PostgresStore:
         params = {"since": since, "bucket": bucket}
         rows = await self._rows("reading activity", self._q["activity"], params)
         return tally_activity(((float(n), s, int(c)) for n, s, c in rows), bucket)
+
+    async def changes(self, since: str | None, timeout: float) -> str:
+        """``ChangeFeed``: the server's transaction horizon, which a write that changed
+        jobs moves, as does any other write on the server (a busy application database
+        reads as always changed, which costs a live view only its redraws)."""
+
+        async def read() -> str:
+            rows = await self._rows("reading the change token", self._q["change_token"], {})
+            return str(rows[0][0])
+
+        return await poll_changes(read, since, timeout, CHANGES_POLL_SECONDS)
 
     async def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
         rows = await self._rows(

@@ -6,6 +6,8 @@ Both walk sorted sets in bounded batches so that one call never blocks the serve
 
 from __future__ import annotations
 
+import hashlib
+
 from offload.records import JobRecord
 from offload.stores._common import (
     check_activity,
@@ -260,3 +262,21 @@ async def read_activity(conn: RedisConnection, since: float, bucket: float) -> l
                 else:
                     del resume[queue]
     return tally_activity(rows, bucket)
+
+
+async def read_change_token(conn: RedisConnection) -> str:
+    """The ``ChangeFeed`` token: a digest of every queue's per-state counts, which each
+    script already keeps in step with its change of state, so reading them adds nothing to
+    the hot path. Moves that leave every count as it was between two reads (one job failing
+    while another is retried out of failed, in the same queue) go unseen until the next."""
+    async with conn.guard("reading the change token"):
+        names = sorted(await conn.refresh_known())
+        replies = (
+            await conn.run([("HGETALL", conn.layout.queue(q).counts) for q in names])
+            if names
+            else []
+        )
+    digest = hashlib.blake2b(digest_size=12)
+    for queue, fields in zip(names, replies, strict=True):
+        digest.update(f"{queue}\x00{sorted(fields.items())}\x00".encode())
+    return digest.hexdigest()

@@ -28,6 +28,7 @@ from offload.stores._common import (
     lease_expired_error,
     lease_requeued_error,
     not_deletable,
+    poll_changes,
     wait_then_claim,
 )
 from offload.stores.base import (
@@ -42,7 +43,13 @@ from offload.stores.base import (
 )
 from offload.stores.redis.connection import RedisConnection
 from offload.stores.redis.layout import NUL, record, record_from
-from offload.stores.redis.scan import delete_done, list_jobs, purge_done, read_activity
+from offload.stores.redis.scan import (
+    delete_done,
+    list_jobs,
+    purge_done,
+    read_activity,
+    read_change_token,
+)
 from offload.stores.redis.workers import forget_worker, live_workers, record_worker
 
 # Jobs of concurrent callers sent together in one enqueue call at most (one caller's own
@@ -52,6 +59,8 @@ COALESCE_MAX = 1000
 REAP_BATCH = 1000
 # Placeholder the requeue script replaces with the (JSON-escaped) id of the dead worker.
 _WORKER_MARK = "\x00W"
+# How often a live view's wait reads the counts: one pipelined HGETALL per queue.
+CHANGES_POLL_SECONDS = 0.25
 
 
 class RedisStore:
@@ -620,6 +629,11 @@ class RedisStore:
 
     async def activity(self, since: float, bucket: float) -> list[Activity]:
         return await read_activity(self._conn, since, bucket)
+
+    async def changes(self, since: str | None, timeout: float) -> str:
+        return await poll_changes(
+            lambda: read_change_token(self._conn), since, timeout, CHANGES_POLL_SECONDS
+        )
 
     async def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
         return await list_jobs(self._conn, filter, limit, cursor)

@@ -30,6 +30,7 @@ from offload.stores._common import (
     encode_cursor,
     id_bounds,
     not_deletable,
+    poll_changes,
     queue_list,
     queued_record,
     tally_activity,
@@ -56,6 +57,8 @@ log = logging.getLogger("offload.store.sqlite")
 
 # Cross-process wake-up poll: from 1 ms, doubling while idle, to at most this interval.
 MAX_POLL_SECONDS = 0.005
+# A live view needs no finer grain than this; each read is one PRAGMA on shared memory.
+CHANGES_POLL_SECONDS = 0.2
 # Claims remembered for the counts (``SQLiteStore._claimed``) at most.
 CLAIMED_MAX = 100_000
 
@@ -424,6 +427,17 @@ class SQLiteStore:
     async def next_run_at(self, queues: Sequence[str] | None) -> float | None:
         qs = queue_list(queues)
         return await self._run(lambda conn: ops.next_run_at(conn, qs), write=False)
+
+    async def changes(self, since: str | None, timeout: float) -> str:
+        """``ChangeFeed``: the file's ``data_version`` as seen by the watch connection, which
+        moves on every commit of any other connection, this process's writer included."""
+        if self._watch is None:
+            raise _not_open()
+
+        async def read() -> str:
+            return str(self._data_version())
+
+        return await poll_changes(read, since, timeout, CHANGES_POLL_SECONDS)
 
     async def wait(self, queues: Sequence[str] | None, timeout: float) -> None:
         loop = asyncio.get_running_loop()
