@@ -17,11 +17,12 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from offload import admin
 from offload.dashboard import views
+from offload.dashboard.live import wait_for_change
 from offload.dashboard.mail import MailSource, MailUnavailable, Shown
 from offload.dashboard.security import CsrfGuard, SecureRoute, mail_html_headers
 from offload.errors import (
@@ -258,6 +259,21 @@ def dashboard_router(
     @router.get("/live/overview", name="offload_dashboard_overview_live")
     async def overview_live(request: Request) -> HTMLResponse:
         return await overview(request, "overview_live.html")
+
+    @router.get("/live/changes", name="offload_dashboard_changes")
+    async def changes(request: Request) -> JSONResponse:
+        """What the pages' script waits on before it fetches a fragment again."""
+        no_store = {"Cache-Control": "no-store"}
+        try:
+            async with store_call():
+                change = await wait_for_change(jobs.store, request.query_params.get("since"))
+        except _PageError as exc:
+            retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.code == 503 else {}
+            return JSONResponse(
+                {"detail": exc.message}, status_code=exc.code, headers=no_store | retry
+            )
+        body = {"token": change.token, "changed": change.changed}
+        return JSONResponse(body, headers=no_store)
 
     @router.get("/jobs", name="offload_dashboard_jobs", response_class=HTMLResponse)
     async def jobs_page(request: Request) -> HTMLResponse:

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from offload.errors import ConfigError
 from offload.stores.base import (
     Activity,
+    ChangeFeed,
     ClaimRequest,
     JobFilter,
     NewJob,
@@ -28,6 +29,7 @@ ACCEPTED = (
 __all__ = [
     "ACCEPTED",
     "Activity",
+    "ChangeFeed",
     "ClaimRequest",
     "JobFilter",
     "NewJob",
