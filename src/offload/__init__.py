@@ -1,6 +1,7 @@
 """offload: durable background jobs for FastAPI."""
 
 from offload.app import Offload
+from offload.depends import Depends
 from offload.errors import (
     Cancel,
     ConfigError,
@@ -27,6 +28,7 @@ __all__ = [
     "AsyncTask",
     "Cancel",
     "ConfigError",
+    "Depends",
     "Fail",
     "InvalidCursor",
     "InvalidTransition",

@@ -10,6 +10,9 @@ the store takes, and reads only why the worker cancelled a job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import functools
 import json
 import logging
 import time
@@ -19,6 +22,7 @@ from typing import Any
 
 from offload import correlation
 from offload.app import Offload
+from offload.depends import DependencyFailed
 from offload.errors import Cancel, Fail, Retry
 from offload.executors import (
     Executors,
@@ -223,6 +227,9 @@ class JobRunner:
                 raise
             return raw
         args, kwargs = task.codec.decode_args(record.args, record.kwargs)
+        if task.dependencies:
+            call = self._with_dependencies(task, record, args, kwargs)
+            return await self._with_timeout(call, timeout, record, thread=not task.is_async)
         if task.codec.context_param is not None:
             task.codec.add_context(args, kwargs, self._context(record))
         if task.is_async:
@@ -230,6 +237,29 @@ class JobRunner:
         return await self._with_timeout(
             self.executors.run_sync(task, args, kwargs), timeout, record, thread=True
         )
+
+    async def _with_dependencies(
+        self, task: Task[Any, Any], record: JobRecord, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        """Run the task with its dependencies resolved (on the loop, sync ones in the task
+        threads) and closed when it ends: the timeout and a cancellation reach them too, so a
+        ``yield`` dependency is closed, with the job's exception, however the job ends."""
+        codec = task.codec
+        wanted = codec.context_param is not None or task.dependencies.wants_context
+        ctx = self._context(record) if wanted else None
+        async with contextlib.AsyncExitStack() as stack:
+            kwargs.update(await task.dependencies.resolve(stack, ctx, self._in_thread))
+            if ctx is not None and codec.context_param is not None:
+                codec.add_context(args, kwargs, ctx)
+            if task.is_async:
+                return await task.fn(*args, **kwargs)
+            return await self.executors.run_sync(task, args, kwargs)
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A sync dependency's call, in the pool sync tasks run in, with the job's log
+        fields (context variables) as the task itself gets them."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self.executors.threads, call)
 
     async def _with_timeout(
         self, call: Any, timeout: float | None, record: JobRecord, thread: bool
@@ -277,6 +307,8 @@ class JobRunner:
     ) -> Outcome:
         policy = task.config.policy
         error = _error_of(exc)
+        if isinstance(exc, DependencyFailed):  # retry_on= and give_up_on= mean its error
+            exc = exc.error
         if isinstance(exc, Retry):
             if record.attempt >= record.max_attempts:
                 return self._failed(

@@ -12,7 +12,7 @@ import json
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -65,8 +65,12 @@ def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
 class Codec:
     """Encodes the arguments and result of one task function."""
 
-    def __init__(self, fn: Callable[..., Any], task_name: str) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], task_name: str, dependencies: Collection[str] = ()
+    ) -> None:
         self.task_name = task_name
+        # Parameters the worker fills (``offload.depends``): never encoded, never passed.
+        self.dependency_params = frozenset(dependencies)
         hints = _hints(fn)
         signature = inspect.signature(fn)
         self.context_param: str | None = None
@@ -89,12 +93,20 @@ class Codec:
         has_var_positional = any(
             p.kind is inspect.Parameter.VAR_POSITIONAL for p in signature.parameters.values()
         )
+        after_dependency = False
         for index, param in enumerate(signature.parameters.values()):
             hint = hints.get(param.name, Any)
             if hint is JobContext:
                 self.context_param = param.name
                 self.context_first = index == 0
                 continue
+            if param.name in self.dependency_params:
+                after_dependency = True
+                continue
+            if after_dependency and param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+                # A value in this position would be meant for the dependency before it (as
+                # the type checker reads the call): the parameters after one are named.
+                param = param.replace(kind=inspect.Parameter.KEYWORD_ONLY)
             positional = param.kind is inspect.Parameter.POSITIONAL_ONLY or (
                 has_var_positional and param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
             )
@@ -118,6 +130,10 @@ class Codec:
                 self.var_positional = param.name
             elif param.kind is inspect.Parameter.VAR_KEYWORD:
                 self.var_keyword = param.name
+        # The whole call as written, without the context: to name a dependency a call filled.
+        self.full_signature = signature.replace(
+            parameters=[p for p in signature.parameters.values() if p.name != self.context_param]
+        )
         self.signature = signature.replace(parameters=params)
         self.no_params = not params
         # Parameters that take plain names only (no *args, **kwargs or positional-only ones):
@@ -194,6 +210,8 @@ class Codec:
         """Check the call against the signature and encode it; raises ``TypeError``."""
         if not args and not kwargs and self.no_params:
             return EMPTY_ARGS, EMPTY_KWARGS
+        if self.dependency_params and not self.dependency_params.isdisjoint(kwargs):
+            self._refuse_dependency(args, kwargs)
         positional: list[Any] = []
         named: dict[str, Any] = {}
         adapters = self.adapters
@@ -209,6 +227,8 @@ class Codec:
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
+            if self.dependency_params:
+                self._refuse_dependency(args, kwargs)
             raise TypeError(f"task {self.task_name!r}: {exc}") from None
         for name, value in bound.arguments.items():
             adapter = adapters[name]
@@ -224,6 +244,21 @@ class Codec:
             _json(positional) if positional else EMPTY_ARGS,
             _json(named) if named else EMPTY_KWARGS,
         )
+
+    def _refuse_dependency(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise naming the dependency a call gave a value to, by name or by position."""
+        named = [name for name in kwargs if name in self.dependency_params]
+        if not named:
+            try:
+                bound = self.full_signature.bind_partial(*args, **kwargs)
+            except TypeError:
+                return
+            named = [name for name in bound.arguments if name in self.dependency_params]
+        if named:
+            raise TypeError(
+                f"task {self.task_name!r}: {named[0]} is a dependency the worker provides; "
+                "do not pass it"
+            )
 
     def _match(self, args: Sequence[Any], kwargs: dict[str, Any]) -> list[tuple[str, Any]] | None:
         """The call as (name, value) pairs, as ``Signature.bind`` would give them, when the

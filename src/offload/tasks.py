@@ -7,6 +7,7 @@ The parameter spec ``P`` excludes a leading ``JobContext`` parameter, so mypy ch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import sys
 from collections.abc import Callable, Coroutine, Iterable
@@ -14,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
+from offload.depends import DependencyError, plan
 from offload.ids import new_id
 from offload.jobs import Job, JobContext
 from offload.redaction import SECRET_ARGS_META
@@ -94,7 +96,15 @@ class Task(Generic[P, R]):
         self.fn = fn
         self.config = config
         self.name = config.name
-        self.codec = Codec(fn, config.name)
+        self.dependencies = plan(fn, config.name)
+        if self.dependencies and config.cpu_bound:
+            raise DependencyError(
+                f"cpu_bound task {config.name!r} cannot take dependencies "
+                f"({', '.join(sorted(self.dependencies.names))}): their values live in the "
+                "worker and cannot be sent to a pool process; resolve them inside the task, "
+                "or drop cpu_bound=True"
+            )
+        self.codec = Codec(fn, config.name, self.dependencies.names)
         limit = config.max_payload if config.max_payload is not None else app.max_payload
         self.max_payload = limit
         self._payload_limit = sys.maxsize if limit is None else limit
@@ -201,12 +211,40 @@ class Task(Generic[P, R]):
 
     def _inline(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         param = self.codec.context_param
+        if self.dependencies and not self.dependencies.names.issubset(kwargs):
+            return self._inline_resolving(args, kwargs)
         if param is None or param in kwargs:
             return self.fn(*args, **kwargs)
-        ctx = JobContext(job_id="inline", task=self.name, queue=self.config.queue, attempt=1)
+        ctx = self._inline_context()
         if self.codec.context_first:
             return self.fn(ctx, *args, **kwargs)
         return self.fn(*args, **{**kwargs, param: ctx})
+
+    def _inline_context(self) -> JobContext:
+        return JobContext(job_id="inline", task=self.name, queue=self.config.queue, attempt=1)
+
+    def _inline_resolving(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """An async task called inline resolves the dependencies the call did not pass, as a
+        worker would, and closes them when it returns. A sync task cannot (some dependencies
+        may be async, and it may be called on a loop's thread): it must be given them."""
+        missing = sorted(self.dependencies.names - kwargs.keys())
+        if not self.is_async:
+            raise TypeError(
+                f"task {self.name!r} called inline needs its dependencies passed by name "
+                f"({', '.join(missing)}); only a worker, or an inline call of an async task, "
+                "resolves them"
+            )
+        return self._run_resolving(args, kwargs)
+
+    async def _run_resolving(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        codec = self.codec
+        ctx = self._inline_context()
+        async with contextlib.AsyncExitStack() as stack:
+            values = await self.dependencies.resolve(stack, ctx, asyncio.to_thread, kwargs)
+            call_args, call_kwargs = list(args), {**kwargs, **values}
+            if codec.context_param is not None and codec.context_param not in kwargs:
+                codec.add_context(call_args, call_kwargs, ctx)
+            return await self.fn(*call_args, **call_kwargs)
 
 
 class AsyncTask(Task[P, R]):
