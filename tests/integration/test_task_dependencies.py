@@ -232,3 +232,32 @@ class TestFailingDependency:
         with pytest.raises(JobFailed):
             await job.result(timeout=5)
         assert 1 == (await job.refresh()).attempt
+
+    async def test_it_retries_by_the_policy(self, jobs: Offload, start: Start) -> None:
+        """A dependency error the policy retries runs the job again, dependencies and all."""
+
+        @jobs.task(retries=1, backoff=0)
+        async def send(value: str = Depends(broken)) -> None: ...
+
+        job = await send.enqueue()
+        await start()
+        with pytest.raises(JobFailed, match="dependency broken raised ConnectionError"):
+            await job.result(timeout=5)
+        assert 2 == (await job.refresh()).attempt
+
+    async def test_an_error_while_closing_fails_the_job(self, jobs: Offload, start: Start) -> None:
+        """A yield dependency that raises on close, after the task returned, fails the job
+        with its name."""
+
+        async def commit_fails() -> AsyncIterator[str]:
+            yield "session"
+            raise RuntimeError("commit failed")
+
+        @jobs.task(retries=0)
+        async def send(session: str = Depends(commit_fails)) -> str:
+            return session
+
+        job = await send.enqueue()
+        await start()
+        with pytest.raises(JobFailed, match=r"dependency .*commit_fails raised RuntimeError"):
+            await job.result(timeout=5)
