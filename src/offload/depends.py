@@ -14,6 +14,7 @@ dependency holds is released when that job ends, however it ends.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import typing
 from collections.abc import Awaitable, Callable, Mapping
@@ -118,26 +119,40 @@ def _name(fn: Callable[..., Any]) -> str:
 
 
 def _kind(fn: Callable[..., Any]) -> str:
-    # A class instance's ``__call__`` decides its kind (``inspect`` reads functions only).
-    target = fn if inspect.isroutine(fn) or isinstance(fn, type) else type(fn).__call__
-    if inspect.isasyncgenfunction(target):
-        return "async_gen"
-    if inspect.isgeneratorfunction(target):
-        return "gen"
-    if inspect.iscoroutinefunction(target):
-        return "async"
+    # A callable instance's kind is its ``__call__``'s (a function or partial reads as itself).
+    for target in (fn, type(fn).__call__):
+        if inspect.isasyncgenfunction(target):
+            return "async_gen"
+        if inspect.isgeneratorfunction(target):
+            return "gen"
+        if inspect.iscoroutinefunction(target):
+            return "async"
     return "sync"
 
 
-def param_hints(fn: Callable[..., Any], what: str) -> dict[str, Any]:
+def _annotated(fn: Callable[..., Any]) -> Any:
+    """What holds the annotations of ``fn``'s parameters: a class's ``__init__``, a callable
+    instance's ``__call__``, or the function itself."""
+    if isinstance(fn, type):
+        return getattr(fn, "__init__", fn)
+    if not inspect.isroutine(fn) and not isinstance(fn, functools.partial):
+        return type(fn).__call__
+    return inspect.unwrap(fn)
+
+
+def param_hints(fn: Callable[..., Any], what: str, strict: bool) -> dict[str, Any]:
     """The parameters' annotations, evaluated; one by one when the whole set cannot be (a
-    forward reference elsewhere in the signature), so that ``Annotated`` markers are found."""
+    forward reference elsewhere in the signature), so that ``Annotated`` markers are found.
+
+    One that cannot be evaluated is refused when it names a dependency, and, when
+    ``strict`` (a dependency's own parameters, which the worker must fill), always."""
+    target = _annotated(fn)
     try:
-        return typing.get_type_hints(fn, include_extras=True)
+        return typing.get_type_hints(target, include_extras=True)
     except Exception:
         pass
     hints: dict[str, Any] = {}
-    namespace = getattr(inspect.unwrap(fn), "__globals__", {})
+    namespace = getattr(target, "__globals__", {})
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
@@ -151,7 +166,7 @@ def param_hints(fn: Callable[..., Any], what: str) -> dict[str, Any]:
         try:
             hints[param.name] = eval(annotation, dict(namespace))
         except Exception as exc:
-            if "Depends" in annotation or "JobContext" in annotation:
+            if strict or "Depends" in annotation:
                 raise DependencyError(
                     f"{what}: the annotation of parameter {param.name!r} ({annotation}) cannot "
                     f"be evaluated ({exc}); define what it names at module level, or use the "
@@ -212,14 +227,12 @@ class _Planner:
         self.nodes[key] = node
         return node
 
-    def params(
-        self, call: Callable[..., Any], what: str
-    ) -> tuple[tuple[str, _Node | _Context], ...]:
+    def params(self, call: Callable[..., Any], what: str) -> tuple[_Edge, ...]:
         try:
             signature = inspect.signature(call)
         except (TypeError, ValueError) as exc:
             raise DependencyError(f"{what}: its signature cannot be read ({exc})") from None
-        hints = param_hints(call, what)
+        hints = param_hints(call, what, strict=True)
         out: list[_Edge] = []
         for param in signature.parameters.values():
             hint = hints.get(param.name, Any)
@@ -361,7 +374,7 @@ def plan(fn: Callable[..., Any], task_name: str) -> TaskDependencies:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
         return TaskDependencies(task_name, {})
-    hints = param_hints(fn, what)
+    hints = param_hints(fn, what, strict=False)
     has_var_positional = any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values())
     params: dict[str, _Node] = {}
     for param in signature.parameters.values():

@@ -153,6 +153,30 @@ class TestDecoration:
         assert frozenset({"settings", "again"}) == task.dependencies.names
         assert {True, False} == {node.use_cache for node in task.dependencies.params.values()}
 
+    def test_a_class_and_a_callable_instance_are_dependencies(self, jobs: Offload) -> None:
+        """``Depends()`` calls the annotated class; an instance's ``__call__`` sets its kind."""
+
+        class Client:
+            async def __call__(self, settings: Settings = Depends(get_settings)) -> str:
+                return settings.dsn
+
+        @jobs.task
+        async def task(settings: Settings = Depends(), client: str = Depends(Client())) -> None: ...
+
+        params = task.dependencies.params
+        assert (Settings, "sync") == (params["settings"].call, params["settings"].kind)
+        assert "async" == params["client"].kind
+
+    def test_an_unreadable_annotation_elsewhere_still_registers(self, jobs: Offload) -> None:
+        """Only annotations that name a dependency must be readable; the task's others may
+        be forward references, as before dependencies existed."""
+
+        @jobs.task
+        async def task(later: Unknown, settings: Settings = Depends(get_settings)) -> None:  # type: ignore[name-defined]  # noqa: F821
+            ...
+
+        assert frozenset({"settings"}) == task.dependencies.names
+
 
 def crunch(settings: Settings = Depends(get_settings)) -> None: ...
 
