@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
 from offload import Offload
@@ -215,6 +215,66 @@ class TestSettings:
 
         with pytest.raises(error, match=words):
             BodySizeLimitMiddleware(app, max_body_size=value)
+
+
+class TestPathLimits:
+    """Uploads take a larger limit under their own paths; every other route keeps the
+    default."""
+
+    @pytest.fixture
+    async def upload_client(self) -> AsyncIterator[httpx.AsyncClient]:
+        app = FastAPI()
+
+        @app.post("/files")
+        @app.post("/files/{name}")
+        @app.post("/filesystem")
+        async def take(request: Request) -> dict[str, int]:
+            return {"read": len(await request.body())}
+
+        limited = BodySizeLimitMiddleware(app, max_body_size=10, paths={"/files": 100})
+        transport = httpx.ASGITransport(limited)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+    @pytest.mark.parametrize(
+        ("path", "size", "code"),
+        [
+            ("/files", 100, 200),
+            ("/files/a.csv", 100, 200),
+            ("/files", 101, 413),
+            ("/filesystem", 11, 413),  # a prefix of the name, not of the path: the default
+            ("/filesystem", 10, 200),
+        ],
+    )
+    async def test_the_longest_matching_path_sets_the_limit(
+        self, upload_client: httpx.AsyncClient, path: str, size: int, code: int
+    ) -> None:
+        response = await upload_client.post(path, content=b"x" * size)
+        assert code == response.status_code, response.text
+
+    async def test_a_streamed_upload_is_counted_against_its_path_limit(
+        self, upload_client: httpx.AsyncClient
+    ) -> None:
+        response = await upload_client.post("/files", content=Chunks(b"x" * 150))
+        assert 413 == response.status_code
+        assert "100 bytes" in response.json()["detail"]
+
+    @pytest.mark.parametrize(
+        ("paths", "error", "words"),
+        [
+            ({"files": 1}, ValueError, "must start with '/'"),
+            ({"/files": -1}, ValueError, r"paths\['/files'\] must not be negative"),
+            ({"/files": "50MB"}, TypeError, "a number of bytes, got '50MB'"),
+        ],
+    )
+    def test_a_bad_path_limit_is_refused(
+        self, paths: dict[str, Any], error: type[Exception], words: str
+    ) -> None:
+        async def app(scope: Message, receive: Any, send: Any) -> None:
+            pass
+
+        with pytest.raises(error, match=words):
+            BodySizeLimitMiddleware(app, paths=paths)
 
 
 class TestJobPayload:

@@ -10,7 +10,7 @@ soon as it passes the limit, so the server never holds more than the limit plus 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Final
 
 from starlette.exceptions import HTTPException
@@ -49,21 +49,40 @@ class BodySizeLimitMiddleware:
     without one is counted chunk by chunk as the app reads it, and the read that passes the
     limit raises ``BodyTooLarge`` (a 413 ``HTTPException``) instead of returning the chunk.
     Add it with ``app.add_middleware(BodySizeLimitMiddleware, max_body_size=...)``.
+
+    ``paths`` gives routes that take more (uploads): ``{"/files": 50 << 20}`` applies to
+    ``/files`` and everything under it, the longest matching prefix winning.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_size: int = DEFAULT_MAX_BODY_SIZE) -> None:
-        if isinstance(max_body_size, bool) or not isinstance(max_body_size, int):
-            raise TypeError(f"max_body_size is a number of bytes, got {max_body_size!r}")
-        if max_body_size < 0:
-            raise ValueError(f"max_body_size must not be negative, got {max_body_size}")
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        paths: Mapping[str, int] | None = None,
+    ) -> None:
+        _check_size("max_body_size", max_body_size)
         self.app = app
         self.max_body_size = max_body_size
+        self.paths: list[tuple[str, int]] = []
+        for prefix, size in (paths or {}).items():
+            if not prefix.startswith("/"):
+                raise ValueError(f"paths: {prefix!r} must start with '/'")
+            _check_size(f"paths[{prefix!r}]", size)
+            self.paths.append((prefix.rstrip("/"), size))
+        self.paths.sort(key=lambda item: len(item[0]), reverse=True)
+
+    def limit_for(self, path: str) -> int:
+        for prefix, size in self.paths:
+            if path == prefix or path.startswith(prefix + "/"):
+                return size
+        return self.max_body_size
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_body_size
+        limit = self.limit_for(scope.get("path", ""))
         for name, value in scope["headers"]:
             if name == b"content-length":
                 # A malformed length is the server's to refuse; here the body is counted.
@@ -95,6 +114,13 @@ class BodySizeLimitMiddleware:
             if started:  # too late for a 413; let the server end the response
                 raise
             await _refuse(send, limit)
+
+
+def _check_size(what: str, size: object) -> None:
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"{what} is a number of bytes, got {size!r}")
+    if size < 0:
+        raise ValueError(f"{what} must not be negative, got {size}")
 
 
 def _detail(limit: int) -> str:
