@@ -155,7 +155,9 @@ class Executors:
         module = importable_module(task)
         if module is None:  # the runner fails such a job before it gets here
             raise Fail(unimportable(task) or "")
-        reply = await self.processes.run(module, task.name, args, kwargs, context, progress)
+        reply = await self.processes.run(
+            module, task.name, args, kwargs, context, progress, function=task.fn.__qualname__
+        )
         kind = reply["kind"]
         if kind == "ok":
             return str(reply["result"])

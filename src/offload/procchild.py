@@ -21,13 +21,14 @@ import os
 import signal
 import threading
 import traceback
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 from offload import correlation
 from offload.errors import Cancel, Fail, Retry
 from offload.jobs import JobContext
-from offload.serialization import PayloadError
+from offload.serialization import Codec, PayloadError
 from offload.tasks import Task
 
 # LogRecord attributes that are not a record's ``extra=`` fields.
@@ -105,18 +106,33 @@ def _watch_parent() -> None:
     threading.Thread(target=watch, name="offload-parent-watch", daemon=True).start()
 
 
-def find_task(module_name: str, task_name: str) -> Task[Any, Any]:
+@dataclass(frozen=True, slots=True)
+class Runnable:
+    """What the child needs of a task: its function and the codec of its arguments."""
+
+    fn: Any
+    codec: Codec
+
+
+def find_task(module_name: str, task_name: str, function: str | None = None) -> Runnable:
+    """The task in the module the worker named. A ``Task`` at module level, or else the
+    module-level function the task wraps (``function``, its name there): an application that
+    registers its tasks in a factory keeps the functions at module level but not the tasks.
+    Only names the worker sent are looked up, never one taken from a job's payload."""
     module = importlib.import_module(module_name)
     for value in vars(module).values():
         if isinstance(value, Task) and value.name == task_name:
-            return value
+            return Runnable(value.fn, value.codec)
+    fn = getattr(module, function, None) if function and function.isidentifier() else None
+    if callable(fn) and not isinstance(fn, Task):
+        return Runnable(fn, Codec(fn, task_name))
     raise LookupError(
         f"task {task_name!r} is not defined at module level in {module_name} as the process "
         "pool imports it; a cpu_bound task must be a module-level name of an importable module"
     )
 
 
-def _run(request: dict[str, Any], pipe: _Pipe, tasks: dict[str, Task[Any, Any]]) -> dict[str, Any]:
+def _run(request: dict[str, Any], pipe: _Pipe, tasks: dict[str, Runnable]) -> dict[str, Any]:
     def progress(fraction: float, message: str) -> None:
         pipe.send({"kind": "progress", "fraction": fraction, "message": message})
 
@@ -124,7 +140,7 @@ def _run(request: dict[str, Any], pipe: _Pipe, tasks: dict[str, Task[Any, Any]])
     try:
         task = tasks.get(name)
         if task is None:
-            task = tasks[name] = find_task(request["module"], name)
+            task = tasks[name] = find_task(request["module"], name, request.get("function"))
         args, kwargs = task.codec.decode_args(request["args"], request["kwargs"])
         if task.codec.context_param is not None:
             ctx = JobContext(**request["context"], progress=progress)
@@ -160,7 +176,7 @@ def main(conn: Connection) -> None:
     pipe = _Pipe(conn)
     root = logging.getLogger()
     root.addHandler(_ForwardHandler(pipe))
-    tasks: dict[str, Task[Any, Any]] = {}
+    tasks: dict[str, Runnable] = {}
     pipe.send({"kind": "ready"})
     while True:
         try:

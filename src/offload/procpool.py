@@ -263,14 +263,17 @@ class ProcessPool:
         kwargs: str,
         context: dict[str, Any],
         progress: Progress,
+        function: str | None = None,
     ) -> dict[str, Any]:
         """Run one job in a free process; returns the child's reply (see ``procchild``).
+        ``function`` names the task's function in ``module``, for a task not itself there.
 
         Raises ``ProcessDied`` when the process ends first. Cancelled (a timeout, a cancel
         request, a shutdown), it stops the job's process and frees the slot at once."""
         request = {
             "module": module,
             "task": task,
+            "function": function,
             "args": args,
             "kwargs": kwargs,
             "context": context,

@@ -336,10 +336,10 @@ def make_config(
     if asyncio.iscoroutine(fn):
         raise TypeError("@jobs.task got a coroutine object; decorate the function itself")
     task_name = name or f"{_module_name(fn)}.{fn.__qualname__}"
-    if "<locals>" in task_name and cpu_bound:
+    if cpu_bound and "<locals>" in getattr(fn, "__qualname__", ""):
         raise TypeError(
-            f"cpu_bound task {task_name} must be defined at module level so that the process "
-            "pool can import it"
+            f"cpu_bound task {task_name} must be a function defined at module level so that "
+            "the process pool can import it (it may be registered anywhere)"
         )
     secs = _seconds(timeout, "timeout")
     if secs is not None and secs == 0:

@@ -28,6 +28,12 @@ def square(n: int) -> int:
     return n * n
 
 
+def cube(n: int) -> int:
+    """Registered by a test on an app of its own (a factory's way): the function is at module
+    level here, the task is not."""
+    return n * n * n
+
+
 @jobs.task(cpu_bound=True, retries=0)
 def die(how: str) -> None:
     if how == "exit":

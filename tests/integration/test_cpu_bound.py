@@ -327,3 +327,19 @@ class TestWorkerKilled:
             if worker.returncode is None:
                 worker.kill()
                 await asyncio.wait_for(worker.wait(), 10)
+
+
+async def test_a_task_registered_in_a_factory_runs_in_the_pool(db_url: str) -> None:
+    """The pool process finds a module-level function whose task was registered elsewhere
+    (on an app built by a function), and a function defined inside one is refused at once."""
+    app = Offload(db_url, embedded_worker=False)
+    cube = app.task(name="tests.factory_cube", cpu_bound=True, retries=0)(cpujobs.cube)
+    async with app, working(app, processes=1):
+        job = await cube.enqueue(3)
+        assert 27 == await job.result(timeout=60)
+
+    def nested(n: int) -> int:
+        return n
+
+    with pytest.raises(TypeError, match="defined at module level"):
+        app.task(name="tests.nested", cpu_bound=True)(nested)
