@@ -1,8 +1,6 @@
 """Task dependencies run by a real worker on a real SQLite file: resolved for each job, and
 closed when the job ends, whichever way it ends."""
 
-# ruff: noqa: B008 - `= Depends(f)` in a signature is the API under test, as in FastAPI
-
 from __future__ import annotations
 
 import asyncio

@@ -5,8 +5,6 @@ What mypy leaves out of ``enqueue`` is a parameter with a default: ``= Depends(f
 Depends(f)]`` without a default works at run time, but mypy asks the caller for it.
 """
 
-# ruff: noqa: B008 - `= Depends(f)` in a signature is the API under test, as in FastAPI
-
 from __future__ import annotations
 
 from typing import Annotated, assert_type

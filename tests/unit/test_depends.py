@@ -1,8 +1,6 @@
 """Task dependencies (``offload.depends``): the graph read at decoration, what enqueue refuses,
 and one job's resolution (order, cache, ``yield`` closing), without a worker."""
 
-# ruff: noqa: B008 - `= Depends(f)` in a signature is the API under test, as in FastAPI
-
 from __future__ import annotations
 
 import asyncio

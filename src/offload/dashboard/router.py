@@ -121,7 +121,7 @@ def _identify(auth: Callable[..., Any] | None) -> Callable[..., Any]:
         return anonymous
 
     # A default built from the argument, on purpose: the dependency is the caller's.
-    async def identify(request: Request, user: Any = Depends(auth)) -> None:  # noqa: B008
+    async def identify(request: Request, user: Any = Depends(auth)) -> None:
         request.state.offload_user = _user_name(user)
 
     return identify
