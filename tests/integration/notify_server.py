@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -58,12 +59,14 @@ def notify_server(tmp: Path, **env: str) -> Iterator[Server]:
     environ = {
         **os.environ,
         "OFFLOAD_URL": f"sqlite:///{tmp / 'jobs.db'}",
+        "NOTIFY_DATA_DIR": str(tmp / "data"),
         "NOTIFY_API_TOKEN": TOKEN,
         "NOTIFY_LOG": "json",
-        **env,
     }
+    # The machine's own mail settings never reach the service; the test's own do.
     for setting in ("HOST", "PORT", "TLS", "SENDER"):
         environ.pop(f"OFFLOAD_SMTP_{setting}", None)
+    environ.update(env)
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [*UVICORN, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
@@ -91,6 +94,67 @@ def notify_server(tmp: Path, **env: str) -> Iterator[Server]:
         proc.terminate()
         try:
             proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class SinkProcess:
+    proc: subprocess.Popen[bytes]
+    smtp_port: int
+    http_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/messages"
+
+    def messages(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = httpx.get(self.url, timeout=5).json()
+        return found
+
+    def smtp_env(self) -> dict[str, str]:
+        """The ``OFFLOAD_SMTP_*`` settings that send a service's mail here."""
+        return {
+            "OFFLOAD_SMTP_HOST": "127.0.0.1",
+            "OFFLOAD_SMTP_PORT": str(self.smtp_port),
+            "OFFLOAD_SMTP_TLS": "none",
+            "OFFLOAD_SMTP_SENDER": "Notify <notify@example.com>",
+            "NOTIFY_MAIL_SINK_URL": self.url,
+        }
+
+
+@contextmanager
+def mail_sink_process(tmp: Path) -> Iterator[SinkProcess]:
+    """``offload mail-sink`` in a process of its own, its JSON view on a second port."""
+    smtp, http = free_port(), free_port()
+    offload = Path(sys.executable).with_name("offload")
+    log = tmp / "sink.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(offload), "mail-sink", "--port", str(smtp), "--http-port", str(http)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    sink = SinkProcess(proc, smtp, http)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the mail sink exited at start:\n{log.read_text()}")
+            try:
+                sink.messages()
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the mail sink did not start:\n{log.read_text()}")
+                time.sleep(0.05)
+        yield sink
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -93,8 +93,17 @@ def notify_schema(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, 
 
 def test_the_service_documents_each_answer_of_each_route(notify_schema: dict[str, Any]) -> None:
     found = {label: set(op["responses"]) for label, op in operations(notify_schema).items()}
-    assert {"202", "400", "413", "422", "503"} == found.pop("POST /register")
+    assert {"202", "400", "409", "413", "422", "503"} == found.pop("POST /register")
     assert {"200"} == found.pop("GET /health")
+    assert {"200", "503"} == found.pop("GET /healthz")
+    assert {"202", "400", "401", "413", "422", "503"} == found.pop("POST /webhooks/payments")
+    for label in ("POST /send-notification", "POST /orders", "POST /files", "POST /images"):
+        assert {"202", "400", "401", "413", "422", "503"} == found.pop(label), label
+    assert {"200", "401", "503"} == found.pop("GET /stats")
+    for label in ("GET /files/{upload_id}", "GET /images/{upload_id}"):
+        assert {"200", "401", "404", "422", "503"} == found.pop(label), label
+    for label in ("GET /files/{upload_id}/{name}", "GET /images/{upload_id}/{name}"):
+        assert {"200", "401", "404", "422"} == found.pop(label), label
     for label, codes in found.items():
         assert label.split()[1].startswith("/jobs"), label
         assert {"401", "503"} <= codes, label
