@@ -1,69 +1,49 @@
 """CSV cleaning for the file job: one messy upload in, three tidy files out, memory flat.
 
-``clean_csv(source, out_dir)`` reads a CSV of unknown encoding and delimiter and publishes
-``cleaned.csv`` (UTF-8, comma-separated, ``\\n`` line ends, minimal quoting), ``data.jsonl``
-(one JSON object per row, keys the cleaned header, values typed per column) and
-``summary.json`` (:meth:`CleanSummary.to_json`). It is synchronous and uses the standard
-library only, so the job may run it in a thread or a process of its own.
+``clean_csv`` publishes ``cleaned.csv`` (UTF-8, ``,``, ``\\n`` line ends, minimal quoting),
+``data.jsonl`` (an object per row, keyed by the cleaned header, values typed per column) and
+``summary.json`` (:meth:`CleanSummary.to_json`). Synchronous and stdlib-only.
 
-Encoding
-    A UTF-8 byte-order mark means ``utf-8-sig`` (``had_bom``). Otherwise the first 64 KiB are
-    decoded as strict UTF-8 (incrementally, so a character cut at the sample's edge is no
-    error); if any byte there or later in the stream is not UTF-8, the whole file is read
-    again as ``cp1252``, whose five undefined bytes are taken as Latin-1. A UTF-16 or UTF-32
-    byte-order mark is refused: such files are to be saved as UTF-8 first.
-Delimiter
-    One of ``, ; TAB |``. Each is scored by how many records of the first 64 KiB split into
-    as many fields as the header (which needs two at least); csv.Sniffer's guess wins when it
-    scores best, else the best in that order. A row whose field count differs from the
-    header's is repaired only when the cause is plain: extra trailing fields that are all
-    blank are dropped (a trailing delimiter), and a row that splits into exactly the header's
-    count with another candidate delimiter is read with it (a few ``;`` rows in a ``,`` file).
-    Anything else is a :class:`CsvError` ("expected 4 fields (as in the header), found 6").
-Header
-    The first non-blank record. Names are trimmed, inner whitespace collapsed, NFC; a blank
-    name becomes ``column_N`` (N its 1-based position), a repeated one gets ``_2``, ``_3``...
-    A header-only file is valid: no rows, every column ``empty``.
-Values
-    Trimmed, inner runs of whitespace (line breaks in quoted fields too) made one space, NFC.
-    ``"" NA N/A null NULL None -`` (case-sensitive) are missing: empty in cleaned.csv,
-    ``null`` in data.jsonl, counted per column. Records that are blank (only whitespace and
-    delimiters) are skipped and not counted. A row equal to an earlier one after this
-    normalisation is dropped (``duplicates_dropped``); ``rows_in`` counts rows before that.
-Types
-    Inferred per column over every kept row: ``integer`` (``-?[0-9]+`` without leading zeros,
-    so codes such as ``007`` stay text), ``decimal`` (integers and ``.`` decimals with an
-    optional exponent; thousands separators and decimal commas are out of scope: such
-    columns are text), ``boolean`` (the words true/false/yes/no in any case; 0/1 columns are
-    integers), ``date`` (``YYYY-MM-DD``), ``datetime`` (``YYYY-MM-DD[T ]HH:MM[:SS[.f]]``,
-    optional ``Z`` or ``+HH:MM``), mixtures other than integer+decimal are ``text``; ``empty``
-    when every value is missing. distinct_capped counts distinct non-missing values up to
-    10 000. In data.jsonl numbers are written verbatim (exact, no float rounding), booleans
-    as true/false, dates, datetimes and text as strings.
-Passes
-    Pass 1 (progress 0-50 %) reads the source, normalises, drops duplicates, infers types and
-    writes cleaned.csv; pass 2 (50-100 %) reads cleaned.csv back and writes data.jsonl with
-    the types now known, so no row is normalised twice. ``on_progress`` is called, and
-    ``should_stop`` asked, each time another 1 % of the pass's file has been read, and
-    ``on_progress(1.0, ...)`` once the outputs are published.
-Errors
-    :class:`CsvError` names the 1-based physical line where the record starts: an empty file,
-    a NUL byte, a line over 1 MiB, a field over 1 MiB or a quote still open at the end of the
-    file, a field count that cannot be explained. The csv module's process-wide field limit
-    is raised to 1 MiB when it is lower.
-Publishing
-    Everything is written into a hidden sibling ``.<name>.partial-<host>-<pid>-<random>``,
-    fsynced, and renamed into place last; a failure or :class:`Cancelled` removes it, so
-    out_dir shows all three files or none. out_dir may be absent, empty, or hold exactly a
-    previous result (the three files, replaced only on success, so a job retried after a
-    crash past the rename succeeds again); other content is refused before any work. What a
-    crashed run on this host left (its pid gone) is removed by the next run. Outputs depend
-    on the input bytes only, so a rerun writes identical files. POSIX renames are assumed.
-Memory
-    Constant but for duplicate detection: a 16-byte blake2b digest per kept row, kept in
-    65 536 byte arrays at ~15 bytes a row (about 25 MB for 100 MB of CSV), and per column at
-    most 10 000 distinct values (strings up to 32 characters, longer ones as digests).
-"""
+Encoding: a UTF-8 BOM means ``utf-8-sig``; else strict UTF-8, checked on the first 64 KiB
+(incrementally: a character cut at the edge is no error) and while streaming; at a non-UTF-8
+byte the whole file is read again as cp1252 (its 5 undefined bytes as Latin-1). No UTF-16/32.
+
+Delimiter: one of ``, ; TAB |``, scored by how many sample records split into as many fields
+as the header (which needs two); csv.Sniffer's guess wins if it scores best, else the best in
+that order. A row of another length is repaired only when the cause is plain: blank extra
+trailing fields are dropped, and a row splitting into the header's count with another
+candidate is read so (a few ``;`` rows in a ``,`` file); else CsvError names the line.
+
+Header: the first non-blank record; blank names become ``column_N`` (N the position), repeats
+get ``_2``, ``_3``. Header and values are trimmed, whitespace runs (line breaks in quotes too)
+made one space, NFC. ``"" NA N/A null NULL None -`` (case-sensitive) are missing: empty in
+cleaned.csv, null in data.jsonl, counted per column. Blank records are skipped, not counted.
+A row equal to an earlier one after all this is dropped (counted in ``rows_in`` only).
+
+Types, over all kept rows: ``integer`` (no leading zeros: ``007`` is a code, text);
+``decimal`` (``.`` decimals, optional exponent; thousands separators and decimal commas are
+out of scope: text); ``boolean`` (the words true/false/yes/no, any case; 0/1 stay integers);
+``date`` (``YYYY-MM-DD``); ``datetime`` (``YYYY-MM-DD[T ]HH:MM[:SS[.f]][Z|+HH:MM]``); integer
+with decimal is decimal, other mixes text; ``empty`` if all missing. data.jsonl has numbers
+verbatim (exact), booleans as true/false, the rest as strings.
+
+Passes: pass 1 (progress 0-50 %) normalises, drops duplicates, infers types and writes
+cleaned.csv; pass 2 (50-100 %) reads cleaned.csv back into data.jsonl, types now known.
+``on_progress`` and ``should_stop`` come at each further 1 % of the pass's file; 1.0 at the end.
+
+Errors: CsvError has the 1-based physical line where the record starts: a file with no header,
+a NUL byte, a line or field over 1 MiB (the csv module's process-wide limit is raised to
+that), a quote open at the end of the file, a field count nothing explains.
+
+Publishing: files are written and fsynced in a hidden sibling ``.<name>.partial-<host>-<pid>-
+<random>``, renamed into place last, removed on failure or Cancelled: out_dir shows all three
+files or none. out_dir may be absent, empty or hold exactly a previous result (replaced only
+on success, so a retry after a crash past the rename succeeds); other content is refused up
+front. The next run removes what crashed runs on this host left (their pid gone). Output
+depends on the input bytes only: reruns write identical files. POSIX renames assumed.
+
+Memory is flat but for a 16-byte blake2b digest per kept row for duplicate detection, packed
+at ~15 bytes (~30 MB for 100 MB of CSV), and at most 10 000 distinct values per column."""
 
 from __future__ import annotations
 
@@ -78,43 +58,38 @@ import secrets
 import shutil
 import socket
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from json.encoder import encode_basestring
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
 
 __all__ = ["OUTPUTS", "Cancelled", "CleanSummary", "ColumnSummary", "CsvError", "clean_csv"]
 
 OUTPUTS = ("cleaned.csv", "data.jsonl", "summary.json")
 # Enough for the header and a few hundred rows; sniffing it takes milliseconds.
 _SAMPLE_BYTES = 64 * 1024
-# Reads from disk in chunks this size: progress and cancel checks cannot be finer anyway.
-_CHUNK = 64 * 1024
 # A longer line or field is nearly always a quote left open or a file that is not CSV.
 _MAX_LINE = 1024 * 1024
 _DISTINCT_CAP = 10_000
-# Distinct values longer than this are kept as 16-byte digests, bounding a column's memory.
+# Longer distinct values are kept as 16-byte digests, bounding a column's memory.
 _DISTINCT_INLINE = 32
 _CANDIDATES = ",;\t|"
 _DELIMITER_NAMES = {",": "','", ";": "';'", "\t": "a tab", "|": "'|'"}
 _MISSING = frozenset({"", "NA", "N/A", "null", "NULL", "None", "-"})
 _BOOLEANS = {"true": "true", "yes": "true", "false": "false", "no": "false"}
-_CP1252_ERRORS = "offload.cp1252-latin1"
+_ERRORS = "offload.cp1252-latin1"
 
 
 def _latin1_for_undefined(error: UnicodeError) -> tuple[str, int]:
-    """cp1252 leaves 0x81 0x8D 0x8F 0x90 0x9D undefined; Latin-1 maps every byte."""
-    if not isinstance(error, UnicodeDecodeError):
+    """cp1252 leaves 0x81 0x8D 0x8F 0x90 0x9D undefined; Latin-1 maps every byte. UTF-8 is
+    decoded under this name too, and strictly: its errors stay errors."""
+    if not isinstance(error, UnicodeDecodeError) or error.encoding.startswith("utf"):
         raise error
     return error.object[error.start : error.end].decode("latin-1"), error.end
 
 
-codecs.register_error(_CP1252_ERRORS, _latin1_for_undefined)
+codecs.register_error(_ERRORS, _latin1_for_undefined)
 
 
 @dataclass(frozen=True)
@@ -145,8 +120,7 @@ class CsvError(Exception):
 
     def __init__(self, line: int, reason: str) -> None:
         super().__init__(line, reason)
-        self.line = line
-        self.reason = reason
+        self.line, self.reason = line, reason
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.reason}"
@@ -156,51 +130,34 @@ class Cancelled(Exception):
     """should_stop() asked to stop; nothing was published and the partial files are gone."""
 
 
-_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
-_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_DATETIME = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
-    r"(?:Z|[+-][0-9]{2}:[0-9]{2})?"
-)
+def _iso(pattern: str, parse: Callable[[str], object]) -> Callable[[str], bool]:
+    """A matcher that also rejects what the pattern admits but the calendar does not."""
+    compiled = re.compile(pattern)
+
+    def matches(value: str) -> bool:
+        try:
+            return bool(compiled.fullmatch(value)) and parse(value) is not None
+        except ValueError:
+            return False
+
+    return matches
 
 
-def _is_date(value: str) -> bool:
-    if not _DATE.fullmatch(value):
-        return False
-    try:
-        date.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_datetime(value: str) -> bool:
-    if not _DATETIME.fullmatch(value):
-        return False
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
-
-
+_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_TIME = r"[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:Z|[+-][0-9]{2}:[0-9]{2})?"
 _MATCHES: dict[str, Callable[[str], object]] = {
-    "integer": _INTEGER.fullmatch,
-    "decimal": _DECIMAL.fullmatch,
+    "integer": re.compile(r"-?(?:0|[1-9][0-9]*)").fullmatch,
+    "decimal": re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?").fullmatch,
     "boolean": lambda value: value.lower() in _BOOLEANS,
-    "date": _is_date,
-    "datetime": _is_datetime,
+    "date": _iso(_DATE, date.fromisoformat),
+    "datetime": _iso(_DATE + _TIME, datetime.fromisoformat),
     "empty": lambda value: False,
 }
+# Numbers go out verbatim: the patterns above admit only valid JSON numbers.
 _TO_JSON: dict[str, Callable[[str], str]] = {
-    "integer": str,
-    "decimal": str,
+    **dict.fromkeys(("date", "datetime", "text", "empty"), encode_basestring),
+    **dict.fromkeys(("integer", "decimal"), str),
     "boolean": lambda value: _BOOLEANS[value.lower()],
-    "date": encode_basestring,
-    "datetime": encode_basestring,
-    "text": encode_basestring,
-    "empty": encode_basestring,
 }
 
 
@@ -227,35 +184,28 @@ class _Columns:
             if not value:
                 missing[i] += 1
                 continue
-            seen = distinct[i]
-            if len(seen) < _DISTINCT_CAP:
-                seen.add(value if len(value) <= _DISTINCT_INLINE else _digest(value))
-            kind = types[i]
-            if kind != "text" and not _MATCHES[kind](value):
-                types[i] = _widen(kind, value)
+            if len(distinct[i]) < _DISTINCT_CAP:
+                distinct[i].add(value if len(value) <= _DISTINCT_INLINE else _digest(value))
+            if types[i] != "text" and not _MATCHES[types[i]](value):
+                types[i] = _widen(types[i], value)
 
 
 class _DigestSet:
     """Row digests for duplicate detection, packed: ~15 bytes a row where a set takes ~90.
-
-    A digest's first two bytes pick one of 65 536 byte arrays, which holds the other 14 bytes
-    of each digest filed there back to back.
-    """
-
-    _WIDTH = 14
+    A digest's first two bytes pick one of 65 536 byte arrays, which holds the other 14
+    bytes of each digest filed there, back to back."""
 
     def __init__(self) -> None:
         self._buckets = [bytearray() for _ in range(1 << 16)]
 
     def add(self, digest: bytes) -> bool:
         """Files ``digest``; False when it was there already."""
-        bucket = self._buckets[digest[0] << 8 | digest[1]]
-        rest = digest[2:]
+        bucket, rest = self._buckets[digest[0] << 8 | digest[1]], digest[2:]
         found = bucket.find(rest)
-        while found != -1:
-            if found % self._WIDTH == 0:
-                return False
+        while found > 0 and found % 14:  # a match across two digests' boundary
             found = bucket.find(rest, found + 1)
+        if found >= 0:
+            return False
         bucket += rest
         return True
 
@@ -264,123 +214,86 @@ def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
-class _CountingFile(io.FileIO):
-    """A file that counts the bytes it has handed out: progress without seeking."""
-
-    consumed = 0
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        count = super().readinto(buffer)
-        self.consumed += count or 0
-        return count
-
-
-def _open_text(path: Path, encoding: str) -> tuple[_CountingFile, IO[str]]:
-    raw = _CountingFile(path, "r")
-    errors = _CP1252_ERRORS if encoding == "cp1252" else "strict"
-    buffered = io.BufferedReader(raw, _CHUNK)
-    return raw, io.TextIOWrapper(buffered, encoding=encoding, errors=errors, newline="")
-
-
 class _Lines:
     """Physical lines for csv.reader: refuses NUL bytes and endless lines, and keeps the
     current record's lines so that a row can be read again with another delimiter."""
 
-    def __init__(self, text: IO[str]) -> None:
-        self._text = text
-        self.number = 0
-        self.record: list[str] = []
-        self.at_end = False
+    def __init__(self, text: io.TextIOWrapper) -> None:
+        self._text, self.number, self.record, self.at_end = text, 0, list[str](), False
 
-    def __iter__(self) -> _Lines:
-        return self
-
-    def __next__(self) -> str:
-        line = self._text.readline(_MAX_LINE + 1)
-        if not line:
-            self.at_end = True
-            raise StopIteration
-        self.number += 1
-        if len(line) > _MAX_LINE:
-            raise CsvError(self.number, "the line is longer than 1 MiB; is this a CSV file?")
-        if "\x00" in line:
-            raise CsvError(self.number, "the line holds a NUL byte; is this a binary file?")
-        self.record.append(line)
-        return line
+    def __iter__(self) -> Iterator[str]:
+        while line := self._text.readline(_MAX_LINE + 1):
+            self.number += 1
+            if len(line) > _MAX_LINE:
+                raise CsvError(self.number, "the line is longer than 1 MiB; is this a CSV file?")
+            if "\x00" in line:
+                raise CsvError(self.number, "the line holds a NUL byte; is this a binary file?")
+            self.record.append(line)
+            yield line
+        self.at_end = True
 
 
+@dataclass
 class _Progress:
-    def __init__(
-        self,
-        on_progress: Callable[[float, str], None] | None,
-        should_stop: Callable[[], bool] | None,
-    ) -> None:
-        self._on_progress = on_progress
-        self._should_stop = should_stop
-        self._last = 0.0
+    on_progress: Callable[[float, str], None] | None
+    should_stop: Callable[[], bool] | None
+    last: float = 0.0
+    mark: int = 0  # the pass reports again once this many bytes of its file are read
+    _pass: tuple[int, float, str] = (1, 0.0, "")
 
-    def stop_if_asked(self) -> None:
-        if self._should_stop is not None and self._should_stop():
-            raise Cancelled("stopped on request; nothing was published")
+    def begin(self, size: int, base: float, message: str) -> None:
+        self._pass, self.mark = (max(size, 1), base, message), 0
+
+    def tick(self, consumed: int) -> None:
+        size, base, message = self._pass
+        self.mark = consumed + max(size // 100, 1)
+        self.report(base + consumed / size / 2, message)
 
     def report(self, fraction: float, message: str, *, check: bool = True) -> None:
-        if check:
-            self.stop_if_asked()
+        if check and self.should_stop is not None and self.should_stop():
+            raise Cancelled("stopped on request; nothing was published")
         # Never backwards, even when an encoding fallback reads the source again.
-        self._last = min(max(fraction, self._last), 1.0)
-        if self._on_progress is not None:
-            self._on_progress(self._last, message)
+        self.last = min(max(fraction, self.last), 1.0)
+        if self.on_progress is not None:
+            self.on_progress(self.last, message)
+
+
+def _head(source: Path) -> tuple[bytes, bool]:
+    """The first 64 KiB, and whether that is the whole file."""
+    with source.open("rb") as file:
+        head = file.read(_SAMPLE_BYTES + 1)
+    return head[:_SAMPLE_BYTES], len(head) <= _SAMPLE_BYTES
 
 
 def _detect_encoding(source: Path) -> tuple[str, bool]:
-    with source.open("rb") as file:
-        head = file.read(_SAMPLE_BYTES)
-        at_end = not file.read(1)
-    if not head:
-        raise CsvError(1, "the file is empty")
+    head, whole = _head(source)
     if head.startswith(codecs.BOM_UTF8):
         return "utf-8-sig", True
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_BE)):
         raise CsvError(1, "the file is UTF-16 or UTF-32; save it as UTF-8")
     try:
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=at_end)
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=whole)
     except UnicodeDecodeError:
         return "cp1252", False
     return "utf-8", False
 
 
-def _sample(source: Path, encoding: str) -> str:
-    """The first 64 KiB as text, cut after the last whole line unless that is the file's end."""
-    with source.open("rb") as file:
-        head = file.read(_SAMPLE_BYTES)
-        at_end = not file.read(1)
-    errors = _CP1252_ERRORS if encoding == "cp1252" else "strict"
-    text = codecs.getincrementaldecoder(encoding)(errors).decode(head, final=at_end)
-    if at_end:
-        return text
-    cut = max(text.rfind("\n"), text.rfind("\r"))
-    return text[: cut + 1] if cut >= 0 else text
-
-
-def _consistency(sample: str, delimiter: str) -> int:
-    """How many sample records split into as many fields as the header (0: not this one)."""
-    width = score = 0
-    try:
-        for fields in csv.reader(io.StringIO(sample), delimiter=delimiter, skipinitialspace=True):
-            if not any(field.strip() for field in fields):
-                continue
-            if not width:
-                width = len(fields)
-                if width < 2:
-                    return 0
-            score += len(fields) == width
-    except csv.Error:
-        pass  # a record cut at the sample's edge, or malformed: the rows so far count
-    return score
-
-
-def _pick_delimiter(sample: str) -> str:
-    scores = {delimiter: _consistency(sample, delimiter) for delimiter in _CANDIDATES}
+def _pick_delimiter(source: Path, encoding: str) -> str:
+    """Scores each candidate on the sample's whole lines (see the module docstring)."""
+    head, whole = _head(source)
+    sample = codecs.getincrementaldecoder(encoding)(_ERRORS).decode(head, final=whole)
+    cut = max(sample.rfind("\n"), sample.rfind("\r"))
+    sample = sample if whole or cut < 0 else sample[: cut + 1]
+    scores = dict.fromkeys(_CANDIDATES, 0)
+    for delimiter in _CANDIDATES:
+        width = 0
+        try:
+            for fields in csv.reader(io.StringIO(sample), delimiter=delimiter):
+                if any(field.strip() for field in fields):
+                    width = width or len(fields)
+                    scores[delimiter] += width > 1 and len(fields) == width
+        except csv.Error:
+            pass  # a record cut at the sample's edge, or malformed: the rows so far count
     best = max(scores.values())
     if not best:
         return ","  # one column: nothing to split
@@ -388,9 +301,7 @@ def _pick_delimiter(sample: str) -> str:
         sniffed = csv.Sniffer().sniff(sample, delimiters=_CANDIDATES).delimiter
     except csv.Error:
         sniffed = ""
-    if scores.get(sniffed) == best:
-        return sniffed
-    return next(delimiter for delimiter in _CANDIDATES if scores[delimiter] == best)
+    return sniffed if scores.get(sniffed) == best else max(scores, key=scores.__getitem__)
 
 
 def _normalise(fields: list[str]) -> list[str]:
@@ -403,8 +314,8 @@ def _normalise(fields: list[str]) -> list[str]:
 def _header(values: list[str]) -> list[str]:
     names: list[str] = []
     for position, value in enumerate(values, 1):
-        base = value or f"column_{position}"
-        name, count = base, 1
+        base = name = value or f"column_{position}"
+        count = 1
         while name in names:
             count += 1
             name = f"{base}_{count}"
@@ -423,42 +334,21 @@ def _fit(values: list[str], width: int, record: str, delimiter: str, line: int) 
             continue
         if len(rows) == 1 and len(rows[0]) == width:
             return _normalise(rows[0])
-    raise CsvError(
-        line,
-        f"expected {width} fields (as in the header), found {len(values)}; "
-        f"quote values that contain {_DELIMITER_NAMES[delimiter]}",
-    )
+    hint = f"quote values that contain {_DELIMITER_NAMES[delimiter]}"
+    raise CsvError(line, f"expected {width} fields (as in the header), found {len(values)}; {hint}")
 
 
-def _csv_reason(error: csv.Error) -> str:
-    if "field larger than field limit" in str(error):
-        return "a field is longer than 1 MiB; is a quote left open on this line?"
-    return f"unreadable CSV ({error})"
-
-
-@dataclass
-class _Scan:
-    delimiter: str
-    names: list[str]
-    columns: _Columns
-    rows_in: int
-    rows_out: int
-
-
-def _scan(source: Path, encoding: str, cleaned: Path, progress: _Progress) -> _Scan:
+def _scan(source: Path, encoding: str, bom: bool, tmp: Path, progress: _Progress) -> CleanSummary:
     """Pass 1: normalise, drop duplicates, infer types, write cleaned.csv."""
-    delimiter = _pick_delimiter(_sample(source, encoding))
-    size = max(source.stat().st_size, 1)
-    step = max(size // 100, 1)
-    mark = step
-    raw, text = _open_text(source, encoding)
-    with text, cleaned.open("w", encoding="utf-8", newline="") as out:
+    delimiter = _pick_delimiter(source, encoding)
+    progress.begin(source.stat().st_size, 0.0, "reading rows (pass 1 of 2)")
+    binary = source.open("rb")  # its position is the bytes handed to the decoder: progress
+    text = io.TextIOWrapper(binary, encoding=encoding, errors=_ERRORS, newline="")
+    with text, (tmp / "cleaned.csv").open("w", encoding="utf-8", newline="") as out:
         lines = _Lines(text)
         reader = csv.reader(lines, delimiter=delimiter, skipinitialspace=True)
         writer = csv.writer(out, lineterminator="\n")
-        names: list[str] = []
-        columns = _Columns(0)
-        seen = _DigestSet()
+        names, columns, seen = list[str](), _Columns(0), _DigestSet()
         rows_in = rows_out = 0
         while True:
             start = lines.number + 1
@@ -468,65 +358,55 @@ def _scan(source: Path, encoding: str, cleaned: Path, progress: _Progress) -> _S
             except StopIteration:
                 break
             except csv.Error as error:
-                raise CsvError(start, _csv_reason(error)) from None
-            if lines.at_end:
+                if "field larger than field limit" in str(error):
+                    raise CsvError(start, "a field is longer than 1 MiB; is a quote left open?")
+                raise CsvError(start, f"unreadable CSV ({error})") from None
+            if lines.at_end:  # the reader wanted more lines to finish the record
                 raise CsvError(start, "a quoted field opened here is never closed")
-            if raw.consumed >= mark:
-                mark = raw.consumed + step
-                progress.report(raw.consumed / size / 2, "reading rows (pass 1 of 2)")
-            values = [" ".join(field.split()) for field in fields]
+            if binary.tell() >= progress.mark:
+                progress.tick(binary.tell())
+            values = _normalise(fields)
             if not any(values):
                 continue
-            if not "".join(values).isascii():
-                values = [unicodedata.normalize("NFC", value) for value in values]
             if not names:
-                names = _header(values)
-                columns = _Columns(len(names))
+                names, columns = _header(values), _Columns(len(values))
                 writer.writerow(names)
                 continue
             if len(values) != len(names):
                 values = _fit(values, len(names), "".join(lines.record), delimiter, start)
             values = ["" if value in _MISSING else value for value in values]
             rows_in += 1
-            if seen.add(_digest("\x00".join(values))):
+            if seen.add(_digest("\x00".join(values))):  # NUL cannot occur in a value
                 rows_out += 1
                 writer.writerow(values)
                 columns.observe(values)
-        if not names:
-            raise CsvError(1, "the file is empty (no header row)")
-        _sync(out)
-    return _Scan(delimiter, names, columns, rows_in, rows_out)
+    if not names:
+        raise CsvError(1, "the file is empty")
+    stats = zip(names, columns.types, columns.missing, columns.distinct, strict=True)
+    found = [ColumnSummary(name, kind, missing, len(seen)) for name, kind, missing, seen in stats]
+    return CleanSummary(rows_in, rows_out, rows_in - rows_out, delimiter, encoding, bom, found)
 
 
-def _write_jsonl(cleaned: Path, target: Path, scan: _Scan, progress: _Progress) -> None:
+def _write_jsonl(temporary: Path, columns: list[ColumnSummary], progress: _Progress) -> None:
     """Pass 2: cleaned.csv's rows as JSON objects, each value in its column's type."""
-    keys = [encode_basestring(name) + ":" for name in scan.names]
-    converters = [_TO_JSON[kind] for kind in scan.columns.types]
-    size = max(cleaned.stat().st_size, 1)
-    step = max(size // 100, 1)
-    mark = step
-    raw, text = _open_text(cleaned, "utf-8")
-    with text, target.open("w", encoding="utf-8", newline="") as out:
+    keys = [encode_basestring(column.name) + ":" for column in columns]
+    encode = [_TO_JSON[column.type] for column in columns]
+    cleaned = temporary / "cleaned.csv"
+    progress.begin(cleaned.stat().st_size, 0.5, "writing JSON lines (pass 2 of 2)")
+    binary = cleaned.open("rb")
+    text = io.TextIOWrapper(binary, encoding="utf-8", newline="")
+    with text, (temporary / "data.jsonl").open("w", encoding="utf-8", newline="") as out:
         reader = csv.reader(text)
         next(reader)
         for row in reader:
-            pairs = [
-                key + (convert(value) if value else "null")
-                for key, convert, value in zip(keys, converters, row, strict=True)
-            ]
+            pairs = [k + (f(v) if v else "null") for k, f, v in zip(keys, encode, row, strict=True)]
             out.write("{" + ",".join(pairs) + "}\n")
-            if raw.consumed >= mark:
-                mark = raw.consumed + step
-                progress.report(0.5 + raw.consumed / size / 2, "writing JSON lines (pass 2 of 2)")
-        _sync(out)
+            if binary.tell() >= progress.mark:
+                progress.tick(binary.tell())
 
 
-def _sync(file: IO[str]) -> None:
-    file.flush()
-    os.fsync(file.fileno())
-
-
-def _sync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flushes a file's or a directory's entries to disk, so a crash cannot undo them."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -535,11 +415,7 @@ def _sync_dir(path: Path) -> None:
 
 
 def _check_out_dir(out_dir: Path) -> None:
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} is a file; pass a directory path for the outputs")
-    present = {path.name for path in out_dir.iterdir()}
+    present = {path.name for path in out_dir.iterdir()} if out_dir.exists() else set()
     if present and present != set(OUTPUTS):
         raise FileExistsError(
             f"{out_dir} holds other files ({', '.join(sorted(present - set(OUTPUTS)))}); pass a"
@@ -552,44 +428,34 @@ def _sibling(out_dir: Path, kind: str) -> Path:
     return out_dir.parent / f".{out_dir.name}.{kind}-{owner}"
 
 
-def _alive(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # os.kill(pid, 0) would end the process on Windows
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_leftovers(out_dir: Path) -> None:
     """Partial and set-aside directories of crashed runs on this host, never a live run's."""
-    prefixes = tuple(
-        f".{out_dir.name}.{kind}-{socket.gethostname()}-" for kind in ("partial", "old")
-    )
+    host = socket.gethostname()
+    prefixes = tuple(f".{out_dir.name}.{kind}-{host}-" for kind in ("partial", "old"))
     for path in out_dir.parent.iterdir():
-        if path.name.startswith(prefixes):
-            pid = path.name.rsplit("-", 2)[-2]
-            if pid.isdigit() and not _alive(int(pid)):
+        pid = path.name.rsplit("-", 2)[-2] if path.name.startswith(prefixes) else ""
+        if pid.isdigit():
+            try:
+                os.kill(int(pid), 0)  # signal 0: only whether the process exists
+            except ProcessLookupError:  # no such process: the run that owned it crashed
                 shutil.rmtree(path, ignore_errors=True)
+            except PermissionError:  # another user's live process
+                pass
 
 
 def _publish(temporary: Path, out_dir: Path) -> None:
     _check_out_dir(out_dir)  # again: it may have changed while the file was read
-    if not out_dir.exists():
-        os.rename(temporary, out_dir)
-    else:
-        previous = _sibling(out_dir, "old")
+    previous = _sibling(out_dir, "old")
+    if out_dir.exists():
         os.rename(out_dir, previous)
-        try:
-            os.rename(temporary, out_dir)
-        except BaseException:
+    try:
+        os.rename(temporary, out_dir)
+    except BaseException:
+        if previous.exists():
             os.rename(previous, out_dir)
-            raise
-        shutil.rmtree(previous, ignore_errors=True)
-    _sync_dir(out_dir.parent)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
+    _fsync(out_dir.parent)
 
 
 def clean_csv(
@@ -606,8 +472,7 @@ def clean_csv(
     """
     source, out_dir = Path(source), Path(out_dir).absolute()
     _check_out_dir(out_dir)
-    if csv.field_size_limit() < _MAX_LINE:
-        csv.field_size_limit(_MAX_LINE)
+    csv.field_size_limit(max(csv.field_size_limit(), _MAX_LINE))
     progress = _Progress(on_progress, should_stop)
     progress.report(0.0, "detecting encoding and delimiter")
     encoding, had_bom = _detect_encoding(source)
@@ -616,33 +481,16 @@ def clean_csv(
     temporary = _sibling(out_dir, "partial")
     temporary.mkdir()
     try:
-        cleaned = temporary / "cleaned.csv"
         try:
-            scan = _scan(source, encoding, cleaned, progress)
-        except UnicodeDecodeError:  # a non-UTF-8 byte after the sample
-            encoding = "cp1252"
-            scan = _scan(source, encoding, cleaned, progress)
-        _write_jsonl(cleaned, temporary / "data.jsonl", scan, progress)
-        columns = scan.columns
-        summary = CleanSummary(
-            rows_in=scan.rows_in,
-            rows_out=scan.rows_out,
-            duplicates_dropped=scan.rows_in - scan.rows_out,
-            delimiter=scan.delimiter,
-            encoding=encoding,
-            had_bom=had_bom,
-            columns=[
-                ColumnSummary(name, kind, missing, len(distinct))
-                for name, kind, missing, distinct in zip(
-                    scan.names, columns.types, columns.missing, columns.distinct, strict=True
-                )
-            ],
-        )
-        with (temporary / "summary.json").open("w", encoding="utf-8", newline="") as out:
-            out.write(json.dumps(summary.to_json(), indent=2, ensure_ascii=False) + "\n")
-            _sync(out)
-        _sync_dir(temporary)
-        progress.stop_if_asked()
+            summary = _scan(source, encoding, had_bom, temporary, progress)
+        except UnicodeDecodeError:  # a byte after the sample is not UTF-8
+            summary = _scan(source, "cp1252", had_bom, temporary, progress)
+        _write_jsonl(temporary, summary.columns, progress)
+        document = json.dumps(summary.to_json(), indent=2, ensure_ascii=False) + "\n"
+        (temporary / "summary.json").write_text(document, encoding="utf-8")
+        for path in (*(temporary / name for name in OUTPUTS), temporary):
+            _fsync(path)
+        progress.report(progress.last, "publishing")
         _publish(temporary, out_dir)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)

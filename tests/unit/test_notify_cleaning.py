@@ -246,7 +246,7 @@ class TestBrokenFiles:
         ("data", "line", "reason"),
         [
             (b"", 1, "the file is empty"),
-            (b"\n  \r\n\n", 1, "the file is empty (no header row)"),
+            (b"\n  \r\n\n", 1, "the file is empty"),
             (b"a,b\n1,2\n3,\x004\n", 3, "the line holds a NUL byte; is this a binary file?"),
             (b'a,b\n1,2\n"3,4\n5,6\n', 3, "a quoted field opened here is never closed"),
             (
@@ -267,7 +267,7 @@ class TestBrokenFiles:
             (
                 b'a,b\n1,2\n"' + (b"x" * 1000 + b"\n") * 1100 + b'",2\n',
                 3,
-                "a field is longer than 1 MiB; is a quote left open on this line?",
+                "a field is longer than 1 MiB; is a quote left open?",
             ),
             (b"\xff\xfea\x00,\x00b\x00", 1, "the file is UTF-16 or UTF-32; save it as UTF-8"),
         ],
