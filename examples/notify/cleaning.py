@@ -67,8 +67,9 @@ from pathlib import Path
 __all__ = ["OUTPUTS", "Cancelled", "CleanSummary", "ColumnSummary", "CsvError", "clean_csv"]
 
 OUTPUTS = ("cleaned.csv", "data.jsonl", "summary.json")
-# Enough for the header and a few hundred rows; sniffing it takes milliseconds.
+# Enough for the header and a few hundred rows to score the delimiters on.
 _SAMPLE_BYTES = 64 * 1024
+_SNIFF_CHARS = 8 * 1024  # Sniffer's regex is quadratic on stray quotes: 64 KiB took 5 s
 # A longer line or field is nearly always a quote left open or a file that is not CSV.
 _MAX_LINE = 1024 * 1024
 _DISTINCT_CAP = 10_000
@@ -259,7 +260,6 @@ class _Progress:
 
 
 def _head(source: Path) -> tuple[bytes, bool]:
-    """The first 64 KiB, and whether that is the whole file."""
     with source.open("rb") as file:
         head = file.read(_SAMPLE_BYTES + 1)
     return head[:_SAMPLE_BYTES], len(head) <= _SAMPLE_BYTES
@@ -298,7 +298,7 @@ def _pick_delimiter(source: Path, encoding: str) -> str:
     if not best:
         return ","  # one column: nothing to split
     try:
-        sniffed = csv.Sniffer().sniff(sample, delimiters=_CANDIDATES).delimiter
+        sniffed = csv.Sniffer().sniff(sample[:_SNIFF_CHARS], delimiters=_CANDIDATES).delimiter
     except csv.Error:
         sniffed = ""
     return sniffed if scores.get(sniffed) == best else max(scores, key=scores.__getitem__)
@@ -343,13 +343,13 @@ def _scan(source: Path, encoding: str, bom: bool, tmp: Path, progress: _Progress
     delimiter = _pick_delimiter(source, encoding)
     progress.begin(source.stat().st_size, 0.0, "reading rows (pass 1 of 2)")
     binary = source.open("rb")  # its position is the bytes handed to the decoder: progress
+    binary.seek(len(codecs.BOM_UTF8) if bom else 0)  # a BOM is no text, even read as cp1252
     text = io.TextIOWrapper(binary, encoding=encoding, errors=_ERRORS, newline="")
     with text, (tmp / "cleaned.csv").open("w", encoding="utf-8", newline="") as out:
         lines = _Lines(text)
         reader = csv.reader(lines, delimiter=delimiter, skipinitialspace=True)
         writer = csv.writer(out, lineterminator="\n")
-        names, columns, seen = list[str](), _Columns(0), _DigestSet()
-        rows_in = rows_out = 0
+        names, columns, seen, rows_in, rows_out = list[str](), _Columns(0), _DigestSet(), 0, 0
         while True:
             start = lines.number + 1
             lines.record.clear()

@@ -4,6 +4,10 @@ files with their line numbers, and publishing all three outputs or none."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -143,6 +147,14 @@ class TestMessyFile:
         assert "cp1252" == summary.encoding
         assert {"id": 9999, "name": "café", "score": 1} == rows(tmp_path / "out")[-1]
         assert sorted(fractions) == fractions
+
+    def test_bom_then_bytes_that_are_not_utf8(self, tmp_path: Path) -> None:
+        """A BOM file with cp1252 bytes past the sample is read as cp1252 without the BOM."""
+        data = "\ufeff".encode() + many_rows(5_000).encode() + "1,café,2\n".encode("cp1252")
+        summary, out_dir = clean(tmp_path, data)
+        assert ("cp1252", True) == (summary.encoding, summary.had_bom)
+        assert ["id", "name", "score"] == [column.name for column in summary.columns]
+        assert "café" == rows(out_dir)[-1]["name"]
 
     def test_character_cut_at_the_sample_edge(self, tmp_path: Path) -> None:
         """A UTF-8 character whose bytes straddle the 64 KiB sample's end is still UTF-8."""
@@ -344,6 +356,19 @@ class TestPublishing:
         with pytest.raises(FileExistsError, match=r"notes\.txt"):
             clean_csv(write(tmp_path, "a\n1\n"), out_dir)
         assert ["notes.txt"] == [path.name for path in out_dir.iterdir()]
+
+    def test_leftovers_of_dead_runs_only_are_removed(self, tmp_path: Path) -> None:
+        """A partial directory whose process is gone is removed; a live process's is kept."""
+        finished = subprocess.Popen([sys.executable, "-c", "pass"])
+        finished.wait()
+        host = socket.gethostname()
+        dead = tmp_path / f".out.partial-{host}-{finished.pid}-0000"
+        live = tmp_path / f".out.partial-{host}-{os.getpid()}-0000"
+        for path in (dead, live):
+            path.mkdir()
+            (path / "cleaned.csv").write_text("half")
+        clean(tmp_path, "a\n1\n")
+        assert [live.name] == leftovers(tmp_path)
 
     def test_same_input_same_bytes(self, tmp_path: Path) -> None:
         """Two runs over one input write byte-identical files."""
