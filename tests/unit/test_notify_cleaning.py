@@ -87,6 +87,11 @@ class TestTidyFile:
         assert "a,b\n" == cleaned(out_dir)
         assert "" == (out_dir / "data.jsonl").read_text()
 
+    def test_carriage_returns_alone_end_lines(self, tmp_path: Path) -> None:
+        """Old Mac line ends (CR alone) end records, and inside quotes become spaces."""
+        _, out_dir = clean(tmp_path, 'a,b\r1,"x\ry"\r3,4\r')
+        assert [{"a": 1, "b": "x y"}, {"a": 3, "b": "4"}] == rows(out_dir)
+
     def test_last_line_without_a_line_break(self, tmp_path: Path) -> None:
         """The final row counts though no line break ends it."""
         summary, out_dir = clean(tmp_path, "a,b\r\n1,2\r\n3,4")
