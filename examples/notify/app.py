@@ -51,7 +51,7 @@ TOKEN, TOKEN_IS_NEW = api_token(settings)
 register_secret(TOKEN)  # never in a log line or an API answer
 register_secret(settings.webhook_secret.get_secret_value())
 
-jobs = Offload(settings.store_url)
+jobs = Offload(settings.store_url, embedded_worker=settings.embedded_worker)
 # Attached now, not by the first scrape, so the counters count every job from the start.
 install_metrics(jobs)
 tasks = Tasks(jobs, settings)

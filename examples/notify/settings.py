@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     mail_sink_url: str = Field(
         default="", description="the development mail sink's JSON URL, for the dashboard"
     )
+    embedded_worker: bool = Field(
+        default=True, description="run jobs in the web process; off with offload worker"
+    )
     large_file_mb: float = Field(
         default=5.0, gt=0, description="CSV files over this are cleaned in parallel chunks"
     )

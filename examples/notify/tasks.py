@@ -10,6 +10,7 @@ instead of sent, so the service runs with no mail server at all.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import csv
 import io
 import json
@@ -210,9 +211,14 @@ class Tasks:
                 return result
             loop = asyncio.get_running_loop()
             stop = threading.Event()
+            reports: list[concurrent.futures.Future[None]] = []
 
             def on_progress(fraction: float, message: str) -> None:
-                asyncio.run_coroutine_threadsafe(ctx.progress(fraction, message), loop)
+                # From the cleaning thread onto the loop; kept, so that every report has
+                # landed before the job's outcome does.
+                reports.append(
+                    asyncio.run_coroutine_threadsafe(ctx.progress(fraction, message), loop)
+                )
 
             source = settings.uploads / upload_id / "original.csv"
             try:
@@ -226,6 +232,7 @@ class Tasks:
                 raise Fail(f"the file cannot be read as CSV: {exc}") from None
             except Cancelled:  # only after stop was set, that is after a cancel
                 raise asyncio.CancelledError from None
+            await asyncio.gather(*(asyncio.wrap_future(report) for report in reports))
             return summary.to_json()
 
         make_thumbs = jobs.task(

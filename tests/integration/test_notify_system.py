@@ -4,18 +4,23 @@ database. Each endpoint's happy path and its bad inputs, and the mail as it arri
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import io
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
 from PIL import Image
 
+from offload.errors import StoreUnavailable
+from offload.stores import open_store
 from tests.integration.notify_server import (
     TOKEN,
     Server,
@@ -23,24 +28,78 @@ from tests.integration.notify_server import (
     mail_sink_process,
     notify_server,
 )
+from tests.stores.conftest import (
+    POSTGRES_URL,
+    REDIS_URL,
+    drop_postgres_schema,
+    drop_redis_keys,
+    postgres_unreachable,
+    postgres_url,
+    redis_unreachable,
+)
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WEBHOOK_SECRET = "test-webhook-secret"
 FINISHED = {"succeeded", "failed", "cancelled"}
 
 
+def stores(kind: str, tmp: Path, prefix: str) -> dict[str, str]:
+    """The service's settings for its jobs on ``kind``; on PostgreSQL its own data too, in
+    the same database, so that an order commits with its confirmation job."""
+    if kind == "sqlite":
+        return {"OFFLOAD_URL": f"sqlite:///{tmp / 'jobs.db'}"}
+    if kind == "redis":
+        url = f"{REDIS_URL}?prefix={prefix}&op_timeout=2"
+        try:
+            asyncio.run(_probe(url))
+        except StoreUnavailable as exc:
+            redis_unreachable(exc)
+        return {"OFFLOAD_URL": url}
+    try:
+        asyncio.run(_probe(postgres_url(prefix)))
+    except StoreUnavailable as exc:
+        postgres_unreachable(exc)
+    data = POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://")
+    return {"OFFLOAD_URL": postgres_url(prefix),
+            "NOTIFY_DATABASE_URL": f"{data}?options=-csearch_path%3D{prefix}"}  # fmt: skip
+
+
+async def _probe(url: str) -> None:
+    """Open the store once (a PostgreSQL one creates its schema, where the data goes too)."""
+    store = open_store(url)
+    await store.open()
+    await store.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "redis", "postgres"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SinkProcess]:
-    with mail_sink_process(tmp_path_factory.mktemp("sink")) as running:
+def sink(tmp_path_factory: pytest.TempPathFactory, kind: str) -> Iterator[SinkProcess]:
+    """A sink per store kind, so that each run counts only its own mail."""
+    with mail_sink_process(tmp_path_factory.mktemp(f"sink-{kind}")) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, sink: SinkProcess) -> Iterator[Server]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, sink: SinkProcess, kind: str
+) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp(f"notify-{kind}")
+    prefix = f"test_{uuid4().hex}"
     env = {**sink.smtp_env(), "NOTIFY_WEBHOOK_SECRET": WEBHOOK_SECRET,
-           "NOTIFY_MAX_UPLOAD_MB": "2", "NOTIFY_ADMIN_EMAIL": "boss@example.com"}  # fmt: skip
-    with notify_server(tmp_path_factory.mktemp("notify"), **env) as running:
-        yield running
+           "NOTIFY_MAX_UPLOAD_MB": "2", "NOTIFY_ADMIN_EMAIL": "boss@example.com",
+           **stores(kind, tmp, prefix)}  # fmt: skip
+    try:
+        with notify_server(tmp, **env) as running:
+            yield running
+    finally:
+        if kind == "redis":
+            asyncio.run(drop_redis_keys(prefix))
+        if kind == "postgres":
+            asyncio.run(drop_postgres_schema(prefix))
 
 
 @pytest.fixture
@@ -148,17 +207,19 @@ def sign(body: bytes, secret: str = WEBHOOK_SECRET) -> dict[str, str]:
 
 class TestOrdersAndPayments:
     def test_order_confirmation_then_a_payment_delivered_three_times_is_processed_once(
-        self, client: httpx.Client, sink: SinkProcess
+        self, client: httpx.Client, sink: SinkProcess, kind: str
     ) -> None:
-        order = {"email": "buyer@example.com",
+        buyer = f"buyer-{kind}@example.com"
+        order = {"email": buyer,
                  "items": [{"sku": "BOOK-1", "quantity": 2, "unit_price": "12.50"},
                            {"sku": "PEN", "quantity": 1, "unit_price": "1.99"}]}  # fmt: skip
         created = client.post("/orders", json=order, headers=AUTH)
         assert 202 == created.status_code, created.text
         accepted = created.json()
-        assert ("26.99", False) == (str(accepted["total"]), accepted["same_transaction"])
+        together = kind == "postgres"
+        assert ("26.99", together) == (str(accepted["total"]), accepted["same_transaction"])
         assert "succeeded" == finished(client, accepted["job_id"])["state"]
-        [confirmation] = mails_to(sink, "buyer@example.com")
+        [confirmation] = mails_to(sink, buyer)
         assert f"Your order #{accepted['order_id']}" == confirmation["subject"]
         assert "26.99" in str(confirmation["html"])
 
@@ -173,9 +234,9 @@ class TestOrdersAndPayments:
         result = finished(client, answers[0].json()["job_id"])
         assert ("succeeded", True) == (result["state"], result["result"]["paid"])
         assert "succeeded" == finished(client, result["result"]["receipt_job"])["state"]
-        mails = mails_to(sink, "buyer@example.com", 2)
+        mails = mails_to(sink, buyer, 2)
         time.sleep(0.3)
-        assert 2 == len(mails_to(sink, "buyer@example.com", 2))
+        assert 2 == len(mails_to(sink, buyer, 2))
         assert f"Receipt for order #{accepted['order_id']}" == mails[1]["subject"]
 
     def test_a_bad_signature_is_401(self, client: httpx.Client) -> None:
