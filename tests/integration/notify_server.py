@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,12 @@ class Server:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    """The environment the service runs with: a worker of its own starts with the same."""
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.env["NOTIFY_DATA_DIR"])
 
     @property
     def base_url(self) -> str:
@@ -75,7 +81,7 @@ def notify_server(tmp: Path, **env: str) -> Iterator[Server]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    server = Server(proc, port, log)
+    server = Server(proc, port, log, environ)
     try:
         deadline = time.monotonic() + 30
         while True:
