@@ -52,9 +52,6 @@ class Settings(BaseSettings):
     embedded_worker: bool = Field(
         default=True, description="run jobs in the web process; off with offload worker"
     )
-    large_file_mb: float = Field(
-        default=5.0, gt=0, description="CSV files over this are cleaned in parallel chunks"
-    )
 
     @field_validator("timezone")
     @classmethod
