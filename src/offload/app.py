@@ -481,6 +481,24 @@ class Offload:
             )
         return asyncio.run_coroutine_threadsafe(self.enqueue_many(items), loop).result()
 
+    def run_sync(self, coro: Coroutine[Any, Any, R]) -> R:
+        """Run ``coro`` on the loop the store is open on, from code that is not async (the
+        sync reads of a ``Job``), as ``enqueue_many_sync`` reaches the store."""
+        if _running_loop() is not None:
+            coro.close()
+            raise RuntimeError(
+                "a *_sync() call blocks, so it cannot run on an event loop's thread (it would "
+                "stall the loop); in async code await the async form"
+            )
+        loop = self._loop or self._open_own_loop()
+        if loop.is_closed():
+            coro.close()
+            raise StoreUnavailable(
+                "the job store was opened on an event loop that has since closed; close "
+                "the app on its loop (`async with jobs:` does) before using it elsewhere"
+            )
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
     def _transactional(self) -> TransactionalEnqueue:
         store = self.store
         if not isinstance(store, TransactionalEnqueue):
@@ -531,13 +549,14 @@ class Offload:
         if log.isEnabledFor(logging.DEBUG):
             _log_enqueued(new_jobs, records)
         return [
-            Job(record, self.store, item.task.codec.decode_result)
+            Job(record, self.store, item.task.codec.decode_result, self.run_sync)
             for record, item in zip(records, items, strict=True)
         ]
 
     def job(self, record: JobRecord) -> Job[Any]:
         task = self.tasks.get(record.task)
-        return Job(record, self.store, None if task is None else task.codec.decode_result)
+        decode = None if task is None else task.codec.decode_result
+        return Job(record, self.store, decode, self.run_sync)
 
     async def get(self, job_id: str) -> Job[Any] | None:
         """The job with that id, or ``None`` when there is none (or it was purged)."""

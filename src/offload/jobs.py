@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -35,14 +35,20 @@ class Job(Generic[R]):
     ``refresh()``, which keeps attribute access free of I/O.
     """
 
-    __slots__ = ("_decode", "_record", "_store")
+    __slots__ = ("_decode", "_record", "_run_sync", "_store")
 
     def __init__(
-        self, record: JobRecord, store: Store, decode: Callable[[str], R] | None = None
+        self,
+        record: JobRecord,
+        store: Store,
+        decode: Callable[[str], R] | None = None,
+        run_sync: Callable[[Coroutine[Any, Any, Any]], Any] | None = None,
     ) -> None:
         self._record = record
         self._store = store
         self._decode = decode
+        # How the *_sync reads reach the store from a thread with no loop: the app's own.
+        self._run_sync = run_sync
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self._record.task} {self.state.value}>"
@@ -160,6 +166,38 @@ class Job(Generic[R]):
             sleep = interval if deadline is None else min(interval, deadline - loop.time())
             await asyncio.sleep(max(sleep, 0))
             interval = min(interval * 1.5, 0.5)
+
+
+    # --- for code that is not async --------------------------------------------------------
+
+    def refresh_sync(self) -> Job[R]:
+        """``refresh`` from a ``def`` endpoint, a sync task or a script."""
+        self._blocking(self.refresh())
+        return self
+
+    def status_sync(self) -> JobState:
+        """The job's state as the store holds it now (a fresh read, unlike ``state``)."""
+        return self.refresh_sync().state
+
+    def result_sync(self, timeout: float | None = None, poll: float = 0.01) -> R:
+        """``result`` without an event loop of the caller's: the same wait and errors
+        (``JobFailed``, ``JobCancelled``, ``ResultTimeout``, ``JobNotFound``)."""
+        result: R = self._blocking(self.result(timeout, poll))
+        return result
+
+    def cancel_sync(self) -> bool:
+        """``cancel`` from code that is not async."""
+        cancelled: bool = self._blocking(self.cancel())
+        return cancelled
+
+    def _blocking(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        if self._run_sync is None:
+            coro.close()
+            raise RuntimeError(
+                "this Job was not made by an app (Offload), so it has no way to reach the "
+                "store from sync code; await the async form"
+            )
+        return self._run_sync(coro)
 
 
 def _load_json(raw: str | None) -> Any:
