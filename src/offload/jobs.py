@@ -167,7 +167,6 @@ class Job(Generic[R]):
             await asyncio.sleep(max(sleep, 0))
             interval = min(interval * 1.5, 0.5)
 
-
     # --- for code that is not async --------------------------------------------------------
 
     def refresh_sync(self) -> Job[R]:
