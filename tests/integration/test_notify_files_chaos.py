@@ -17,7 +17,7 @@ import httpx
 import pytest
 from examples.notify.cleaning import clean_csv
 
-from tests.integration.notify_server import ROOT, TOKEN, Server, notify_server
+from tests.integration.notify_server import ROOT, TOKEN, Server, notify_server, stop
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 OFFLOAD = Path(sys.executable).with_name("offload")
@@ -54,14 +54,7 @@ class Workers:
 
     def stop(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, 15)
 
 
 @pytest.fixture
