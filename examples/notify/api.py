@@ -115,7 +115,10 @@ def api_router(service: Service) -> APIRouter:
     ) -> Any:
         email = user.email.lower()
         key = f"welcome:{email}"
-        if await session.scalar(select(User.id).where(User.email == email)) is not None:
+        known = await session.scalar(select(User.id).where(User.email == email))
+        # The read ends here, so the connection is free for others while the job is stored.
+        await session.rollback()
+        if known is not None:
             return already_registered(await welcome_job(key))
         # The job first (its key makes a repeat return the same job), then the user: a
         # user is never stored without the welcome job that the 202 promises.
