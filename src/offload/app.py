@@ -21,7 +21,7 @@ from offload.retry import RetryPolicy
 from offload.schedules import Schedule, make_schedule
 from offload.stores import Store, open_store
 from offload.stores._common import mask_url
-from offload.stores.base import BlockingEnqueue, NewJob, TransactionalEnqueue
+from offload.stores.base import BlockingEnqueue, FlowControl, NewJob, TransactionalEnqueue
 from offload.tasks import AsyncTask, Prepared, SyncTask, Task, check_max_payload, make_config
 
 if TYPE_CHECKING:
@@ -178,6 +178,11 @@ class Offload:
         give_up_on: tuple[type[BaseException], ...] | None = None,
         cpu_bound: bool = False,
         max_payload: int | None = None,
+        rate_limit: str | None = None,
+        burst: int | None = None,
+        rate_limit_key: Callable[..., Any] | None = None,
+        concurrency: int | None = None,
+        concurrency_key: Callable[..., Any] | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -194,8 +199,18 @@ class Offload:
         give_up_on: tuple[type[BaseException], ...] | None = None,
         cpu_bound: bool = False,
         max_payload: int | None = None,
+        rate_limit: str | None = None,
+        burst: int | None = None,
+        rate_limit_key: Callable[..., Any] | None = None,
+        concurrency: int | None = None,
+        concurrency_key: Callable[..., Any] | None = None,
     ) -> Any:
-        """Register a function as a task; usable bare (``@jobs.task``) or with options."""
+        """Register a function as a task; usable bare (``@jobs.task``) or with options.
+
+        ``rate_limit="10/s"`` (``/m``, ``/h``, ``"5/10s"``; ``burst`` at once after a quiet
+        spell) and ``concurrency=2`` hold across every worker, per task or per key
+        (``rate_limit_key``/``concurrency_key``: a function of the task's arguments); the
+        store enforces them (``offload.stores.FlowControl``)."""
 
         def decorate(func: Callable[..., Any]) -> Task[Any, Any]:
             if isinstance(func, Task):
@@ -215,6 +230,13 @@ class Offload:
                 give_up_on=give_up_on,
                 cpu_bound=cpu_bound,
                 max_payload=max_payload,
+                flow={
+                    "rate_limit": rate_limit,
+                    "burst": burst,
+                    "rate_limit_key": rate_limit_key,
+                    "concurrency": concurrency,
+                    "concurrency_key": concurrency_key,
+                },
             )
             existing = self.tasks.get(config.name)
             if existing is not None and existing.fn is not func:
@@ -318,6 +340,7 @@ class Offload:
             await self.close()
         if self._opened:
             return
+        self._check_limits()
         if self._open_lock is None:
             self._open_lock = asyncio.Lock()
         async with self._open_lock:
@@ -480,6 +503,19 @@ class Offload:
                 "the app on its loop (`async with jobs:` does) before using it elsewhere"
             )
         return asyncio.run_coroutine_threadsafe(self.enqueue_many(items), loop).result()
+
+    def _check_limits(self) -> None:
+        """Limits are the store's to enforce: a store that cannot must not run limited tasks
+        unlimited, so the app refuses to open on it."""
+        if isinstance(self.store, FlowControl):
+            return
+        limited = sorted(name for name, task in self.tasks.items() if task.config.flow)
+        if limited:
+            raise ConfigError(
+                f"task {limited[0]!r} has a rate or concurrency limit, which the store "
+                f"enforces, and the store at {mask_url(self.url)} cannot; use a sqlite:/// "
+                "store for limited tasks"
+            )
 
     def run_sync(self, coro: Coroutine[Any, Any, R]) -> R:
         """Run ``coro`` on the loop the store is open on, from code that is not async (the

@@ -11,7 +11,16 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["HISTORY_MAX", "TRACEBACK_MAX", "JobError", "JobRecord", "JobState", "Progress"]
+__all__ = [
+    "HISTORY_MAX",
+    "TRACEBACK_MAX",
+    "JobError",
+    "JobLimits",
+    "JobRecord",
+    "JobState",
+    "Progress",
+    "WaitingReason",
+]
 
 HISTORY_MAX = 10
 """Errors a job keeps in ``JobRecord.history``: enough to see a pattern across retries, few
@@ -19,6 +28,30 @@ enough that a job retried forever does not grow its row without end."""
 
 TRACEBACK_MAX = 8_000
 """Characters of traceback each history entry keeps, from the end (which names the error)."""
+
+
+class WaitingReason(enum.StrEnum):
+    """Why a queued job that is due has not started: so that "throttled" reads apart from
+    "stuck" in the job's status."""
+
+    RATE_LIMIT = "rate_limit"
+    """Its rate limit has no token now; it is due again when the next one frees up."""
+    CONCURRENCY = "concurrency"
+    """As many jobs of its concurrency key run as the limit allows; it starts when one ends."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobLimits:
+    """The flow-control limits a job is held to, carried by the job itself so that the store
+    enforces them for every worker without knowing the task: a token bucket (``rate`` tokens
+    a second, up to ``burst``) shared by every job of ``rate_key``, and at most
+    ``concurrency`` jobs of ``concurrency_key`` running at once."""
+
+    rate_key: str | None = None
+    rate: float | None = None
+    burst: int = 1
+    concurrency_key: str | None = None
+    concurrency: int | None = None
 
 
 class JobState(enum.StrEnum):
@@ -117,6 +150,8 @@ class JobRecord:
     history: list[JobError] = field(default_factory=list)
     """The error of every attempt that ended in one, oldest first, at most ``HISTORY_MAX``;
     ``error`` is the last attempt's alone."""
+    waiting_reason: WaitingReason | None = None
+    """Set on a queued job that a limit holds back; cleared when it starts."""
 
     def copy(self) -> JobRecord:
         # Spelled out: ``dataclasses.replace`` walks the fields by name on every call, which
@@ -145,6 +180,7 @@ class JobRecord:
             meta=dict(self.meta),
             cancel_requested=self.cancel_requested,
             history=list(self.history),
+            waiting_reason=self.waiting_reason,
         )
 
     def add_history(self, error: JobError, attempt: int) -> None:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from offload.depends import DependencyError, plan
+from offload.flow import FlowOptions, make_flow
 from offload.ids import new_id
 from offload.jobs import Job, JobContext
 from offload.redaction import SECRET_ARGS_META
@@ -48,6 +49,8 @@ class TaskConfig:
     cpu_bound: bool
     # Bytes of JSON the arguments may take; None: the app's ``max_payload``.
     max_payload: int | None = None
+    # Rate and concurrency limits, enforced by the store (offload.flow).
+    flow: FlowOptions | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +209,7 @@ class Task(Generic[P, R]):
                 opts.timeout if opts.timeout is not None else cfg.timeout,
                 opts.key,
                 {SECRET_ARGS_META: list(secret)} if secret else {},
+                None if cfg.flow is None else cfg.flow.limits_for(args, kwargs),
             ),
         )
 
@@ -328,6 +332,7 @@ def make_config(
     give_up_on: tuple[type[BaseException], ...] | None,
     cpu_bound: bool,
     max_payload: int | None = None,
+    flow: dict[str, Any] | None = None,
 ) -> TaskConfig:
     if not callable(fn):
         raise TypeError(f"@jobs.task decorates a function, got {fn!r}")
@@ -352,6 +357,7 @@ def make_config(
         policy=RetryPolicy.of(retries, backoff, retry_on, give_up_on),
         cpu_bound=cpu_bound,
         max_payload=check_max_payload(max_payload),
+        flow=make_flow(task_name, **flow) if flow else None,
     )
 
 

@@ -80,10 +80,13 @@ LATEST = {
     ("table", "offload_schedules"),
     ("table", "offload_counts"),
     ("table", "offload_workers"),
+    ("table", "offload_buckets"),
     ("index", "offload_jobs_key"),
     ("index", "offload_jobs_claim_queue"),
     ("index", "offload_jobs_lease"),
     ("index", "offload_jobs_finished"),
+    ("index", "offload_jobs_conc_running"),
+    ("index", "offload_jobs_conc_held"),
 }
 
 

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from offload import Offload
 from offload.jobs import JobError, JobRecord, JobState, Progress
+from offload.records import WaitingReason
 from offload.redaction import SECRET_ARGS_META, Secret
 from offload.stores._common import queued_record
 from offload.stores.base import NewJob
@@ -39,6 +40,7 @@ def test_copy_carries_every_field_and_owns_its_meta() -> None:
         meta={"request_id": "x"},
         cancel_requested=True,
         history=[JobError("E", "m", "tb", 1)],
+        waiting_reason=WaitingReason.RATE_LIMIT,
     )
     defaults = JobRecord("", "", "", "", "", JobState.QUEUED, 0, 0, 0, 0.0, 0.0)
     # Every field above differs from its default, so a field the copy forgot would show.

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from offload.admin import ScheduleStatus, view
-from offload.records import JobRecord, JobState
+from offload.records import JobRecord, JobState, WaitingReason
 
 __all__ = [
     "Detail",
@@ -44,6 +44,11 @@ class JobOut(BaseModel):
     attempt: int = Field(description="attempts started so far; above 1 means a retry")
     max_attempts: int
     cancel_requested: bool = Field(description="a cancel is waiting for the worker to act")
+    waiting_reason: WaitingReason | None = Field(
+        default=None,
+        description="a due job held back by a limit: 'rate_limit' (no token yet) or "
+        "'concurrency' (its group runs as many jobs as allowed)",
+    )
     key: str | None = Field(default=None, description="idempotency key given at enqueue")
     enqueued_at: datetime
     run_at: datetime = Field(description="when the job is (or was) due")
@@ -69,6 +74,7 @@ class JobOut(BaseModel):
             attempt=record.attempt,
             max_attempts=record.max_attempts,
             cancel_requested=record.cancel_requested,
+            waiting_reason=record.waiting_reason,
             key=record.key,
             enqueued_at=_dt(record.enqueued_at),
             run_at=_dt(record.run_at),

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from offload.records import JobError, JobRecord, JobState
+from offload.records import JobError, JobLimits, JobRecord, JobState
 
 
 @dataclass(slots=True)
@@ -35,6 +35,9 @@ class NewJob:
     timeout: float | None = None
     key: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    limits: JobLimits | None = None
+    """Rate and concurrency limits the job is held to; only a ``FlowControl`` store takes
+    a job that has them."""
 
 
 class OutcomeKind(enum.StrEnum):
@@ -310,6 +313,34 @@ class ChangeFeed(Protocol):
     async def changes(self, since: str | None, timeout: float) -> str:
         """The current token, as soon as it differs from ``since`` (at once when ``since``
         is None or already stale), or after ``timeout`` seconds (then equal to ``since``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitUsage:
+    """How much of a limit is in use now: jobs running under a concurrency key, or tokens
+    left in a rate key's bucket (as of its last refill), and jobs waiting on it."""
+
+    key: str
+    running: int | None = None
+    tokens: float | None = None
+    waiting: int = 0
+
+
+@runtime_checkable
+class FlowControl(Protocol):
+    """A store that enforces jobs' ``limits`` (``NewJob.limits``) in ``claim``, for every
+    worker at once: a job whose concurrency key has as many jobs running as its limit, or
+    whose rate key's bucket has no token, is not claimed; it stays queued with its
+    ``waiting_reason`` set, uses no attempt, and is claimable again when a job of that key
+    stops running, or when the next token is due (its ``run_at`` moves there, so a waiting
+    worker wakes by the due time, not by polling). Running jobs are counted from the jobs
+    themselves, so a worker that dies holds its slots until its leases lapse, no longer.
+
+    A store without it refuses jobs that carry limits (``ConfigError`` when such a task is
+    registered), rather than run them unlimited."""
+
+    async def limit_usage(self, keys: Sequence[str]) -> list[LimitUsage]:
+        """The usage of each key (concurrency and rate keys alike), for metrics."""
 
 
 @runtime_checkable

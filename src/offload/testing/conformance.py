@@ -26,6 +26,7 @@ from offload.ids import new_id
 from offload.records import JobError, JobState
 from offload.stores.base import ClaimRequest, JobFilter, Outcome, OutcomeKind, Store
 from offload.testing.conformance_changes import ChangeFeedConformance
+from offload.testing.conformance_flow import FlowControlConformance
 from offload.testing.conformance_history import HistoryConformance
 from offload.testing.conformance_listing import ListingConformance
 from offload.testing.conformance_services import ScheduleConformance, WakeUpConformance
@@ -43,6 +44,7 @@ class StoreConformance(
     WorkerRegistryConformance,
     HistoryConformance,
     ChangeFeedConformance,
+    FlowControlConformance,
 ):
     """Behaviour every ``Store`` must show (DESIGN §3 and §4)."""
 

@@ -12,7 +12,7 @@ import sqlite3
 from collections import Counter
 from typing import Any
 
-from offload.records import JobRecord, JobState
+from offload.records import JobRecord, JobState, WaitingReason
 from offload.stores._common import (
     dump_error,
     history_entry,
@@ -24,6 +24,7 @@ from offload.stores._common import (
     sort_key,
 )
 from offload.stores.base import NewJob, Outcome, OutcomeKind
+from offload.stores.sqlite import flow
 from offload.stores.sqlite.queries import QUERIES as Q
 
 STATES = {s.value: s for s in JobState}
@@ -90,7 +91,17 @@ def record(row: tuple[Any, ...]) -> JobRecord:
         cancel_requested=bool(row[21]),
         # A claim's row stops before it: a claimed job's past is not the worker's concern.
         history=load_history(row[22]) if len(row) > 22 else [],
+        waiting_reason=None if len(row) < 24 or row[23] is None else WaitingReason(row[23]),
     )
+
+
+def read_record(row: tuple[Any, ...]) -> JobRecord:
+    """A whole row as the reads select it: a job held for a slot shows its due time, not
+    the far one that keeps claims off it (flow.FAR)."""
+    job = record(row)
+    if row[24] is not None:
+        job.run_at = row[24]
+    return job
 
 
 _ROW = Q["job_row"]
@@ -159,11 +170,13 @@ def enqueue(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> dict[in
             flat = []
         if conn.execute(_INSERT_KEYED, row).rowcount == 0:
             found = conn.execute(_JOB_BY_KEY, (new.task, new.key)).fetchone()
-            existing[i] = record(found)
+            existing[i] = read_record(found)
         else:
             _count(changes, new.queue, "queued")
     if flat:
         _insert_rows(conn, flat)
+    if any(new.limits is not None for new in jobs):
+        flow.set_limits(conn, jobs, set(existing))
     tally(conn, changes)
     queues = {new.queue for new in jobs}
     conn.executemany(_ADD_QUEUE, [(q,) for q in queues])
@@ -195,25 +208,11 @@ def claim(
     ttl: float,
     now: float,
 ) -> list[JobRecord]:
-    lease_until = now + ttl
-    params: list[Any] = [lease_until, worker_id, now]
     if queues is None:
         queues = [row[0] for row in conn.execute(_QUEUES)]
         if not queues:
             return []
-    if len(queues) == 1:
-        sql = _CLAIM_ONE
-        params += [queues[0], now, limit]
-    else:
-        # One index range per queue, merged (claim_pick_merged): composed here, since the
-        # number of parts is the number of queues.
-        for q in queues:
-            params += [q, now, limit]
-        parts = " UNION ALL ".join([_CLAIM_PART] * len(queues))
-        sql = _CLAIM_SET.format(select=_CLAIM_MERGED.format(parts=parts))
-        params.append(limit)
-    rows = conn.execute(sql, params).fetchall()
-    records = [_claimed(r, lease_until, worker_id, now) for r in rows]
+    records = _claim(conn, queues, limit, worker_id, ttl, now)
     if records:
         changes: Tally = {}
         for queue, n in Counter(r.queue for r in records).items():
@@ -221,6 +220,47 @@ def claim(
         tally(conn, changes)
     records.sort(key=sort_key)
     return records
+
+
+def _claim(
+    conn: sqlite3.Connection,
+    queues: list[str],
+    limit: int,
+    worker_id: str,
+    ttl: float,
+    now: float,
+) -> list[JobRecord]:
+    """Take up to ``limit`` due jobs. Jobs a limit holds back leave the due range as they
+    are put back (``flow.admit``), so the claim goes on for the places they left, until it
+    has ``limit`` or nothing due is left."""
+    lease_until = now + ttl
+    taken: list[JobRecord] = []
+    while len(taken) < limit:
+        want = limit - len(taken)
+        params: list[Any] = [lease_until, worker_id, now]
+        if len(queues) == 1:
+            sql = _CLAIM_ONE
+            params += [queues[0], now, want]
+        else:
+            # One index range per queue, merged (claim_pick_merged): composed here, since
+            # the number of parts is the number of queues.
+            for q in queues:
+                params += [q, now, want]
+            parts = " UNION ALL ".join([_CLAIM_PART] * len(queues))
+            sql = _CLAIM_SET.format(select=_CLAIM_MERGED.format(parts=parts))
+            params.append(want)
+        rows = conn.execute(sql, params).fetchall()
+        records = [_claimed(r[:-1], lease_until, worker_id, now) for r in rows]
+        limited = [job for job, r in zip(records, rows, strict=True) if r[-1] is not None]
+        if not limited:
+            taken += records
+            break
+        limited.sort(key=sort_key)
+        held = flow.admit(conn, limited, now)
+        taken += [job for job in records if job.id not in held]
+        if not held or len(rows) < want:
+            break
+    return taken
 
 
 _HEARTBEAT = Q["heartbeat"]
@@ -290,9 +330,11 @@ def complete(
     outcomes: list[Outcome],
     now: float,
     queues: list[str | None],
+    released: list[int] | None = None,
 ) -> list[bool]:
     """Apply ``outcomes``; ``queues`` holds each one's queue where the caller knows it (from
-    its claim), for the finished counts; the others are looked up."""
+    its claim), for the finished counts; the others are looked up. ``released`` gets how
+    many jobs held for a slot became claimable again."""
     applied: list[bool] = []
     changes: Tally = {}
     succeeded = _all_succeeded(conn, outcomes, now)
@@ -325,6 +367,9 @@ def complete(
             _move(changes, queue, "running", state)
         applied.append(len(rows) == 1)
     tally(conn, changes)
+    freed = flow.release(conn)
+    if released is not None:
+        released.append(freed)
     return applied
 
 
@@ -374,6 +419,8 @@ def requeue_expired(conn: sqlite3.Connection, now: float) -> int:
             cur = conn.execute(_EXPIRED_REQUEUE, (now, dump_error(error), entry, job_id, attempt))
             _move(changes, queue, "running", "queued", cur.rowcount)
     tally(conn, changes)
+    if rows:
+        flow.release(conn)
     return len(rows)
 
 
@@ -420,4 +467,4 @@ _JOB_BY_ID = Q["job_by_id"]
 
 def get(conn: sqlite3.Connection, job_id: str) -> JobRecord | None:
     row = conn.execute(_JOB_BY_ID, (job_id,)).fetchone()
-    return None if row is None else record(row)
+    return None if row is None else read_record(row)

@@ -47,6 +47,10 @@ SELECT 1 FROM sqlite_master WHERE type='table' AND name='offload_counts'
 -- name: history_column_exists
 SELECT 1 FROM pragma_table_info('offload_jobs') WHERE name='history'
 
+-- Whether step 6's columns are there already (see schema._SKIP_IF).
+-- name: flow_columns_exist
+SELECT 1 FROM pragma_table_info('offload_jobs') WHERE name='rate_key'
+
 
 -- === Totals (offload_counts) ===============================================================
 
@@ -88,13 +92,13 @@ SELECT name FROM offload_queues
 -- name: job_by_key
 SELECT id, task, queue, args, kwargs, state, priority, attempt, max_attempts, run_at,
     enqueued_at, timeout, started_at, finished_at, lease_until, worker_id, key, result,
-    error, progress, meta, cancel_requested, history
+    error, progress, meta, cancel_requested, history, waiting, held_run_at
 FROM offload_jobs WHERE task=? AND key=?
 
 -- name: job_by_id
 SELECT id, task, queue, args, kwargs, state, priority, attempt, max_attempts, run_at,
     enqueued_at, timeout, started_at, finished_at, lease_until, worker_id, key, result,
-    error, progress, meta, cancel_requested, history
+    error, progress, meta, cancel_requested, history, waiting, held_run_at
 FROM offload_jobs WHERE id=?
 
 -- Newest first, a page at a time. {where}: empty, or WHERE and the list_* conditions that
@@ -102,7 +106,7 @@ FROM offload_jobs WHERE id=?
 -- name: list_jobs
 SELECT id, task, queue, args, kwargs, state, priority, attempt, max_attempts, run_at,
     enqueued_at, timeout, started_at, finished_at, lease_until, worker_id, key, result,
-    error, progress, meta, cancel_requested, history
+    error, progress, meta, cancel_requested, history, waiting, held_run_at
 FROM offload_jobs {where} ORDER BY id DESC LIMIT ?
 
 -- {marks}: one ? per value.
@@ -155,11 +159,12 @@ GROUP BY 1, 2
 -- returned column costs about a third of a microsecond per job, on the writer's path that
 -- every worker takes turns on (ops._claimed puts the others back).
 -- name: claim
+-- The last column is not NULL for a job with limits, which flow.admit then weighs.
 UPDATE offload_jobs SET state='running', attempt=attempt+1, lease_until=?, worker_id=?,
-    started_at=?, cancel_requested=0
+    started_at=?, cancel_requested=0, waiting=NULL
 WHERE id IN ({select})
 RETURNING id, task, queue, args, kwargs, priority, attempt, max_attempts, run_at, enqueued_at,
-    timeout, finished_at, key, result, error, progress, meta
+    timeout, finished_at, key, result, error, progress, meta, coalesce(rate_key, conc_key)
 
 -- The due jobs of one queue, in claim order.
 -- name: claim_pick_one
@@ -363,3 +368,46 @@ DELETE FROM offload_workers WHERE id = ?
 -- name: live_workers
 SELECT id, host, pid, queues, concurrency, started_at, running, seen_at
 FROM offload_workers WHERE expires_at > ? ORDER BY id
+
+
+-- === Flow control (flow.py) ===============================================================
+
+-- name: set_limits
+UPDATE offload_jobs SET rate_key=?, rate=?, burst=?, conc_key=?, conc_limit=? WHERE id=?
+
+-- name: limits_of
+SELECT id, rate_key, rate, burst, conc_key, conc_limit FROM offload_jobs WHERE id=?
+
+-- name: running_in_group
+SELECT count(*) FROM offload_jobs WHERE conc_key=? AND state='running'
+
+-- name: bucket
+SELECT tokens, at FROM offload_buckets WHERE key=?
+
+-- name: save_bucket
+INSERT INTO offload_buckets (key, tokens, at) VALUES (?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET tokens=excluded.tokens, at=excluded.at
+
+-- A claimed job put back as it was before its claim, held by a limit. For a slot, run_at
+-- goes out of every claim's reach and held_run_at keeps the due time; for a token, run_at
+-- is when the token will be there.
+-- name: hold
+UPDATE offload_jobs SET state='queued', attempt=attempt-1, lease_until=NULL, worker_id=NULL,
+    started_at=NULL, waiting=?, run_at=?, held_run_at=? WHERE id=?
+
+-- name: any_held
+SELECT 1 FROM offload_jobs WHERE waiting='concurrency' LIMIT 1
+
+-- Jobs held for a slot whose group now has one free go back to their due time; the next
+-- claim takes as many as there are slots and holds the rest again.
+-- name: release_held
+UPDATE offload_jobs SET waiting=NULL, run_at=held_run_at, held_run_at=NULL
+WHERE waiting='concurrency' AND state='queued' AND conc_limit > (
+    SELECT count(*) FROM offload_jobs AS r WHERE r.conc_key=offload_jobs.conc_key
+    AND r.state='running')
+
+-- name: held_in_group
+SELECT count(*) FROM offload_jobs WHERE conc_key=? AND waiting='concurrency'
+
+-- name: rate_waiting
+SELECT count(*) FROM offload_jobs WHERE rate_key=? AND waiting='rate_limit' AND state='queued'

@@ -22,6 +22,7 @@ _USER_VERSION = QUERIES["user_version"]
 _SET_USER_VERSION = QUERIES["set_user_version"]
 _COUNTS_TABLE_EXISTS = QUERIES["counts_table_exists"]
 _HISTORY_COLUMN_EXISTS = QUERIES["history_column_exists"]
+_FLOW_COLUMNS_EXIST = QUERIES["flow_columns_exist"]
 
 
 def _counts_kept_already(conn: sqlite3.Connection) -> bool:
@@ -39,10 +40,16 @@ def _history_kept_already(conn: sqlite3.Connection) -> bool:
     return conn.execute(_HISTORY_COLUMN_EXISTS).fetchone() is not None
 
 
+def _flow_kept_already(conn: sqlite3.Connection) -> bool:
+    """Step 6's columns, as for step 5 (its tables and indexes go with its columns)."""
+    return conn.execute(_FLOW_COLUMNS_EXIST).fetchone() is not None
+
+
 # Steps skipped, by number, when the check says the file already holds what they add.
 _SKIP_IF: dict[int, Callable[[sqlite3.Connection], bool]] = {
     1: _counts_kept_already,
     5: _history_kept_already,
+    6: _flow_kept_already,
 }
 
 

@@ -41,6 +41,7 @@ from offload.stores.base import (
     Activity,
     ClaimRequest,
     JobFilter,
+    LimitUsage,
     NewJob,
     Outcome,
     Page,
@@ -48,7 +49,7 @@ from offload.stores.base import (
     WorkerInfo,
     check_worker_ttl,
 )
-from offload.stores.sqlite import ops
+from offload.stores.sqlite import flow, ops
 from offload.stores.sqlite.queries import QUERIES as Q
 from offload.stores.sqlite.writer import LOCK_WAIT_SECONDS, Op, Writer
 
@@ -238,10 +239,19 @@ class SQLiteStore:
         clock = self._clock
         claimed = self._claimed
         queues = [claimed.pop(o.id, None) for o in outcomes]
-        applied = await self._run(lambda conn: ops.complete(conn, outcomes, clock(), queues))
-        if any(o.kind in ops.REQUEUED for o in outcomes):
+        released: list[int] = []
+        applied = await self._run(
+            lambda conn: ops.complete(conn, outcomes, clock(), queues, released)
+        )
+        if any(released) or any(o.kind in ops.REQUEUED for o in outcomes):
             self._local.set()
         return applied
+
+    async def limit_usage(self, keys: Sequence[str]) -> list[LimitUsage]:
+        """``FlowControl``: running jobs, tokens and waiting jobs of each key."""
+        names = list(keys)
+        clock = self._clock
+        return await self._run(lambda conn: flow.usage(conn, names, clock()), write=False)
 
     async def set_progress(
         self, job_id: str, worker_id: str, attempt: int, fraction: float, message: str
@@ -394,7 +404,7 @@ class SQLiteStore:
             sql = _LIST_JOBS.format(where="WHERE " + " AND ".join(where) if where else "")
             params.append(limit + 1)
             rows = conn.execute(sql, params).fetchall()
-            jobs = [ops.record(r) for r in rows[:limit]]
+            jobs = [ops.read_record(r) for r in rows[:limit]]
             more = len(rows) > limit
             return Page(jobs, encode_cursor(jobs[-1].id) if more and jobs else None)
 

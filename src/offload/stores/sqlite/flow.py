@@ -1,0 +1,113 @@
+"""Rate and concurrency limits in the SQLite store: weighed inside the claim's transaction,
+on the writer thread, so that every worker of every process sees one count.
+
+A claim takes its jobs as ever (one ``UPDATE ... RETURNING``); only when one of them has
+limits does ``admit`` look further: a job whose group already runs its limit, or whose
+bucket has no token, is put back (``hold``) before the transaction commits, so no other
+reader ever sees it claimed, and it used no attempt. Jobs without limits pay one returned
+column and nothing else.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Sequence
+
+from offload.records import JobRecord, WaitingReason
+from offload.stores.base import LimitUsage, NewJob
+from offload.stores.sqlite.queries import QUERIES as Q
+
+__all__ = ["FAR", "admit", "release", "set_limits", "usage"]
+
+# Where a job held for a slot waits: beyond any claim's "due by now", in the same index
+# range as every job not yet due (its real due time is in held_run_at).
+FAR = 1e15
+
+_SET_LIMITS = Q["set_limits"]
+_LIMITS_OF = Q["limits_of"]
+_RUNNING_IN_GROUP = Q["running_in_group"]
+_BUCKET = Q["bucket"]
+_SAVE_BUCKET = Q["save_bucket"]
+_HOLD = Q["hold"]
+_ANY_HELD = Q["any_held"]
+_RELEASE_HELD = Q["release_held"]
+_HELD_IN_GROUP = Q["held_in_group"]
+_RATE_WAITING = Q["rate_waiting"]
+
+
+def set_limits(conn: sqlite3.Connection, jobs: Sequence[NewJob], skip: set[int]) -> None:
+    """Write the limits of the jobs just inserted (``skip``: those a key found on record)."""
+    rows = [
+        (lim.rate_key, lim.rate, lim.burst, lim.concurrency_key, lim.concurrency, new.id)
+        for i, new in enumerate(jobs)
+        if (lim := new.limits) is not None and i not in skip
+    ]
+    if rows:
+        conn.executemany(_SET_LIMITS, rows)
+
+
+def admit(conn: sqlite3.Connection, claimed: list[JobRecord], now: float) -> set[str]:
+    """Weigh the limited jobs of a claim, in claim order; return the ids held back, which
+    are already put back in the queue."""
+    limits = {job.id: conn.execute(_LIMITS_OF, (job.id,)).fetchone() for job in claimed}
+    in_claim = Counter(row[4] for row in limits.values() if row[4] is not None)
+    running: dict[str, int] = {}
+    buckets: dict[str, float] = {}
+    waiting: Counter[str] = Counter()
+    held: set[str] = set()
+    for job in claimed:
+        _, rate_key, rate, burst, conc_key, conc_limit = limits[job.id]
+        if conc_key is not None:
+            if conc_key not in running:
+                # The claim's own rows are running already: count only the others.
+                found = conn.execute(_RUNNING_IN_GROUP, (conc_key,)).fetchone()[0]
+                running[conc_key] = found - in_claim[conc_key]
+            if running[conc_key] >= conc_limit:
+                conn.execute(_HOLD, (WaitingReason.CONCURRENCY.value, FAR, job.run_at, job.id))
+                held.add(job.id)
+                continue
+        if rate_key is not None:
+            if rate_key not in buckets:
+                tokens, at = _bucket(conn, rate_key, burst, now)
+                buckets[rate_key] = min(float(burst), tokens + (now - at) * rate)
+            tokens = buckets[rate_key]
+            if tokens < 1.0:
+                # Due when its token will be in the bucket; the ones behind it queue later.
+                due = now + (1.0 - tokens + waiting[rate_key]) / rate
+                waiting[rate_key] += 1
+                conn.execute(_HOLD, (WaitingReason.RATE_LIMIT.value, due, None, job.id))
+                held.add(job.id)
+                continue
+            buckets[rate_key] = tokens - 1.0
+        if conc_key is not None:
+            running[conc_key] += 1
+    for key, tokens in buckets.items():
+        conn.execute(_SAVE_BUCKET, (key, tokens, now))
+    return held
+
+
+def _bucket(conn: sqlite3.Connection, key: str, burst: int, now: float) -> tuple[float, float]:
+    row = conn.execute(_BUCKET, (key,)).fetchone()
+    return (float(burst), now) if row is None else (float(row[0]), float(row[1]))
+
+
+def release(conn: sqlite3.Connection) -> int:
+    """After jobs stopped running: give the jobs held for a slot of a group that now has one
+    free their due time back; returns how many. One indexed look when nothing is held
+    (nearly always)."""
+    if conn.execute(_ANY_HELD).fetchone() is None:
+        return 0
+    return conn.execute(_RELEASE_HELD).rowcount
+
+
+def usage(conn: sqlite3.Connection, keys: Sequence[str], now: float) -> list[LimitUsage]:
+    out = []
+    for key in keys:
+        running = conn.execute(_RUNNING_IN_GROUP, (key,)).fetchone()[0]
+        held = conn.execute(_HELD_IN_GROUP, (key,)).fetchone()[0]
+        row = conn.execute(_BUCKET, (key,)).fetchone()
+        tokens = None if row is None else float(row[0])
+        waiting = held + conn.execute(_RATE_WAITING, (key,)).fetchone()[0]
+        out.append(LimitUsage(key, running=running, tokens=tokens, waiting=waiting))
+    return out
