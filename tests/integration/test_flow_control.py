@@ -14,10 +14,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI
 
 from offload import ConfigError, JobState, Offload
-from offload.stores.base import JobFilter
+from offload.stores.base import ClaimRequest, JobFilter
 from tests.integration import flowjobs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -213,3 +215,24 @@ async def test_a_key_function_that_fails_is_a_clear_type_error(tmp_path: Path) -
             await per_user.enqueue({"name": 1})
         job = await per_user.enqueue({"id": 7})
         assert JobState.QUEUED is job.state
+
+
+async def test_a_held_job_says_why_over_http_and_on_the_dashboard(tmp_path: Path) -> None:
+    jobs = Offload(f"sqlite:///{tmp_path / 'jobs.db'}", embedded_worker=False)
+
+    @jobs.task(name="tests.one_at_a_time", concurrency=1)
+    async def one_at_a_time(n: int) -> None:
+        return None
+
+    app = FastAPI()
+    app.include_router(jobs.router(allow_anonymous=True), prefix="/jobs")
+    app.include_router(jobs.dashboard(allow_anonymous=True), prefix="/dashboard")
+    async with jobs:
+        first, second = [await one_at_a_time.enqueue(n) for n in range(2)]
+        assert [first.id] == [j.id for j in await jobs.store.claim(ClaimRequest("w", 30, 5))]
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            status = (await client.get(f"/jobs/{second.id}")).json()
+            assert ("queued", "concurrency") == (status["state"], status["waiting_reason"])
+            page = (await client.get(f"/dashboard/jobs/{second.id}")).text
+            assert 'data-waiting="concurrency"' in page
