@@ -180,9 +180,9 @@ class Offload:
         max_payload: int | None = None,
         rate_limit: str | None = None,
         burst: int | None = None,
-        rate_limit_key: Callable[..., Any] | None = None,
+        rate_limit_key: Callable[..., Any] | str | None = None,
         concurrency: int | None = None,
-        concurrency_key: Callable[..., Any] | None = None,
+        concurrency_key: Callable[..., Any] | str | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -201,16 +201,17 @@ class Offload:
         max_payload: int | None = None,
         rate_limit: str | None = None,
         burst: int | None = None,
-        rate_limit_key: Callable[..., Any] | None = None,
+        rate_limit_key: Callable[..., Any] | str | None = None,
         concurrency: int | None = None,
-        concurrency_key: Callable[..., Any] | None = None,
+        concurrency_key: Callable[..., Any] | str | None = None,
     ) -> Any:
         """Register a function as a task; usable bare (``@jobs.task``) or with options.
 
         ``rate_limit="10/s"`` (``/m``, ``/h``, ``"5/10s"``; ``burst`` at once after a quiet
         spell) and ``concurrency=2`` hold across every worker, per task or per key
-        (``rate_limit_key``/``concurrency_key``: a function of the task's arguments); the
-        store enforces them (``offload.stores.FlowControl``)."""
+        (``rate_limit_key``/``concurrency_key``: a function of the task's arguments, or a
+        name that several tasks share); the store enforces them
+        (``offload.stores.FlowControl``)."""
 
         def decorate(func: Callable[..., Any]) -> Task[Any, Any]:
             if isinstance(func, Task):

@@ -5,7 +5,9 @@ The limits are enforced by the store in ``claim`` (``FlowControl``), not by a wo
 they hold however many workers and machines run: ten workers on a ``"10/s"`` task start ten
 jobs a second between them, not a hundred. This module only names the keys: a job's rate key
 is its task's name, or the name and what ``rate_limit_key`` made of its arguments (one bucket
-per recipient domain, per tenant), and the same for its concurrency key.
+per recipient domain, per tenant), or, when ``rate_limit_key`` is a string, that name alone:
+one bucket shared by every task that names it (the SMTP server's limit, for every mail
+task). The same goes for its concurrency key.
 """
 
 from __future__ import annotations
@@ -55,9 +57,9 @@ def parse_rate(text: str, burst: int | None = None) -> RateLimit:
 class FlowOptions:
     task: str
     rate: RateLimit | None
-    rate_key: Callable[..., Any] | None
+    rate_key: Callable[..., Any] | str | None
     concurrency: int | None
-    concurrency_key: Callable[..., Any] | None
+    concurrency_key: Callable[..., Any] | str | None
 
     def limits_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> JobLimits:
         """The limits of the job for this call. A key function gets the call's arguments as
@@ -78,12 +80,15 @@ class FlowOptions:
     def _key(
         self,
         what: str,
-        fn: Callable[..., Any] | None,
+        fn: Callable[..., Any] | str | None,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> str:
         if fn is None:
             return self.task
+        if isinstance(fn, str):
+            # A name, not a function: one bucket (or group) shared by every task naming it.
+            return f"={fn}"
         try:
             value = fn(*args, **kwargs)
         except Exception as exc:
@@ -104,9 +109,9 @@ def make_flow(
     *,
     rate_limit: str | None,
     burst: int | None,
-    rate_limit_key: Callable[..., Any] | None,
+    rate_limit_key: Callable[..., Any] | str | None,
     concurrency: int | None,
-    concurrency_key: Callable[..., Any] | None,
+    concurrency_key: Callable[..., Any] | str | None,
 ) -> FlowOptions | None:
     """The task's flow options, or None when it has no limit; raises ``ValueError`` for an
     option that cannot mean anything."""
@@ -119,8 +124,14 @@ def make_flow(
     ):
         raise ValueError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
     for name, fn in (("rate_limit_key", rate_limit_key), ("concurrency_key", concurrency_key)):
-        if fn is not None and not callable(fn):
-            raise ValueError(f"{name} must be a function of the task's arguments, got {fn!r}")
+        if isinstance(fn, str):
+            if not fn or len(fn) > MAX_KEY:
+                raise ValueError(f"{name}={fn!r}: a shared name is 1 to {MAX_KEY} characters")
+        elif fn is not None and not callable(fn):
+            raise ValueError(
+                f"{name} must be a function of the task's arguments, or a name that tasks "
+                f"share, got {fn!r}"
+            )
     if rate_limit is None and concurrency is None:
         return None
     rate = None if rate_limit is None else parse_rate(rate_limit, burst)

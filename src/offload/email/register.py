@@ -13,6 +13,7 @@ parameter by resolving its annotation against the module's globals, and ``JobCon
 not one of them. Annotations evaluated at definition time hold the class itself.
 """
 
+import os
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
@@ -31,12 +32,15 @@ __all__ = [
     "DEFAULT_RETRIES",
     "SEND_EMAIL",
     "SEND_TEMPLATE",
+    "SMTP_BUCKET",
     "TaskRegistry",
     "register",
 ]
 
 SEND_EMAIL = "offload.send_email"
 SEND_TEMPLATE = "offload.send_template"
+# The rate limit's bucket, shared by both mail tasks: the server counts mails, not tasks.
+SMTP_BUCKET = "offload.smtp"
 DEFAULT_QUEUE = "email"
 DEFAULT_RETRIES = 5
 # Greylisting servers answer 451 for the first few minutes; waits of 30 s, 1, 2, 4 and 8 min
@@ -61,6 +65,8 @@ class TaskRegistry(Protocol[T_co]):
         retries: int = ...,
         backoff: float | timedelta | None = ...,
         give_up_on: tuple[type[BaseException], ...] | None = ...,
+        rate_limit: str | None = ...,
+        rate_limit_key: Any = ...,
     ) -> Callable[[Callable[..., Any]], T_co]: ...
 
 
@@ -94,6 +100,7 @@ def register(
     queue: str = DEFAULT_QUEUE,
     retries: int = DEFAULT_RETRIES,
     backoff: float | timedelta = DEFAULT_BACKOFF,
+    rate_limit: str | None = None,
 ) -> tuple[T_co, T_co]:
     """Register ``offload.send_email`` and ``offload.send_template`` on ``jobs``; return both
     tasks.
@@ -112,6 +119,10 @@ def register(
     (:data:`PERMANENT_ERRORS`).
 
     ``mailer`` and ``templates`` default to ``OFFLOAD_SMTP_*``, read at the first send.
+
+    ``rate_limit`` (default ``OFFLOAD_SMTP_RATE_LIMIT``, read now: a task's limits are part
+    of its declaration), e.g. ``"10/s"``, is the server's limit for both tasks together, one
+    bucket that the job store keeps for every worker (``SMTP_BUCKET``).
     """
     # Imported here, not at module level: see the module docstring.
     from offload.jobs import JobContext
@@ -151,10 +162,20 @@ def register(
             templates=lazy.templates(),
         )
 
-    email_task = jobs.task(
-        name=SEND_EMAIL, queue=queue, retries=retries, backoff=backoff, give_up_on=give_up_on
-    )(send_email)
-    template_task = jobs.task(
-        name=SEND_TEMPLATE, queue=queue, retries=retries, backoff=backoff, give_up_on=give_up_on
-    )(send_template)
-    return email_task, template_task
+    if rate_limit is None:
+        rate_limit = os.environ.get("OFFLOAD_SMTP_RATE_LIMIT") or None
+    limits: dict[str, Any] = (
+        {} if rate_limit is None else {"rate_limit": rate_limit, "rate_limit_key": SMTP_BUCKET}
+    )
+    tasks = [
+        jobs.task(
+            name=name,
+            queue=queue,
+            retries=retries,
+            backoff=backoff,
+            give_up_on=give_up_on,
+            **limits,
+        )(fn)
+        for name, fn in ((SEND_EMAIL, send_email), (SEND_TEMPLATE, send_template))
+    ]
+    return tasks[0], tasks[1]

@@ -36,3 +36,8 @@ class MailSettings(BaseSettings):
     ca_file: Path | None = Field(default=None, description="CA bundle for a private CA")
     max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT_BYTES
     templates: Path = Field(default=Path("templates/email"), description="template folder")
+    rate_limit: str | None = Field(
+        default=None,
+        description="mails a period for every mail task together, e.g. '10/s' (the server's "
+        "limit); enforced by the job store across every worker",
+    )
