@@ -17,7 +17,7 @@ from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
 from redis.exceptions import ResponseError
 
 from offload.errors import ConfigError
-from offload.records import JobRecord, JobState
+from offload.records import JobRecord, JobState, WaitingReason
 from offload.stores._common import load_error, load_history, load_progress, mask_url
 
 log = logging.getLogger("offload.store.redis")
@@ -39,6 +39,7 @@ DEFAULT_PREFIX = "offload"
 DEFAULT_OP_TIMEOUT = 5.0
 
 _STATES = {s.value: s for s in JobState}
+_WAITING = {w.value: w for w in WaitingReason}
 # Separates a queue name from a job id where Redis stores the pair as one string.
 NUL = "\x00"
 
@@ -101,6 +102,7 @@ class QueueKeys:
         "delayed",
         "done",
         "failed",
+        "held",
         "job",
         "ready",
         "running",
@@ -121,6 +123,16 @@ class QueueKeys:
         self.counts = f"{base}:counts"
         self.wake = f"{base}:wake"
         self.job = f"{base}:job:"
+        # Every job of the queue held for a concurrency slot (flow.py), scored as the ready
+        # set scores it: held jobs are in neither ready nor delayed, and listing reads them
+        # here.
+        self.held = f"{base}:held"
+
+    def limit(self, kind: str, key: str) -> str:
+        """A flow-control key of this queue (``conc_running``, ``conc_held``, ``bucket`` or
+        ``rate_waiting`` of a limit's key): under the queue's hash tag, so a limit holds per
+        queue. The scripts build the same names from the job key prefix (``flow_key``)."""
+        return f"{self.job[:-4]}{kind}:{key}"
 
 
 # The version of the layout below, kept in ``{prefix}:layout``. A process refuses data of a
@@ -188,7 +200,8 @@ FIELDS = (
     "meta",
     "cancel_requested",
 )
-"""A job's hash fields in the order the scripts return them (``row`` in prelude.lua)."""
+"""A job's hash fields in the order the scripts return them (``row`` in prelude.lua); the
+reads' rows (``listed``) add ``waiting``, why a queued job is held back (flow.py)."""
 
 
 def _opt_float(value: str | None) -> float | None:
@@ -221,6 +234,7 @@ def record(row: list[Any]) -> JobRecord:
         progress,
         meta,
         cancel_requested,
+        *waiting,
     ) = row
     return JobRecord(
         id=id_,
@@ -245,13 +259,14 @@ def record(row: list[Any]) -> JobRecord:
         progress=None if progress is None else load_progress(progress),
         meta=json.loads(meta) if meta else {},
         cancel_requested=cancel_requested == "1",
+        waiting_reason=_WAITING[waiting[0]] if waiting and waiting[0] else None,
     )
 
 
 def record_from(fields: dict[str, str]) -> JobRecord:
     """A job from HGETALL's mapping, with its error history: the scripts' rows leave it out
     (a claim has no use for it), a whole job's read has it."""
-    job = record([fields.get(name) for name in FIELDS])
+    job = record([*(fields.get(name) for name in FIELDS), fields.get("waiting")])
     raw = fields.get("history")
     if raw is not None:
         job.history = load_history(raw)

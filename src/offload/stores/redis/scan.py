@@ -96,7 +96,7 @@ async def delete_done(conn: RedisConnection, job: JobRecord) -> bool:
 # whose jobs those sets hold: what reading them costs, from the queue's counts hash. The
 # done set holds every finished job, so succeeded is read from it with the state checked.
 _INDEXES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "queued": (("ready", "delayed"), ("queued",)),
+    "queued": (("ready", "delayed", "held"), ("queued",)),
     "running": (("running",), ("running",)),
     "succeeded": (("done",), ("succeeded", "failed", "cancelled")),
     "failed": (("failed",), ("failed",)),

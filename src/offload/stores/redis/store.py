@@ -35,6 +35,7 @@ from offload.stores.base import (
     Activity,
     ClaimRequest,
     JobFilter,
+    LimitUsage,
     NewJob,
     Outcome,
     Page,
@@ -42,6 +43,7 @@ from offload.stores.base import (
     WorkerInfo,
 )
 from offload.stores.redis.connection import RedisConnection
+from offload.stores.redis.flow import limit_usage, limits_field
 from offload.stores.redis.layout import NUL, record, record_from
 from offload.stores.redis.scan import (
     delete_done,
@@ -242,6 +244,7 @@ class RedisStore:
                     "" if j.timeout is None else j.timeout,
                     "" if j.key is None else j.key,
                     json.dumps(j.meta) if j.meta else "",
+                    "" if j.limits is None else limits_field(j.limits),
                 )
             commands.append(
                 scripts.evalsha(
@@ -489,6 +492,7 @@ class RedisStore:
                     keys.counts,
                     keys.job + job_id,
                     keys.cancelled,
+                    keys.wake,
                 ],
                 [job_id],
             )
@@ -637,6 +641,9 @@ class RedisStore:
 
     async def list(self, filter: JobFilter, limit: int, cursor: str | None = None) -> Page:
         return await list_jobs(self._conn, filter, limit, cursor)
+
+    async def limit_usage(self, keys: Sequence[str]) -> builtins.list[LimitUsage]:
+        return await limit_usage(self._conn, keys)
 
     # --- worker registry (workers.py) ----------------------------------------------------
 

@@ -1,8 +1,9 @@
--- KEYS: ready, delayed, done, counts, job, cancelled
+-- KEYS: ready, delayed, done, counts, job, cancelled, wake
 -- queued -> cancelled now; running -> cancel requested. Returns the job's fields, or nil.
 local ready, delayed, done, counts, k = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id = ARGV[1]
-local state = redis.call('HGET', k, 'state')
+local cur = redis.call('HMGET', k, 'state', 'limits', 'waiting')
+local state = cur[1]
 if not state then return false end
 if state == 'queued' then
   local now = now_s()
@@ -13,6 +14,19 @@ if state == 'queued' then
   redis.call('ZADD', KEYS[6], now, id)
   move('queued', 'cancelled')
   flush_counts(counts)
+  if cur[2] then -- flow control: it leaves the line it waited in
+    local jp = string.sub(k, 1, #k - #id)
+    local lim = cjson.decode(cur[2])
+    redis.call('HDEL', k, 'waiting')
+    if lim.rk then redis.call('ZREM', flow_key(jp, 'rate_waiting', lim.rk), id) end
+    if cur[3] == 'concurrency' then
+      redis.call('ZREM', flow_key(jp, 'conc_held', lim.ck), id)
+      redis.call('ZREM', string.sub(jp, 1, -5) .. 'held', id)
+    else
+      -- It may have been let out for a slot that now goes to the next one held.
+      wake(KEYS[7], release_slots(jp, ready, id, lim))
+    end
+  end
 elseif state == 'running' then
   redis.call('HSET', k, 'cancel_requested', '1')
 end

@@ -2,28 +2,100 @@
 -- ARGV: job key prefix, limit, worker id, ttl
 -- Promotes due delayed jobs, then takes up to `limit` ready jobs (priority desc, then id:
 -- ids are time-ordered, so FIFO) and leases them. Returns {now, job fields, ...}.
+-- A job with limits (its `limits` field) is weighed first (admit): one a limit holds back
+-- stays queued, with no attempt used, and the claim goes on for the places it left.
 local ready, delayed, running, counts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local jp, limit, worker, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local now = now_s()
 promote(ready, delayed, jp, now, 1000)
 local out = {fmt(now)}
 if limit <= 0 then return out end
-local popped = redis.call('ZPOPMIN', ready, limit)
 local lease_num = now + ttl
 local lease, nows = fmt(lease_num), fmt(now)
 local n = 0
 local leased = {}
-for i = 1, #popped, 2 do
-  local id = popped[i]
-  local k = jp .. id
-  local cur = redis.call('HMGET', k, 'state', 'attempt')
-  if cur[1] == 'queued' then
-    redis.call('HSET', k, 'state', 'running', 'attempt', tonumber(cur[2]) + 1,
-      'lease_until', lease, 'worker_id', worker, 'started_at', nows, 'cancel_requested', '0')
-    out[#out + 1] = row(k)
-    n = n + 1
-    leased[#leased + 1] = lease_num
-    leased[#leased + 1] = id
+-- What this call learnt of the limits it met (jobs running per concurrency key, buckets
+-- per rate key); made at the first limited job, so unlimited claims never build it.
+local seen
+
+-- Whether a limited job may start now; if not, it is put where it waits: a job held for a
+-- slot in its key's held set (scored as in ready, so it comes back at its place), one with
+-- no token in the delayed set at the time its token will be there, those behind it of the
+-- same key 1/rate later each.
+local function admit(id, k, lim, score)
+  local ck, rk = lim.ck, lim.rk
+  if ck then
+    if seen.running[ck] == nil then
+      seen.running[ck] = redis.call('SCARD', flow_key(jp, 'conc_running', ck))
+    end
+    if seen.running[ck] >= lim.cl then
+      redis.call('ZADD', flow_key(jp, 'conc_held', ck), score, id)
+      redis.call('ZADD', string.sub(jp, 1, -5) .. 'held', score, id)
+      redis.call('HSET', k, 'waiting', 'concurrency')
+      if rk then redis.call('ZREM', flow_key(jp, 'rate_waiting', rk), id) end
+      return false
+    end
+  end
+  if rk then
+    local b = seen.buckets[rk]
+    if b == nil then
+      local saved = redis.call('HMGET', flow_key(jp, 'bucket', rk), 'tokens', 'at')
+      local tokens, at = lim.burst, now
+      if saved[1] then tokens, at = tonumber(saved[1]), tonumber(saved[2]) end
+      b = {tokens = math.min(lim.burst, tokens + (now - at) * lim.rate), behind = 0}
+      seen.buckets[rk] = b
+    end
+    if b.tokens < 1 then
+      local due = now + (1 - b.tokens + b.behind) / lim.rate
+      b.behind = b.behind + 1
+      redis.call('HSET', k, 'waiting', 'rate_limit', 'run_at', fmt(due))
+      redis.call('ZADD', delayed, due, id)
+      redis.call('ZADD', flow_key(jp, 'rate_waiting', rk), due, id)
+      return false
+    end
+    b.tokens = b.tokens - 1
+    redis.call('ZREM', flow_key(jp, 'rate_waiting', rk), id)
+  end
+  if ck then
+    seen.running[ck] = seen.running[ck] + 1
+    redis.call('SADD', flow_key(jp, 'conc_running', ck), id)
+  end
+  redis.call('HDEL', k, 'waiting')
+  return true
+end
+
+local want = limit
+while true do
+  local popped = redis.call('ZPOPMIN', ready, want)
+  local held = 0
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    local k = jp .. id
+    local cur = redis.call('HMGET', k, 'state', 'attempt', 'limits')
+    if cur[1] == 'queued' then
+      local go = true
+      if cur[3] then
+        seen = seen or {running = {}, buckets = {}}
+        go = admit(id, k, cjson.decode(cur[3]), popped[i + 1])
+      end
+      if go then
+        redis.call('HSET', k, 'state', 'running', 'attempt', tonumber(cur[2]) + 1,
+          'lease_until', lease, 'worker_id', worker, 'started_at', nows, 'cancel_requested', '0')
+        out[#out + 1] = row(k)
+        n = n + 1
+        leased[#leased + 1] = lease_num
+        leased[#leased + 1] = id
+      else
+        held = held + 1
+      end
+    end
+  end
+  if held == 0 or #popped < 2 * want or n >= limit then break end
+  want = limit - n
+end
+if seen then
+  for rk, b in pairs(seen.buckets) do
+    redis.call('HSET', flow_key(jp, 'bucket', rk), 'tokens', fmt(b.tokens), 'at', nows)
   end
 end
 if n > 0 then

@@ -13,7 +13,7 @@ local jp = ARGV[1]
 local now = now_s()
 local nows = fmt(now)
 local out = {}
-local requeued = 0
+local requeued, released = 0, 0
 local unleased, finished = {}, {}
 -- Failed and cancelled jobs also join their own set, so activity counts each state apart.
 local apart = {failed = {}, cancelled = {}}
@@ -23,11 +23,13 @@ for i = 2, #ARGV, 7 do
   local result, err, delay = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
   local k = jp .. id
   local cur = redis.call('HMGET', k, 'state', 'worker_id', 'attempt', 'priority', 'max_attempts',
-    'cancel_requested')
+    'cancel_requested', 'limits')
   if cur[1] == 'running' and cur[2] == worker and cur[3] == attempt then
     -- A job claimed ahead and never started whose cancellation was asked for ends now.
     if kind == 'release' and cur[6] == '1' then kind = 'cancelled' end
     unleased[#unleased + 1] = id
+    -- A job of a concurrency key gives its slot back (flow control).
+    if cur[7] then released = released + release_slots(jp, ready, id, cjson.decode(cur[7])) end
     if FINISHED[kind] then
       if kind == 'succeeded' then
         redis.call('HDEL', k, 'lease_until', 'error')
@@ -90,5 +92,5 @@ for state, members in pairs(apart) do
   if #members > 0 then redis.call('ZADD', apart_keys[state], unpack(members)) end
 end
 flush_counts(counts)
-wake(wakes, requeued)
+wake(wakes, requeued + released)
 return out

@@ -1,6 +1,7 @@
 -- KEYS: ready, delayed, all, counts, wake
--- ARGV: job key prefix, queue, then per job 11 fields:
---   id, task, args, kwargs, priority, max_attempts, run_at|'', delay, timeout|'', key|'', meta|''
+-- ARGV: job key prefix, queue, then per job 12 fields:
+--   id, task, args, kwargs, priority, max_attempts, run_at|'', delay, timeout|'', key|'', meta|'',
+--   limits|'' (flow control's JSON, see prelude.lua)
 -- Create-if-absent by id, so a retried call or a second holder of one idempotency key
 -- cannot make a second job. Returns {now, r1, r2, ...}: ri is the run_at of a created job,
 -- or the existing job's fields.
@@ -10,7 +11,7 @@ local now = now_s()
 local nows = fmt(now)
 local out = {nows}
 local created = 0
-for i = 3, #ARGV, 11 do
+for i = 3, #ARGV, 12 do
   local id = ARGV[i]
   local k = jp .. id
   if redis.call('EXISTS', k) == 1 then
@@ -32,6 +33,9 @@ for i = 3, #ARGV, 11 do
     if ARGV[i + 8] ~= '' then fields[#fields + 1] = 'timeout'; fields[#fields + 1] = ARGV[i + 8] end
     if ARGV[i + 9] ~= '' then fields[#fields + 1] = 'key'; fields[#fields + 1] = ARGV[i + 9] end
     if ARGV[i + 10] ~= '' then fields[#fields + 1] = 'meta'; fields[#fields + 1] = ARGV[i + 10] end
+    if ARGV[i + 11] ~= '' then
+      fields[#fields + 1] = 'limits'; fields[#fields + 1] = ARGV[i + 11]
+    end
     redis.call('HSET', k, unpack(fields))
     if run_num > now then
       redis.call('ZADD', delayed, run_num, id)

@@ -23,7 +23,7 @@ for _, id in ipairs(ids) do
   local k = jp .. id
   local cur = redis.call('HMGET', k, 'state', 'task')
   if cur[1] and (any_state or states[cur[1]]) and (any_task or tasks[cur[2]]) then
-    out[#out + 1] = row(k)
+    out[#out + 1] = listed(k)
     found = found + 1
     if found >= wanted then
       out[1] = '0'

@@ -1,5 +1,5 @@
 -- KEYS: the per-state index sets of one queue that hold the states asked (ready, delayed,
---   running, done, failed, cancelled: any of them, members are job ids)
+--   held, running, done, failed, cancelled: any of them, members are job ids)
 -- ARGV: job key prefix, upper bound ('+' or '(' .. id), lower bound ('-' or '[' .. id),
 --   wanted, n states, states..., n tasks, tasks...
 -- list.lua's walk over the members of the given indexes instead of over every id: none of
@@ -37,7 +37,7 @@ for i = #ids, 1, -1 do
   local k = jp .. id
   local cur = redis.call('HMGET', k, 'state', 'task')
   if cur[1] and states[cur[1]] and (any_task or tasks[cur[2]]) then
-    out[#out + 1] = row(k)
+    out[#out + 1] = listed(k)
     found = found + 1
     if found >= wanted then
       out[1], out[2] = '0', id

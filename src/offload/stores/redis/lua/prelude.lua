@@ -68,3 +68,39 @@ local function row(k)
     'attempt', 'max_attempts', 'run_at', 'enqueued_at', 'timeout', 'started_at', 'finished_at',
     'lease_until', 'worker_id', 'key', 'result', 'error', 'progress', 'meta', 'cancel_requested')
 end
+
+-- row, with why a queued job is held back (`waiting`, flow control): for the reads.
+local function listed(k)
+  return redis.call('HMGET', k, 'id', 'task', 'queue', 'args', 'kwargs', 'state', 'priority',
+    'attempt', 'max_attempts', 'run_at', 'enqueued_at', 'timeout', 'started_at', 'finished_at',
+    'lease_until', 'worker_id', 'key', 'result', 'error', 'progress', 'meta', 'cancel_requested',
+    'waiting')
+end
+
+-- Flow control (stores/redis/flow.py). A limited job's hash has `limits`, JSON with ck and
+-- cl (concurrency key and limit), rk, rate and burst (rate key, tokens a second, bucket
+-- size). A limit's keys sit beside the queue's own, under its hash tag
+-- (layout.QueueKeys.limit): built here from the job key prefix, '{...}:job:'.
+local function flow_key(jp, kind, key)
+  return string.sub(jp, 1, -5) .. kind .. ':' .. key
+end
+
+-- A job of a concurrency key stopped running, or left the line: as many of the key's held
+-- jobs as it now has free slots go back to the ready set, at their place. Returns how many.
+local function release_slots(jp, ready, id, lim)
+  if not lim.ck then return 0 end
+  local run = flow_key(jp, 'conc_running', lim.ck)
+  redis.call('SREM', run, id)
+  local free = lim.cl - redis.call('SCARD', run)
+  if free <= 0 then return 0 end
+  local back = redis.call('ZPOPMIN', flow_key(jp, 'conc_held', lim.ck), free)
+  if #back == 0 then return 0 end
+  local ids = {}
+  for i = 1, #back, 2 do
+    redis.call('ZADD', ready, back[i + 1], back[i])
+    redis.call('HDEL', jp .. back[i], 'waiting')
+    ids[#ids + 1] = back[i]
+  end
+  redis.call('ZREM', string.sub(jp, 1, -5) .. 'held', unpack(ids))
+  return #ids
+end

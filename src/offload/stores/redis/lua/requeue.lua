@@ -12,7 +12,8 @@ local n, requeued = 0, 0
 for _, id in ipairs(expired) do
   redis.call('ZREM', running, id)
   local k = jp .. id
-  local cur = redis.call('HMGET', k, 'state', 'attempt', 'max_attempts', 'worker_id', 'priority')
+  local cur = redis.call('HMGET', k, 'state', 'attempt', 'max_attempts', 'worker_id', 'priority',
+    'limits')
   if cur[1] == 'running' then
     local who = cjson.encode(cur[4] or '')
     who = string.sub(who, 2, #who - 1)
@@ -39,6 +40,8 @@ for _, id in ipairs(expired) do
       move('running', 'queued')
       requeued = requeued + 1
     end
+    -- A job of a concurrency key gives its slot back (flow control).
+    if cur[6] then requeued = requeued + release_slots(jp, ready, id, cjson.decode(cur[6])) end
     n = n + 1
   end
 end
