@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from fastapi import FastAPI
 from offload import ConfigError, JobState, Offload
 from offload.stores.base import ClaimRequest, JobFilter
 from tests.integration import flowjobs
+from tests.stores.conftest import REDIS_URL, drop_redis_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFLOAD = Path(sys.executable).with_name("offload")
@@ -91,9 +93,15 @@ class Workers:
                 proc.wait()
 
 
-@pytest.fixture
-def setup(tmp_path: Path) -> Iterator[tuple[Offload, Workers, Path]]:
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+@pytest.fixture(params=["sqlite", "redis"])
+def setup(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Offload, Workers, Path]]:
+    prefix = f"test-{uuid.uuid4().hex}"
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    else:
+        url = f"{REDIS_URL}?prefix={prefix}"
     runs = tmp_path / "runs"
     flowjobs.jobs.store = Offload(url, embedded_worker=False).store
     workers = Workers(url, runs, tmp_path / "workers.log")
@@ -101,6 +109,8 @@ def setup(tmp_path: Path) -> Iterator[tuple[Offload, Workers, Path]]:
         yield flowjobs.jobs, workers, runs
     finally:
         workers.stop()
+        if request.param == "redis":
+            asyncio.run(drop_redis_keys(prefix))
 
 
 async def until_done(app: Offload, count: int, timeout: float) -> None:

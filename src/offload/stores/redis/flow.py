@@ -34,7 +34,8 @@ __all__ = ["limit_usage", "limits_field"]
 
 def limits_field(limits: JobLimits) -> str:
     """A job's limits as the scripts read them (see prelude.lua): ``ck``/``cl`` for its
-    concurrency key and limit, ``rk``/``rate``/``burst`` for its token bucket."""
+    concurrency key and limit, ``rk``/``rate``/``burst`` for its token bucket; empty when it
+    has neither (limits of other kinds), so that its claims take the path of unlimited jobs."""
     out: dict[str, object] = {}
     if limits.concurrency_key is not None and limits.concurrency is not None:
         out["ck"] = limits.concurrency_key
@@ -43,7 +44,7 @@ def limits_field(limits: JobLimits) -> str:
         out["rk"] = limits.rate_key
         out["rate"] = limits.rate
         out["burst"] = limits.burst
-    return json.dumps(out, separators=(",", ":"))
+    return json.dumps(out, separators=(",", ":")) if out else ""
 
 
 async def limit_usage(conn: RedisConnection, keys: Sequence[str]) -> list[LimitUsage]:
