@@ -20,6 +20,7 @@ Every request is logged once with its request id; the jobs it creates log the sa
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -34,7 +35,7 @@ from examples.notify.db import database
 from examples.notify.service import RETRY_AFTER, Service, unavailable
 from examples.notify.settings import Settings, api_token, configure
 from examples.notify.tasks import Tasks
-from offload import Offload, PayloadTooLarge, StoreUnavailable
+from offload import Offload, PayloadTooLarge, QueueFull, StoreUnavailable
 from offload.dashboard import basic_auth
 from offload.fastapi import BodySizeLimitMiddleware, Detail, RequestLogMiddleware, jobs_router
 from offload.logging import configure_logging
@@ -114,6 +115,12 @@ async def database_down(request: Request, exc: DBAPIError) -> Response:
     )
     detail = "the service's database is unavailable; retry the request later"
     return JSONResponse({"detail": detail}, 503, headers={"Retry-After": str(RETRY_AFTER)})
+
+
+@app.exception_handler(QueueFull)
+async def backlog_full(request: Request, exc: QueueFull) -> Response:
+    headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    return JSONResponse({"detail": f"{exc.what} is full; retry later"}, 429, headers=headers)
 
 
 @app.exception_handler(PayloadTooLarge)

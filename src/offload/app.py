@@ -8,12 +8,21 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from datetime import timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 from offload import correlation
 from offload.errors import ConfigError, StoreUnavailable, UnknownTask
+from offload.flow import check_max_queued
 from offload.jobs import Job, JobContext, JobRecord
 from offload.observers import Observers
 from offload.redaction import redact_text
@@ -21,7 +30,13 @@ from offload.retry import RetryPolicy
 from offload.schedules import Schedule, make_schedule
 from offload.stores import Store, open_store
 from offload.stores._common import mask_url
-from offload.stores.base import BlockingEnqueue, FlowControl, NewJob, TransactionalEnqueue
+from offload.stores.base import (
+    BlockingEnqueue,
+    FlowControl,
+    NewJob,
+    QueueCaps,
+    TransactionalEnqueue,
+)
 from offload.tasks import AsyncTask, Prepared, SyncTask, Task, check_max_payload, make_config
 
 if TYPE_CHECKING:
@@ -104,6 +119,7 @@ class Offload:
         retention: float | timedelta = DEFAULT_RETENTION,
         clock: Callable[[], float] | None = None,
         max_payload: int | None = DEFAULT_MAX_PAYLOAD,
+        queue_limits: Mapping[str, int] | None = None,
     ) -> None:
         if store is not None and clock is not None:
             raise ConfigError("pass the clock to the store you build, or a URL with clock=")
@@ -118,6 +134,10 @@ class Offload:
         self.embedded_worker = embedded_worker
         self.concurrency = concurrency
         self.max_payload = check_max_payload(max_payload)
+        # Backlogs past which an enqueue into the queue is refused (QueueFull), by queue.
+        self.queue_limits: dict[str, int] = dict(queue_limits or {})
+        for queue_name, most in self.queue_limits.items():
+            check_max_queued(f"queue_limits[{queue_name!r}]", most)
         self.queues = list(queues) if queues is not None else None
         self.retention = (
             retention.total_seconds() if isinstance(retention, timedelta) else float(retention)
@@ -183,6 +203,7 @@ class Offload:
         rate_limit_key: Callable[..., Any] | str | None = None,
         concurrency: int | None = None,
         concurrency_key: Callable[..., Any] | str | None = None,
+        max_queued: int | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -204,6 +225,7 @@ class Offload:
         rate_limit_key: Callable[..., Any] | str | None = None,
         concurrency: int | None = None,
         concurrency_key: Callable[..., Any] | str | None = None,
+        max_queued: int | None = None,
     ) -> Any:
         """Register a function as a task; usable bare (``@jobs.task``) or with options.
 
@@ -211,7 +233,8 @@ class Offload:
         spell) and ``concurrency=2`` hold across every worker, per task or per key
         (``rate_limit_key``/``concurrency_key``: a function of the task's arguments, or a
         name that several tasks share); the store enforces them
-        (``offload.stores.FlowControl``)."""
+        (``offload.stores.FlowControl``). ``max_queued=N`` refuses an enqueue past N queued
+        jobs of the task with ``QueueFull`` (429 through the FastAPI adapter)."""
 
         def decorate(func: Callable[..., Any]) -> Task[Any, Any]:
             if isinstance(func, Task):
@@ -237,6 +260,7 @@ class Offload:
                     "rate_limit_key": rate_limit_key,
                     "concurrency": concurrency,
                     "concurrency_key": concurrency_key,
+                    "max_queued": max_queued,
                 },
             )
             existing = self.tasks.get(config.name)
@@ -507,15 +531,21 @@ class Offload:
 
     def _check_limits(self) -> None:
         """Limits are the store's to enforce: a store that cannot must not run limited tasks
-        unlimited, so the app refuses to open on it."""
-        if isinstance(self.store, FlowControl):
-            return
-        limited = sorted(name for name, task in self.tasks.items() if task.config.flow)
-        if limited:
+        unlimited (or take a backlog past its limit), so the app refuses to open on it."""
+        flows = {name: task.config.flow for name, task in self.tasks.items() if task.config.flow}
+        paced = sorted(n for n, f in flows.items() if f.rate or f.concurrency)
+        if paced and not isinstance(self.store, FlowControl):
             raise ConfigError(
-                f"task {limited[0]!r} has a rate or concurrency limit, which the store "
+                f"task {paced[0]!r} has a rate or concurrency limit, which the store "
                 f"enforces, and the store at {mask_url(self.url)} cannot; use a sqlite:/// "
                 "store for limited tasks"
+            )
+        capped = sorted(n for n, f in flows.items() if f.max_queued)
+        if (capped or self.queue_limits) and not isinstance(self.store, QueueCaps):
+            what = f"task {capped[0]!r}" if capped else "queue_limits"
+            raise ConfigError(
+                f"{what} sets a max_queued, which the store enforces at enqueue, and the "
+                f"store at {mask_url(self.url)} cannot; use a sqlite:/// store for it"
             )
 
     def run_sync(self, coro: Coroutine[Any, Any, R]) -> R:

@@ -25,6 +25,22 @@ class StoreUnavailable(OffloadError):
     """The job store cannot be reached; nothing was written. Check that it is running."""
 
 
+class QueueFull(OffloadError):
+    """An enqueue past a ``max_queued`` limit: nothing of the call was stored. Try again in
+    ``retry_after`` seconds (a suggestion: when the backlog may have shrunk); the FastAPI
+    adapter answers it as 429 with ``Retry-After``."""
+
+    def __init__(self, what: str, limit: int, queued: int, retry_after: float) -> None:
+        self.what = what
+        self.limit = limit
+        self.queued = queued
+        self.retry_after = retry_after
+        super().__init__(
+            f"{what} holds {queued:,} queued jobs, its max_queued is {limit:,}: nothing was "
+            f"stored; try again in {retry_after:.0f} s"
+        )
+
+
 class PayloadTooLarge(OffloadError, ValueError):
     """A job's arguments encode to more JSON than the payload limit allows; nothing was stored.
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from offload.records import JobLimits
 
-__all__ = ["FlowOptions", "RateLimit", "make_flow", "parse_rate"]
+__all__ = ["FlowOptions", "RateLimit", "check_max_queued", "make_flow", "parse_rate"]
 
 PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smh])\s*$")
@@ -60,8 +60,11 @@ class FlowOptions:
     rate_key: Callable[..., Any] | str | None
     concurrency: int | None
     concurrency_key: Callable[..., Any] | str | None
+    max_queued: int | None = None
 
-    def limits_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> JobLimits:
+    def limits_for(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], queue_max: int | None = None
+    ) -> JobLimits:
         """The limits of the job for this call. A key function gets the call's arguments as
         the task does; what it returns names the bucket or the slot group."""
         rate_key = conc_key = None
@@ -75,6 +78,8 @@ class FlowOptions:
             burst=1 if self.rate is None else self.rate.burst,
             concurrency_key=conc_key,
             concurrency=self.concurrency,
+            max_queued=self.max_queued,
+            queue_max=queue_max,
         )
 
     def _key(
@@ -112,6 +117,7 @@ def make_flow(
     rate_limit_key: Callable[..., Any] | str | None,
     concurrency: int | None,
     concurrency_key: Callable[..., Any] | str | None,
+    max_queued: int | None = None,
 ) -> FlowOptions | None:
     """The task's flow options, or None when it has no limit; raises ``ValueError`` for an
     option that cannot mean anything."""
@@ -132,7 +138,13 @@ def make_flow(
                 f"{name} must be a function of the task's arguments, or a name that tasks "
                 f"share, got {fn!r}"
             )
-    if rate_limit is None and concurrency is None:
+    check_max_queued("max_queued", max_queued)
+    if rate_limit is None and concurrency is None and max_queued is None:
         return None
     rate = None if rate_limit is None else parse_rate(rate_limit, burst)
-    return FlowOptions(task, rate, rate_limit_key, concurrency, concurrency_key)
+    return FlowOptions(task, rate, rate_limit_key, concurrency, concurrency_key, max_queued)
+
+
+def check_max_queued(what: str, value: object) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{what} must be a whole number of jobs >= 1, got {value!r}")

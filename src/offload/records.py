@@ -44,14 +44,19 @@ class WaitingReason(enum.StrEnum):
 class JobLimits:
     """The flow-control limits a job is held to, carried by the job itself so that the store
     enforces them for every worker without knowing the task: a token bucket (``rate`` tokens
-    a second, up to ``burst``) shared by every job of ``rate_key``, and at most
-    ``concurrency`` jobs of ``concurrency_key`` running at once."""
+    a second, up to ``burst``) shared by every job of ``rate_key``, at most ``concurrency``
+    jobs of ``concurrency_key`` running at once, and the backlogs past which an enqueue is
+    refused (``max_queued`` of the task, ``queue_max`` of the queue)."""
 
     rate_key: str | None = None
     rate: float | None = None
     burst: int = 1
     concurrency_key: str | None = None
     concurrency: int | None = None
+    max_queued: int | None = None
+    """At most this many queued jobs of the task (those enqueued with the limit)."""
+    queue_max: int | None = None
+    """At most this many queued jobs in the job's queue, whatever their task."""
 
 
 class JobState(enum.StrEnum):

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import inspect
 import sys
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
@@ -19,6 +19,7 @@ from offload.depends import DependencyError, plan
 from offload.flow import FlowOptions, make_flow
 from offload.ids import new_id
 from offload.jobs import Job, JobContext
+from offload.records import JobLimits
 from offload.redaction import SECRET_ARGS_META
 from offload.retry import RetryPolicy
 from offload.serialization import Codec, payload_size
@@ -83,6 +84,9 @@ class Enqueuer(Protocol):
 
     @property
     def max_payload(self) -> int | None: ...
+
+    @property
+    def queue_limits(self) -> Mapping[str, int]: ...
 
     async def enqueue_many(
         self, prepared: Iterable[Prepared[Any]], *, connection: Any = None
@@ -191,6 +195,14 @@ class Task(Generic[P, R]):
         cfg = self.config
         retries = opts.retries if opts.retries is not None else cfg.policy.retries
         secret = self.codec.secret_params
+        queue = opts.queue or cfg.queue
+        caps = self.app.queue_limits
+        queue_max = caps.get(queue) if caps else None
+        limits = None
+        if cfg.flow is not None:
+            limits = cfg.flow.limits_for(args, kwargs, queue_max)
+        elif queue_max is not None:
+            limits = JobLimits(queue_max=queue_max)
         # By position, in NewJob's field order: keywords cost more than the rest of the job
         # (id, task, queue, args, kwargs, priority, max_attempts, run_at, delay, timeout, key,
         # meta).
@@ -199,7 +211,7 @@ class Task(Generic[P, R]):
             NewJob(
                 new_id(),
                 cfg.name,
-                opts.queue or cfg.queue,
+                queue,
                 enc_args,
                 enc_kwargs,
                 cfg.priority if opts.priority is None else opts.priority,
@@ -209,7 +221,7 @@ class Task(Generic[P, R]):
                 opts.timeout if opts.timeout is not None else cfg.timeout,
                 opts.key,
                 {SECRET_ARGS_META: list(secret)} if secret else {},
-                None if cfg.flow is None else cfg.flow.limits_for(args, kwargs),
+                limits,
             ),
         )
 

@@ -72,10 +72,12 @@ def test_an_anonymous_jobs_api_documents_no_401() -> None:
         assert "503" in op["responses"], label
 
 
-def test_an_endpoint_enqueuing_documents_413_and_503() -> None:
+def test_an_endpoint_enqueuing_documents_413_429_and_503() -> None:
     responses = jobs_app(allow_anonymous=True).openapi()["paths"]["/greet"]["post"]["responses"]
-    assert {"202", "413", "503"} == set(responses)
+    assert {"202", "413", "429", "503"} == set(responses)
     assert DETAIL == body_schema(responses["413"])
+    assert DETAIL == body_schema(responses["429"])
+    assert {"Retry-After": RETRY_AFTER} == responses["429"]["headers"]
     assert {"Retry-After": RETRY_AFTER} == responses["503"]["headers"]
 
 
@@ -93,12 +95,12 @@ def notify_schema(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, 
 
 def test_the_service_documents_each_answer_of_each_route(notify_schema: dict[str, Any]) -> None:
     found = {label: set(op["responses"]) for label, op in operations(notify_schema).items()}
-    assert {"202", "400", "409", "413", "422", "503"} == found.pop("POST /register")
+    assert {"202", "400", "409", "413", "422", "429", "503"} == found.pop("POST /register")
     assert {"200"} == found.pop("GET /health")
     assert {"200", "503"} == found.pop("GET /healthz")
-    assert {"202", "400", "401", "413", "422", "503"} == found.pop("POST /webhooks/payments")
+    assert {"202", "400", "401", "413", "422", "429", "503"} == found.pop("POST /webhooks/payments")
     for label in ("POST /send-notification", "POST /orders", "POST /files", "POST /images"):
-        assert {"202", "400", "401", "413", "422", "503"} == found.pop(label), label
+        assert {"202", "400", "401", "413", "422", "429", "503"} == found.pop(label), label
     assert {"200", "401", "503"} == found.pop("GET /stats")
     for label in ("GET /files/{upload_id}", "GET /images/{upload_id}"):
         assert {"200", "401", "404", "422", "503"} == found.pop(label), label

@@ -8,11 +8,12 @@ is only ever sent for a job that is stored (DESIGN §1.1).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 from fastapi import Depends, HTTPException, status
 
-from offload.errors import PayloadTooLarge, StoreUnavailable
+from offload.errors import PayloadTooLarge, QueueFull, StoreUnavailable
 from offload.fastapi.outage import outage_of
 from offload.fastapi.schemas import Detail
 from offload.jobs import Job
@@ -47,6 +48,12 @@ ENQUEUE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "model": Detail,
         "description": "the request body, or the job made of it, is over the size limit",
     },
+    429: {
+        "model": Detail,
+        "description": "the backlog is full (max_queued); nothing was accepted, try again "
+        "after Retry-After seconds",
+        "headers": UNAVAILABLE_RESPONSE["headers"],
+    },
     503: UNAVAILABLE_RESPONSE,
 }
 
@@ -78,6 +85,8 @@ class DurableTasks:
         app, prepared = _prepare(task, args, kwargs)
         try:
             (job,) = await app.enqueue_many([prepared])
+        except QueueFull as exc:
+            raise too_many(exc) from exc
         except (StoreUnavailable, OSError) as exc:
             raise _unavailable(app, prepared, exc) from exc
         outage_of(app).answered()
@@ -91,6 +100,8 @@ class DurableTasks:
         app, prepared = _prepare(task, args, kwargs)
         try:
             (job,) = app.enqueue_many_sync([prepared])
+        except QueueFull as exc:
+            raise too_many(exc) from exc
         except (StoreUnavailable, OSError) as exc:
             raise _unavailable(app, prepared, exc) from exc
         outage_of(app).answered()
@@ -125,6 +136,21 @@ def _too_large(exc: PayloadTooLarge) -> HTTPException:
         413,
         detail=f"the data in this request makes a job of {exc.size:,} bytes, over the limit "
         f"of {exc.limit:,} bytes; send less data",
+    )
+
+
+def too_many(exc: QueueFull) -> HTTPException:
+    """429 with ``Retry-After`` (whole seconds, at least 1): the client's work was not
+    accepted, and is welcome again then."""
+    log.info(
+        "job refused: the backlog is full",
+        extra={"action": "fastapi.queue_full", "error": str(exc)},
+    )
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        detail=f"{exc.what} is full ({exc.limit:,} jobs waiting); nothing was accepted, "
+        "retry later",
+        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
     )
 
 

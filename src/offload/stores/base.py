@@ -344,6 +344,19 @@ class FlowControl(Protocol):
 
 
 @runtime_checkable
+class QueueCaps(Protocol):
+    """A store that refuses, inside ``enqueue`` and atomically with it, jobs past their
+    backlog limits (``JobLimits.max_queued`` for the task, ``queue_max`` for the queue):
+    ``enqueue`` raises ``QueueFull`` and stores nothing of the call. A job whose key finds
+    a job on record is not counted (it adds nothing). A store without it refuses to open
+    with such limits rather than ignore them."""
+
+    async def queued_depths(self, tasks: Sequence[str], queues: Sequence[str]) -> dict[str, int]:
+        """Queued jobs per task (of those enqueued with a limit) and per queue, keyed
+        ``task:<name>`` and ``queue:<name>``, for metrics."""
+
+
+@runtime_checkable
 class Migrations(Protocol):
     """A store whose layout an operator may bring up to date on purpose, before any process
     uses it (``offload migrate``): a schema shared by many services, or a database user

@@ -14,11 +14,12 @@ import sqlite3
 from collections import Counter
 from collections.abc import Sequence
 
+from offload.errors import QueueFull
 from offload.records import JobRecord, WaitingReason
 from offload.stores.base import LimitUsage, NewJob
 from offload.stores.sqlite.queries import QUERIES as Q
 
-__all__ = ["FAR", "admit", "release", "set_limits", "usage"]
+__all__ = ["FAR", "admit", "check_caps", "depths", "release", "set_limits", "usage"]
 
 # Where a job held for a slot waits: beyond any claim's "due by now", in the same index
 # range as every job not yet due (its real due time is in held_run_at).
@@ -34,17 +35,71 @@ _ANY_HELD = Q["any_held"]
 _RELEASE_HELD = Q["release_held"]
 _HELD_IN_GROUP = Q["held_in_group"]
 _RATE_WAITING = Q["rate_waiting"]
+_QUEUED_CAPPED = Q["queued_capped"]
+_QUEUED_IN_QUEUE = Q["queued_in_queue"]
+_KEY_ON_RECORD = Q["key_on_record"]
+# Seconds a refused caller is told to wait when nothing says how fast the backlog drains.
+RETRY_AFTER = 1.0
 
 
 def set_limits(conn: sqlite3.Connection, jobs: Sequence[NewJob], skip: set[int]) -> None:
     """Write the limits of the jobs just inserted (``skip``: those a key found on record)."""
     rows = [
-        (lim.rate_key, lim.rate, lim.burst, lim.concurrency_key, lim.concurrency, new.id)
+        (
+            lim.rate_key,
+            lim.rate,
+            lim.burst,
+            lim.concurrency_key,
+            lim.concurrency,
+            lim.max_queued,
+            new.id,
+        )
         for i, new in enumerate(jobs)
         if (lim := new.limits) is not None and i not in skip
     ]
     if rows:
         conn.executemany(_SET_LIMITS, rows)
+
+
+def check_caps(conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> None:
+    """Raise ``QueueFull`` before anything is written when the call would take a task or a
+    queue past its backlog limit; a job whose key is on record adds nothing and is not
+    counted."""
+    per_task: Counter[str] = Counter()
+    per_queue: Counter[str] = Counter()
+    task_cap: dict[str, tuple[int, float | None]] = {}
+    queue_cap: dict[str, int] = {}
+    for new in jobs:
+        lim = new.limits
+        if lim is None or (lim.max_queued is None and lim.queue_max is None):
+            continue
+        if new.key is not None and conn.execute(_KEY_ON_RECORD, (new.task, new.key)).fetchone():
+            continue
+        if lim.max_queued is not None:
+            per_task[new.task] += 1
+            task_cap[new.task] = (lim.max_queued, lim.rate)
+        if lim.queue_max is not None:
+            per_queue[new.queue] += 1
+            queue_cap[new.queue] = lim.queue_max
+    for task, adding in per_task.items():
+        most, rate = task_cap[task]
+        queued = conn.execute(_QUEUED_CAPPED, (task,)).fetchone()[0]
+        if queued + adding > most:
+            # With a rate limit, the backlog drains at that rate: ask to come back then.
+            wait = (queued + adding - most) / rate if rate else RETRY_AFTER
+            raise QueueFull(f"task {task!r}", most, queued, max(RETRY_AFTER, wait))
+    for queue, adding in per_queue.items():
+        most = queue_cap[queue]
+        queued = conn.execute(_QUEUED_IN_QUEUE, (queue,)).fetchone()[0]
+        if queued + adding > most:
+            raise QueueFull(f"queue {queue!r}", most, queued, RETRY_AFTER)
+
+
+def depths(conn: sqlite3.Connection, tasks: Sequence[str], queues: Sequence[str]) -> dict[str, int]:
+    out = {f"task:{t}": conn.execute(_QUEUED_CAPPED, (t,)).fetchone()[0] for t in tasks}
+    for q in queues:
+        out[f"queue:{q}"] = int(conn.execute(_QUEUED_IN_QUEUE, (q,)).fetchone()[0])
+    return out
 
 
 def admit(conn: sqlite3.Connection, claimed: list[JobRecord], now: float) -> set[str]:

@@ -145,6 +145,9 @@ def enqueue(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> dict[in
     existing: dict[int, JobRecord] = {}
     flat: list[Any] = []
     changes: Tally = {}
+    limited = any(new.limits is not None for new in jobs)
+    if limited:
+        flow.check_caps(conn, jobs)
     for i, new in enumerate(jobs):
         row = (
             new.id,
@@ -175,7 +178,7 @@ def enqueue(conn: sqlite3.Connection, jobs: list[NewJob], now: float) -> dict[in
             _count(changes, new.queue, "queued")
     if flat:
         _insert_rows(conn, flat)
-    if any(new.limits is not None for new in jobs):
+    if limited:
         flow.set_limits(conn, jobs, set(existing))
     tally(conn, changes)
     queues = {new.queue for new in jobs}

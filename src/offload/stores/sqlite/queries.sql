@@ -373,7 +373,17 @@ FROM offload_workers WHERE expires_at > ? ORDER BY id
 -- === Flow control (flow.py) ===============================================================
 
 -- name: set_limits
-UPDATE offload_jobs SET rate_key=?, rate=?, burst=?, conc_key=?, conc_limit=? WHERE id=?
+UPDATE offload_jobs SET rate_key=?, rate=?, burst=?, conc_key=?, conc_limit=?, max_queued=?
+WHERE id=?
+
+-- name: queued_capped
+SELECT count(*) FROM offload_jobs WHERE task=? AND state='queued' AND max_queued IS NOT NULL
+
+-- name: queued_in_queue
+SELECT coalesce(sum(n), 0) FROM offload_counts WHERE queue=? AND state='queued'
+
+-- name: key_on_record
+SELECT 1 FROM offload_jobs WHERE task=? AND key=?
 
 -- name: limits_of
 SELECT id, rate_key, rate, burst, conc_key, conc_limit FROM offload_jobs WHERE id=?

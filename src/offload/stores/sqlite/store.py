@@ -247,6 +247,11 @@ class SQLiteStore:
             self._local.set()
         return applied
 
+    async def queued_depths(self, tasks: Sequence[str], queues: Sequence[str]) -> dict[str, int]:
+        """``QueueCaps``: the backlog of each capped task and each queue."""
+        names, qs = list(tasks), list(queues)
+        return await self._run(lambda conn: flow.depths(conn, names, qs), write=False)
+
     async def limit_usage(self, keys: Sequence[str]) -> list[LimitUsage]:
         """``FlowControl``: running jobs, tokens and waiting jobs of each key."""
         names = list(keys)
