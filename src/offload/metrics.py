@@ -48,6 +48,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from offload.jobs import JobState
 from offload.observers import JobObserver
 from offload.redaction import redact_text
+from offload.stores.base import FlowControl, LimitUsage
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -153,6 +154,7 @@ class PrometheusObserver(JobObserver):
         self.workers.set_function(self._live_workers)
         self.depth_cache = depth_cache
         self._depth: dict[tuple[str, JobState], int] = {}
+        self._usage: list[LimitUsage] = []
         self._depth_at = float("-inf")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._labels: dict[tuple[str, str], tuple[str, str]] = {}
@@ -221,6 +223,10 @@ class PrometheusObserver(JobObserver):
             return
         await self.jobs.open()
         self._depth = await self.jobs.store.counts()
+        store = self.jobs.store
+        keys = limit_keys(self.jobs)
+        if keys and isinstance(store, FlowControl):
+            self._usage = await store.limit_usage(keys)
         self._depth_at = time.monotonic()
         self._loop = asyncio.get_running_loop()
 
@@ -237,6 +243,29 @@ class PrometheusObserver(JobObserver):
             with contextlib.suppress(Exception):
                 future.result(DEPTH_TIMEOUT)
         return self._depth
+
+    def usage(self) -> list[LimitUsage]:
+        """The limits' usage as of the last ``depth()`` (read in the same refresh)."""
+        return self._usage
+
+
+def limit_keys(jobs: Offload) -> list[str]:
+    """The limit keys known without a job's arguments: each limited task's own (or the
+    shared name it gives). Keys made from arguments (per user, per tenant) are too many to
+    export as labels; ``limit_usage`` answers for them when asked."""
+    keys: set[str] = set()
+    for name, task in jobs.tasks.items():
+        flow = task.config.flow
+        if flow is None:
+            continue
+        for limited, key in ((flow.rate, flow.rate_key), (flow.concurrency, flow.concurrency_key)):
+            if limited is None:
+                continue
+            if key is None:
+                keys.add(name)
+            elif isinstance(key, str):
+                keys.add(f"={key}")
+    return sorted(keys)
 
 
 class _DepthCollector(Collector):
@@ -256,6 +285,28 @@ class _DepthCollector(Collector):
             for state in JobState:
                 family.add_metric([redact_text(queue), state.value], counts.get((queue, state), 0))
         yield family
+        usage = self.observer.usage()
+        if not usage:
+            return
+        running = GaugeMetricFamily(
+            "offload_limit_running", "Jobs running under a concurrency limit", labels=["key"]
+        )
+        waiting = GaugeMetricFamily(
+            "offload_limit_waiting", "Due jobs a limit holds back", labels=["key"]
+        )
+        tokens = GaugeMetricFamily(
+            "offload_limit_tokens", "Tokens left in a rate limit's bucket", labels=["key"]
+        )
+        for used in usage:
+            key = [redact_text(used.key)]
+            if used.running is not None:
+                running.add_metric(key, used.running)
+            waiting.add_metric(key, used.waiting)
+            if used.tokens is not None:
+                tokens.add_metric(key, used.tokens)
+        yield running
+        yield waiting
+        yield tokens
 
 
 _install_lock = threading.Lock()
