@@ -131,3 +131,15 @@ async def test_a_retry_gives_its_slot_back(store: RedisStore) -> None:
     used, other = await store.limit_usage(["k", "nothing"])
     assert (1, 0) == (used.running, used.waiting)
     assert ("nothing", 0, None, 0) == (other.key, other.running, other.tokens, other.waiting)
+
+
+async def test_a_long_line_of_held_jobs_is_put_back_in_steps(store: RedisStore) -> None:
+    """One claim call puts back at most about 1,000 held jobs, so it never blocks the
+    server for long; the next claim goes on from there."""
+    line = [limited(ONE) for _ in range(1500)]
+    free = new_job()
+    await store.enqueue([*line, free])
+    assert [line[0].id] == await claim(store)
+    assert [free.id] == await claim(store)
+    [used] = await store.limit_usage(["k"])
+    assert (1, 1499) == (used.running, used.waiting)

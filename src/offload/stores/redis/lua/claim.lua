@@ -64,7 +64,7 @@ local function admit(id, k, lim, score)
   return true
 end
 
-local want = limit
+local want, put_back = limit, 0
 while true do
   local popped = redis.call('ZPOPMIN', ready, want)
   local held = 0
@@ -90,7 +90,10 @@ while true do
       end
     end
   end
-  if held == 0 or #popped < 2 * want or n >= limit then break end
+  -- Bounded like promote, so a long line of held jobs never blocks the server for long:
+  -- the next claim goes on from there.
+  put_back = put_back + held
+  if held == 0 or #popped < 2 * want or n >= limit or put_back >= 1000 then break end
   want = limit - n
 end
 if seen then
