@@ -210,7 +210,14 @@ class TestTables:
             name, f"SELECT tablename FROM pg_tables WHERE schemaname = '{name}' ORDER BY 1"
         )
         tables = [str(r[0]) for r in rows]
-        assert ["offload_jobs", "offload_layout", "offload_schedules", "offload_workers"] == tables
+        expected = [
+            "offload_buckets",
+            "offload_jobs",
+            "offload_layout",
+            "offload_schedules",
+            "offload_workers",
+        ]
+        assert expected == tables
         for table in tables:
             assert f"`{table}`" in TEXT
 

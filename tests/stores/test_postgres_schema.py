@@ -70,9 +70,14 @@ class TestMigrate:
         tables = await sql(
             f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{fresh}'"
         )
-        assert {"offload_jobs", "offload_schedules", "offload_layout", "offload_workers"} == {
-            t[0] for t in tables
+        expected = {
+            "offload_jobs",
+            "offload_schedules",
+            "offload_layout",
+            "offload_workers",
+            "offload_buckets",
         }
+        assert expected == {t[0] for t in tables}
         assert [(schema.SCHEMA_VERSION,)] == await sql(
             f'SELECT version FROM "{fresh}".offload_layout'
         )

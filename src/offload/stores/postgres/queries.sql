@@ -42,13 +42,13 @@ extract(epoch FROM started_at)::float8, extract(epoch FROM finished_at)::float8,
 extract(epoch FROM lease_until)::float8, worker_id, key, args::text, kwargs::text,
 result::text, error::text, progress::text, meta::text, cancel_requested
 
--- With the error history after the job's columns (records.record); a claim's and an
--- enqueue's rows go without it.
+-- With the error history, the reason a due job waits and a held job's due time after the
+-- job's columns (rows.record); a claim's and an enqueue's rows go without them.
 -- name: job_by_id
-SELECT {columns}, history::text FROM {schema}.offload_jobs WHERE id = %(id)s
+SELECT {columns}, history::text, waiting, extract(epoch FROM held_run_at)::float8 FROM {schema}.offload_jobs WHERE id = %(id)s
 
 -- name: jobs_by_key
-SELECT {columns} FROM {schema}.offload_jobs
+SELECT {columns}, history::text, waiting, extract(epoch FROM held_run_at)::float8 FROM {schema}.offload_jobs
 WHERE (task, key) IN (SELECT * FROM unnest(%(tasks)s::text[], %(keys)s::text[]))
 
 -- Newest first, a page at a time; a NULL filter matches everything. before: the cursor or
@@ -57,7 +57,7 @@ WHERE (task, key) IN (SELECT * FROM unnest(%(tasks)s::text[], %(keys)s::text[]))
 -- the table's uuid column, named with its table: the bare name would be job_columns' text
 -- of it, the same order but no index's, so every matching row would be sorted.
 -- name: list_jobs
-SELECT {columns}, history::text FROM {schema}.offload_jobs
+SELECT {columns}, history::text, waiting, extract(epoch FROM held_run_at)::float8 FROM {schema}.offload_jobs
 WHERE (%(states)s::text[] IS NULL OR state = ANY(%(states)s))
     AND (%(tasks)s::text[] IS NULL OR task = ANY(%(tasks)s))
     AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
@@ -69,7 +69,7 @@ ORDER BY offload_jobs.id DESC LIMIT %(limit)s
 -- offload_jobs_key. With no tasks given, the tasks that hold keys come from a skip-scan of
 -- that index (one seek per task name, not a read of every keyed job).
 -- name: list_key
-SELECT {columns}, history::text FROM {schema}.offload_jobs
+SELECT {columns}, history::text, waiting, extract(epoch FROM held_run_at)::float8 FROM {schema}.offload_jobs
 WHERE key = %(key)s
     AND task = ANY(coalesce(%(tasks)s::text[], ARRAY(
         WITH RECURSIVE keyed(task) AS (
@@ -122,21 +122,34 @@ SELECT pg_snapshot_xmax(pg_current_snapshot())::text
 -- name: enqueue
 WITH ins AS (
     INSERT INTO {schema}.offload_jobs (id, task, queue, state, priority, attempt,
-        max_attempts, run_at, enqueued_at, timeout, key, args, kwargs, meta)
+        max_attempts, run_at, enqueued_at, timeout, key, args, kwargs, meta{flow_columns})
     SELECT n.id, n.task, n.queue, 'queued', n.priority, 0, n.max_attempts,
         coalesce(to_timestamp(n.run_at), now() + make_interval(secs => n.delay)), now(),
-        n.timeout, n.key, n.args, n.kwargs, coalesce(n.meta, '{}')
+        n.timeout, n.key, n.args, n.kwargs, coalesce(n.meta, '{}'){flow_values}
     FROM unnest(%(ids)s::uuid[], %(tasks)s::text[], %(queues)s::text[],
         %(priorities)s::integer[], %(max_attempts)s::integer[], %(run_ats)s::float8[],
         %(delays)s::float8[], %(timeouts)s::float8[], %(keys)s::text[], %(args)s::json[],
-        %(kwargs)s::json[], %(metas)s::json[])
+        %(kwargs)s::json[], %(metas)s::json[]{flow_arrays})
         AS n(id, task, queue, priority, max_attempts, run_at, delay, timeout, key, args,
-            kwargs, meta)
+            kwargs, meta{flow_names})
     ON CONFLICT (task, key) WHERE key IS NOT NULL DO NOTHING
     RETURNING id, queue
 )
 SELECT ins.id::text, extract(epoch FROM now())::float8, pg_notify(%(channel)s, ins.queue)
 FROM ins
+
+-- What `enqueue` gains for a batch with a limited job (rows.queries_for composes it as
+-- enqueue_limited): each job's limits, NULL for the jobs without. A batch of jobs without
+-- limits runs `enqueue` as it is.
+-- name: enqueue_flow_columns
+, rate_key, rate, burst, conc_key, conc_limit
+
+-- name: enqueue_flow_values
+, n.rate_key, n.rate, n.burst, n.conc_key, n.conc_limit
+
+-- name: enqueue_flow_arrays
+, %(rate_keys)s::text[], %(rates)s::float8[], %(bursts)s::integer[], %(conc_keys)s::text[],
+        %(conc_limits)s::integer[]
 
 -- One job, the common case of an endpoint's call: the same statement with plain parameters,
 -- which cost a fraction of a twelve-array batch to send.
@@ -160,6 +173,7 @@ FROM ins
 
 -- {where}: claim_all, claim_one or claim_some. Locked rows are skipped, so claimers never
 -- wait on each other; the picked rows are returned in no order (the store sorts them).
+-- The last column is not NULL for a job with limits, which flow.admit then weighs.
 -- name: claim
 WITH picked AS (
     SELECT id AS picked_id FROM {schema}.offload_jobs
@@ -172,7 +186,7 @@ UPDATE {schema}.offload_jobs AS j SET state = 'running', attempt = j.attempt + 1
     lease_until = now() + make_interval(secs => %(ttl)s), worker_id = %(worker)s,
     started_at = now(), cancel_requested = false
 FROM picked WHERE j.id = picked.picked_id
-RETURNING {columns}
+RETURNING {columns}, coalesce(j.conc_key, j.rate_key)
 
 -- name: claim_one
 AND queue = %(queue)s
@@ -201,7 +215,8 @@ WHERE id = %(id)s AND state = 'running' AND worker_id = %(worker)s AND attempt =
 -- requeue (a worker shutting down) queues it now with room for one more attempt; release
 -- (claimed ahead, never started) undoes the claim, or ends the job cancelled when its
 -- cancellation was asked for meanwhile. SET reads the row as it was before the statement.
--- Returns the ids applied; the others were fenced out.
+-- Returns the ids applied (the others were fenced out), each with its concurrency key, not
+-- NULL for a job of a group, whose held jobs flow.release then looks at.
 -- name: complete
 UPDATE {schema}.offload_jobs AS j SET
     state = CASE
@@ -240,7 +255,7 @@ FROM unnest(%(ids)s::uuid[], %(workers)s::text[], %(attempts)s::integer[], %(kin
     AS o(id, worker_id, attempt, kind, result, error, delay{entry})
 WHERE j.id = o.id AND j.state = 'running' AND j.worker_id = o.worker_id
     AND j.attempt = o.attempt
-RETURNING j.id::text
+RETURNING j.id::text, j.conc_key
 
 -- What `complete` gains for a batch with an error to keep (a retry or a failure): a history
 -- entry per outcome, NULL for the others. A batch of successes runs `complete` as it is.
@@ -281,16 +296,20 @@ FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(errors)s::json[],
     %(entries)s::jsonb[])
     AS r(id, attempt, error, entry)
 WHERE j.id = r.id AND j.state = 'running' AND j.attempt = r.attempt
-RETURNING j.queue
+RETURNING j.queue, j.conc_key
 
 
 -- === Operator actions ======================================================================
 
 -- queued -> cancelled now; running -> cancel requested (the worker learns it from its
--- heartbeat). Finished jobs are left as they are.
+-- heartbeat). Finished jobs are left as they are. A job held by a limit waits no more, and
+-- keeps the due time it had.
 -- name: cancel
 UPDATE {schema}.offload_jobs SET
     state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
+    run_at = CASE WHEN state = 'queued' THEN coalesce(held_run_at, run_at) ELSE run_at END,
+    held_run_at = CASE WHEN state = 'queued' THEN NULL ELSE held_run_at END,
+    waiting = CASE WHEN state = 'queued' THEN NULL ELSE waiting END,
     finished_at = CASE WHEN state = 'queued' THEN now() ELSE finished_at END,
     cancel_requested = cancel_requested OR state = 'running'
 WHERE id = %(id)s AND state IN ('queued', 'running')
@@ -298,9 +317,10 @@ RETURNING queue
 
 -- name: retry
 UPDATE {schema}.offload_jobs SET state = 'queued', attempt = 0, run_at = now(),
-    finished_at = NULL, error = NULL, cancel_requested = false, lease_until = NULL
+    finished_at = NULL, error = NULL, cancel_requested = false, lease_until = NULL,
+    waiting = NULL, held_run_at = NULL
 WHERE id = %(id)s AND state IN ('failed', 'cancelled')
-RETURNING {columns}, history::text
+RETURNING {columns}, history::text, waiting, extract(epoch FROM held_run_at)::float8
 
 -- name: delete
 DELETE FROM {schema}.offload_jobs
@@ -364,3 +384,85 @@ DELETE FROM {schema}.offload_workers WHERE id = %(id)s
 SELECT id, host, pid, queues, concurrency, extract(epoch FROM started_at)::float8, running,
     extract(epoch FROM seen_at)::float8
 FROM {schema}.offload_workers WHERE expires_at > now() ORDER BY id
+
+
+-- === Flow control (flow.py) ================================================================
+-- Run only for claims and outcomes of jobs with limits, each set in one transaction that
+-- first takes the lock of every key it weighs (flow_lock), so that the claims and releases
+-- of one group or bucket go one at a time while every other key's go on.
+
+-- One transaction-level advisory lock per key, taken in the order given (sorted by the
+-- caller, so two transactions never wait on each other in a circle). {prefix} keeps the
+-- keys of two schemas apart.
+-- name: flow_lock
+SELECT pg_advisory_xact_lock(hashtextextended(%(prefix)s::text || k, 0))
+FROM unnest(%(keys)s::text[]) AS k
+
+-- The limits of the jobs just claimed, with the transaction's time.
+-- name: flow_limits
+SELECT id::text, rate_key, rate, burst, conc_key, conc_limit, extract(epoch FROM now())::float8
+FROM {schema}.offload_jobs WHERE id = ANY(%(ids)s::uuid[])
+
+-- Read after flow_lock, so by a snapshot that holds every claim of the group committed
+-- before this one took its turn.
+-- name: flow_running
+SELECT conc_key, count(*) FROM {schema}.offload_jobs
+WHERE conc_key = ANY(%(keys)s::text[]) AND state = 'running'
+GROUP BY conc_key
+
+-- name: flow_buckets
+SELECT key, tokens, extract(epoch FROM at)::float8 FROM {schema}.offload_buckets
+WHERE key = ANY(%(keys)s::text[])
+
+-- name: flow_save_buckets
+INSERT INTO {schema}.offload_buckets AS b (key, tokens, at)
+SELECT k, t, now() FROM unnest(%(keys)s::text[], %(tokens)s::float8[]) AS s(k, t)
+ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at
+
+-- Claimed jobs put back as they were before the claim, held by a limit; no attempt used.
+-- For a slot, run_at goes out of every claim's reach (flow.FAR) and held_run_at keeps the
+-- due time; for a token, run_at is when the token will be there.
+-- name: flow_hold
+UPDATE {schema}.offload_jobs AS j SET state = 'queued', attempt = j.attempt - 1,
+    lease_until = NULL,
+    started_at = CASE WHEN j.attempt = 1 THEN NULL ELSE j.started_at END,
+    worker_id = CASE WHEN j.attempt = 1 THEN NULL ELSE j.worker_id END,
+    waiting = h.waiting,
+    held_run_at = CASE WHEN h.waiting = 'concurrency' THEN j.run_at END,
+    run_at = to_timestamp(h.due)
+FROM unnest(%(ids)s::uuid[], %(waiting)s::text[], %(dues)s::float8[]) AS h(id, waiting, due)
+WHERE j.id = h.id AND j.state = 'running' AND j.worker_id = %(worker)s
+
+-- The limited jobs the claim keeps no longer wait (those it held before).
+-- name: flow_admitted
+UPDATE {schema}.offload_jobs SET waiting = NULL
+WHERE id = ANY(%(ids)s::uuid[]) AND waiting IS NOT NULL
+
+-- Jobs held for a slot of a group that now has one free go back to their due time; the
+-- next claim takes as many as there are slots and holds the rest again. Returns their
+-- queues, to wake the workers there.
+-- name: flow_release
+UPDATE {schema}.offload_jobs AS j SET waiting = NULL, run_at = j.held_run_at,
+    held_run_at = NULL
+WHERE j.waiting = 'concurrency' AND j.state = 'queued' AND j.conc_key = ANY(%(keys)s::text[])
+    AND j.conc_limit > (SELECT count(*) FROM {schema}.offload_jobs AS r
+        WHERE r.conc_key = j.conc_key AND r.state = 'running')
+RETURNING j.queue
+
+-- The groups that hold jobs for a slot: what the reaper's pass looks at, in case a release
+-- after an outcome did not get through.
+-- name: flow_held_groups
+SELECT DISTINCT conc_key FROM {schema}.offload_jobs
+WHERE waiting = 'concurrency' AND state = 'queued'
+
+-- For each key: jobs running under it, jobs waiting on it (held for a slot or a token),
+-- and its bucket's tokens as of its last refill (NULL: no bucket).
+-- name: flow_usage
+SELECT k,
+    (SELECT count(*) FROM {schema}.offload_jobs WHERE conc_key = k AND state = 'running'),
+    (SELECT count(*) FROM {schema}.offload_jobs
+        WHERE conc_key = k AND waiting = 'concurrency' AND state = 'queued')
+    + (SELECT count(*) FROM {schema}.offload_jobs
+        WHERE rate_key = k AND waiting = 'rate_limit' AND state = 'queued'),
+    (SELECT tokens FROM {schema}.offload_buckets WHERE key = k)
+FROM unnest(%(keys)s::text[]) AS k

@@ -7,9 +7,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from offload.records import JobRecord, JobState
+from offload.records import JobRecord, JobState, WaitingReason
 from offload.stores import sqlfiles
 from offload.stores._common import load_error, load_history, load_progress
+from offload.stores.base import NewJob
 from offload.stores.postgres.options import PostgresOptions
 
 STATES = {s.value: s for s in JobState}
@@ -48,6 +49,19 @@ def queries_for(opts: PostgresOptions) -> dict[str, str]:
         entry=queries["complete_entry"],
     )
     queries["reap"] = queries["reap"].replace("{append}", append.replace("{entry}", "r.entry"))
+    # The enqueue statement twice too: as it is, and with each job's limits, for a batch
+    # that holds a limited job (a NULL per column for the others in it).
+    enqueue, flow_columns = queries["enqueue"], queries["enqueue_flow_columns"]
+    queries["enqueue"] = _fill(
+        enqueue, flow_columns="", flow_values="", flow_arrays="", flow_names=""
+    )
+    queries["enqueue_limited"] = _fill(
+        enqueue,
+        flow_columns=flow_columns,
+        flow_values=queries["enqueue_flow_values"],
+        flow_arrays=queries["enqueue_flow_arrays"],
+        flow_names=flow_columns,
+    )
     return queries
 
 
@@ -58,8 +72,17 @@ def _fill(text: str, **parts: str) -> str:
 
 
 def record(row: Sequence[Any]) -> JobRecord:
-    """A job from a row of ``job_columns``."""
+    """A job from a row of ``job_columns``; the reads of whole jobs add its history, why it
+    waits and, for a job held for a slot, its due time (which it shows as its run_at, not
+    the far one that keeps claims off it)."""
     meta = row[20]
+    waiting = None
+    run_at = row[7]
+    if len(row) > 23:
+        if row[23] is not None:
+            waiting = WaitingReason(row[23])
+        if row[24] is not None:
+            run_at = row[24]
     return JobRecord(
         row[0],
         row[1],
@@ -70,7 +93,7 @@ def record(row: Sequence[Any]) -> JobRecord:
         row[4],
         row[5],
         row[6],
-        row[7],
+        run_at,
         row[8],
         timeout=row[9],
         started_at=row[10],
@@ -85,7 +108,47 @@ def record(row: Sequence[Any]) -> JobRecord:
         cancel_requested=row[21],
         # Only the reads of whole jobs select it: a claim's rows stop before it.
         history=load_history(row[22]) if len(row) > 22 else [],
+        waiting_reason=waiting,
     )
+
+
+def enqueue_params(jobs: Sequence[NewJob], channel: str) -> dict[str, Any]:
+    """The parameters of ``enqueue``: a column of values per array."""
+    return {
+        "ids": [j.id for j in jobs],
+        "tasks": [j.task for j in jobs],
+        "queues": [j.queue for j in jobs],
+        "priorities": [j.priority for j in jobs],
+        "max_attempts": [j.max_attempts for j in jobs],
+        # As floats: an int beside floats would make psycopg refuse a mixed list.
+        "run_ats": [None if j.run_at is None else float(j.run_at) for j in jobs],
+        "delays": [float(j.delay) for j in jobs],
+        "timeouts": [None if j.timeout is None else float(j.timeout) for j in jobs],
+        "keys": [j.key for j in jobs],
+        "args": [j.args for j in jobs],
+        "kwargs": [j.kwargs for j in jobs],
+        "metas": [json.dumps(j.meta) if j.meta else None for j in jobs],
+        "channel": channel,
+    }
+
+
+def one_params(job: NewJob, channel: str) -> dict[str, Any]:
+    """The parameters of ``enqueue_one``."""
+    return {
+        "id": job.id,
+        "task": job.task,
+        "queue": job.queue,
+        "priority": job.priority,
+        "max_attempts": job.max_attempts,
+        "run_at": job.run_at,
+        "delay": job.delay,
+        "timeout": job.timeout,
+        "key": job.key,
+        "args": job.args,
+        "kwargs": job.kwargs,
+        "meta": json.dumps(job.meta) if job.meta else None,
+        "channel": channel,
+    }
 
 
 def first_line(exc: BaseException) -> str:

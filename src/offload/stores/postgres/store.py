@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -54,6 +53,7 @@ from offload.stores.base import (
     Activity,
     ClaimRequest,
     JobFilter,
+    LimitUsage,
     NewJob,
     Outcome,
     Page,
@@ -61,11 +61,20 @@ from offload.stores.base import (
     WorkerInfo,
     check_worker_ttl,
 )
-from offload.stores.postgres import schema
+from offload.stores.postgres import flow, schema
+from offload.stores.postgres.appconn import psycopg_connection
 from offload.stores.postgres.batching import Batcher
 from offload.stores.postgres.listener import Listener
 from offload.stores.postgres.options import parse_postgres_url
-from offload.stores.postgres.rows import STATES, first_line, is_job_id, queries_for, record
+from offload.stores.postgres.rows import (
+    STATES,
+    enqueue_params,
+    first_line,
+    is_job_id,
+    one_params,
+    queries_for,
+    record,
+)
 
 log = logging.getLogger("offload.store.postgres")
 
@@ -90,6 +99,8 @@ class PostgresStore:
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._listener = Listener(self.opts)
         self._batcher: Batcher | None = None
+        # Keeps the advisory locks of flow control (flow.py) of two schemas apart.
+        self._lock_prefix = f"offload {self.opts.schema}:"
 
     # --- plumbing --------------------------------------------------------------------
 
@@ -207,41 +218,6 @@ class PostgresStore:
 
     # --- enqueue -----------------------------------------------------------------------
 
-    def _enqueue_params(self, jobs: Sequence[NewJob]) -> dict[str, Any]:
-        return {
-            "ids": [j.id for j in jobs],
-            "tasks": [j.task for j in jobs],
-            "queues": [j.queue for j in jobs],
-            "priorities": [j.priority for j in jobs],
-            "max_attempts": [j.max_attempts for j in jobs],
-            # As floats: an int beside floats would make psycopg refuse a mixed list.
-            "run_ats": [None if j.run_at is None else float(j.run_at) for j in jobs],
-            "delays": [float(j.delay) for j in jobs],
-            "timeouts": [None if j.timeout is None else float(j.timeout) for j in jobs],
-            "keys": [j.key for j in jobs],
-            "args": [j.args for j in jobs],
-            "kwargs": [j.kwargs for j in jobs],
-            "metas": [json.dumps(j.meta) if j.meta else None for j in jobs],
-            "channel": self.opts.channel,
-        }
-
-    def _one_params(self, job: NewJob) -> dict[str, Any]:
-        return {
-            "id": job.id,
-            "task": job.task,
-            "queue": job.queue,
-            "priority": job.priority,
-            "max_attempts": job.max_attempts,
-            "run_at": job.run_at,
-            "delay": job.delay,
-            "timeout": job.timeout,
-            "key": job.key,
-            "args": job.args,
-            "kwargs": job.kwargs,
-            "meta": json.dumps(job.meta) if job.meta else None,
-            "channel": self.opts.channel,
-        }
-
     async def _enqueue_on(
         self, conn: Conn, jobs: list[NewJob], prepare: bool | None
     ) -> list[JobRecord]:
@@ -260,10 +236,14 @@ class PostgresStore:
                     alias[i] = held
                     continue
             unique.append(job)
-        if len(unique) == 1:
-            query, params = self._q["enqueue_one"], self._one_params(unique[0])
+        limited = any(job.limits is not None for job in unique)
+        if len(unique) == 1 and not limited:
+            query, params = self._q["enqueue_one"], one_params(unique[0], self.opts.channel)
+        elif limited:
+            query = self._q["enqueue_limited"]
+            params = enqueue_params(unique, self.opts.channel) | flow.limit_params(unique)
         else:
-            query, params = self._q["enqueue"], self._enqueue_params(unique)
+            query, params = self._q["enqueue"], enqueue_params(unique, self.opts.channel)
         cur = await conn.execute(query, params, prepare=prepare)
         inserted = {row[0]: row[1] for row in await cur.fetchall()}
         records: dict[int, JobRecord] = {}
@@ -344,7 +324,8 @@ class PostgresStore:
             where = self._q["claim_some"]
             params["queues"] = queues
         query = self._q["claim"].replace("{where}", where)
-        records = [record(r) for r in await self._rows("claiming jobs", query, params)]
+        async with self._conn("claiming jobs") as conn:
+            records = await flow.claim(conn, query, params, self._q, self._lock_prefix)
         records.sort(key=sort_key)
         return records
 
@@ -425,7 +406,25 @@ class PostgresStore:
             ]
         rows = await self._rows("completing jobs", query, params)
         applied = {r[0] for r in rows}
+        groups = {r[1] for r in rows if r[1] is not None}
+        if groups:
+            await self._release(groups)
         return [o.id in applied for o in outcomes]
+
+    async def _release(self, groups: set[str] | None) -> None:
+        """Let the jobs held for a slot of ``groups`` go, now that jobs of theirs stopped
+        running (``None``: of every group). A failure here is only logged: the outcomes
+        are applied, and the reaper's next pass releases what this one did not."""
+        try:
+            async with self._conn("releasing held jobs") as conn:
+                queues = await flow.release(
+                    conn, self._q, groups, self._lock_prefix, self.opts.channel
+                )
+        except StoreUnavailable as exc:
+            log.warning("held jobs not released: %s", exc, extra={"action": "release_failed"})
+            return
+        if queues:
+            self._listener.notify_local(queues)
 
     async def set_progress(
         self, job_id: str, worker_id: str, attempt: int, fraction: float, message: str
@@ -442,32 +441,51 @@ class PostgresStore:
         async with self._conn("requeueing lapsed leases") as conn, conn.transaction():
             cur = await conn.execute(self._q["expired"], {"limit": REAP_BATCH})
             lapsed = await cur.fetchall()
-            if not lapsed:
-                return 0
-            lease_errors = [
-                lease_expired_error(worker) if attempt >= most else lease_requeued_error(worker)
-                for _, attempt, most, worker in lapsed
-            ]
-            errors = [dump_error(e) for e in lease_errors]
-            entries = [history_entry(e, r[1]) for e, r in zip(lease_errors, lapsed, strict=True)]
-            cur = await conn.execute(
-                self._q["reap"],
-                {
-                    "ids": [r[0] for r in lapsed],
-                    "attempts": [r[1] for r in lapsed],
-                    "errors": errors,
-                    "entries": entries,
-                },
-            )
-            queues = sorted({r[0] for r in await cur.fetchall()})
-            for queue in queues:
-                await conn.execute(
-                    self._q["notify"], {"channel": self.opts.channel, "queue": queue}
+            if lapsed:
+                lease_errors = [
+                    lease_expired_error(worker) if attempt >= most else lease_requeued_error(worker)
+                    for _, attempt, most, worker in lapsed
+                ]
+                errors = [dump_error(e) for e in lease_errors]
+                entries = [
+                    history_entry(e, r[1]) for e, r in zip(lease_errors, lapsed, strict=True)
+                ]
+                cur = await conn.execute(
+                    self._q["reap"],
+                    {
+                        "ids": [r[0] for r in lapsed],
+                        "attempts": [r[1] for r in lapsed],
+                        "errors": errors,
+                        "entries": entries,
+                    },
                 )
+                reaped = await cur.fetchall()
+                queues = sorted({r[0] for r in reaped})
+                for queue in queues:
+                    await conn.execute(
+                        self._q["notify"], {"channel": self.opts.channel, "queue": queue}
+                    )
+        if not lapsed:
+            # A pass with nothing lapsed releases the jobs held for a free slot, should a
+            # release after an outcome have failed (one look at an index, nearly always
+            # empty).
+            await self._release(None)
+            return 0
         self._listener.notify_local(queues)
+        groups = {r[1] for r in reaped if r[1] is not None}
+        if groups:
+            await self._release(groups)
         return len(lapsed)
 
     # --- reading -----------------------------------------------------------------------
+
+    async def limit_usage(self, keys: Sequence[str]) -> builtins.list[LimitUsage]:
+        """``FlowControl``: running jobs, tokens and waiting jobs of each key."""
+        names = list(dict.fromkeys(keys))
+        if not names:
+            return []
+        async with self._conn("reading limit usage") as conn:
+            return await flow.usage(conn, self._q, names)
 
     async def get(self, job_id: str) -> JobRecord | None:
         if not is_job_id(job_id):
@@ -610,26 +628,3 @@ class PostgresStore:
         return [
             WorkerInfo(i, h, p, tuple(q), c, st, r, seen) for i, h, p, q, c, st, r, seen in rows
         ]
-
-
-async def psycopg_connection(connection: Any) -> Conn:
-    """The psycopg ``AsyncConnection`` under what an application holds: the connection
-    itself, or SQLAlchemy's ``AsyncConnection`` / ``AsyncSession`` on the psycopg driver
-    (``postgresql+psycopg://``), whose current transaction the job then joins."""
-    if isinstance(connection, psycopg.AsyncConnection):
-        return connection
-    # By the type, not the instance: SQLAlchemy's AsyncConnection raises on `.connection`.
-    kind = type(connection)
-    if not hasattr(kind, "get_raw_connection") and callable(getattr(kind, "connection", None)):
-        connection = await connection.connection()  # an AsyncSession: its connection, begun
-    get_raw = getattr(connection, "get_raw_connection", None)
-    if callable(get_raw):
-        raw = await get_raw()
-        driver = getattr(raw, "driver_connection", None)
-        if isinstance(driver, psycopg.AsyncConnection):
-            return driver
-    raise ConfigError(
-        f"enqueue(connection=...) takes a psycopg AsyncConnection, or a SQLAlchemy "
-        f"AsyncConnection or AsyncSession on psycopg (postgresql+psycopg://), not "
-        f"{type(connection).__name__}"
-    )

@@ -1,0 +1,187 @@
+"""Rate and concurrency limits in the PostgreSQL store, weighed at claim for every worker of
+every process.
+
+A claim takes its jobs as ever, in one autocommitted statement that returns one more
+column, not NULL only for a job with limits; a claim of jobs without limits costs nothing
+else. When limited jobs come back, ``admit`` weighs them in a transaction of its own on the
+same connection: it takes a transaction-level advisory lock per key they name, in key
+order, so the claims of one group or bucket go one at a time and every other key's go on;
+then it counts the group's running rows (by a snapshot taken after the lock, so it holds
+every claim of the group committed before) and refills the bucket, and puts back the jobs
+the limits hold (``flow_hold``): queued again, their attempt given back.
+
+The claimed jobs of a group that are not yet weighed count as running for the others that
+weigh meanwhile; each claim holds its own jobs while the count is above the limit, so the
+jobs kept never pass it, and none is held for a claim that itself holds its jobs. A job that
+stops running lets the held jobs of its group go (``release``), under the same lock, so a
+hold and a release never miss each other.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from offload.records import JobRecord, WaitingReason
+from offload.stores._common import sort_key
+from offload.stores.base import LimitUsage, NewJob
+from offload.stores.postgres.rows import record
+
+__all__ = ["FAR", "admit", "claim", "limit_params", "release", "usage"]
+
+Conn = psycopg.AsyncConnection[TupleRow]
+
+# Where a job held for a slot waits (9999-01-01, seconds since the epoch): beyond any
+# claim's "due by now", in the same index range as every job not yet due; its real due
+# time is in held_run_at.
+FAR = 253370764800.0
+
+# The columns of a claimed job's row that ``record`` reads; the one after them is the key
+# that marks a limited job.
+_JOB = 22
+
+_CONCURRENCY = WaitingReason.CONCURRENCY.value
+_RATE_LIMIT = WaitingReason.RATE_LIMIT.value
+
+
+def limit_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
+    """The limits of each job of an ``enqueue_limited`` batch, NULL for the unlimited."""
+    limits = [j.limits for j in jobs]
+    return {
+        "rate_keys": [None if lim is None else lim.rate_key for lim in limits],
+        "rates": [None if lim is None or lim.rate is None else float(lim.rate) for lim in limits],
+        "bursts": [None if lim is None else lim.burst for lim in limits],
+        "conc_keys": [None if lim is None else lim.concurrency_key for lim in limits],
+        "conc_limits": [None if lim is None else lim.concurrency for lim in limits],
+    }
+
+
+async def claim(
+    conn: Conn, query: str, params: dict[str, Any], q: dict[str, str], prefix: str
+) -> list[JobRecord]:
+    """Take up to ``params["limit"]`` due jobs. The jobs a limit holds back leave the due
+    range as they are put back, so the claim goes on for the places they left, until it
+    has its number or nothing due is left."""
+    limit = params["limit"]
+    taken: list[JobRecord] = []
+    while True:
+        cur = await conn.execute(query, params)
+        rows = await cur.fetchall()
+        jobs = [record(r[:_JOB]) for r in rows]
+        if all(r[_JOB] is None for r in rows):
+            taken += jobs
+            return taken
+        limited = [j for j, r in zip(jobs, rows, strict=True) if r[_JOB] is not None]
+        held = await admit(conn, q, limited, params["worker"], prefix)
+        taken += [j for j in jobs if j.id not in held]
+        if not held or len(rows) < params["limit"]:
+            return taken
+        params = {**params, "limit": limit - len(taken)}
+
+
+async def _lock(conn: Conn, q: dict[str, str], prefix: str, keys: Iterable[str]) -> None:
+    await conn.execute(q["flow_lock"], {"prefix": prefix, "keys": sorted(set(keys))})
+
+
+async def admit(
+    conn: Conn, q: dict[str, str], claimed: list[JobRecord], worker: str, prefix: str
+) -> set[str]:
+    """Weigh the limited jobs of a claim, in claim order; return the ids held back, which
+    are already put back in the queue."""
+    claimed = sorted(claimed, key=sort_key)
+    async with conn.transaction():
+        cur = await conn.execute(q["flow_limits"], {"ids": [j.id for j in claimed]})
+        found = await cur.fetchall()
+        if not found:
+            return set()
+        now = float(found[0][6])
+        limits = {r[0]: r[1:6] for r in found}
+        await _lock(conn, q, prefix, (k for r in found for k in (r[1], r[4]) if k is not None))
+        conc_keys = sorted({r[4] for r in found if r[4] is not None})
+        rate_keys = sorted({r[1] for r in found if r[1] is not None})
+        running: dict[str, int] = {}
+        if conc_keys:
+            cur = await conn.execute(q["flow_running"], {"keys": conc_keys})
+            counted: dict[str, int] = {str(k): int(n) for k, n in await cur.fetchall()}
+            in_claim = Counter(r[4] for r in found if r[4] is not None)
+            # The claim's own rows are running already: count only the others.
+            running = {k: int(counted.get(k, 0)) - in_claim[k] for k in conc_keys}
+        buckets: dict[str, float] = {}
+        if rate_keys:
+            cur = await conn.execute(q["flow_buckets"], {"keys": rate_keys})
+            stored = {k: (float(t), float(at)) for k, t, at in await cur.fetchall()}
+            for key in rate_keys:
+                rate, burst = next((r[2], r[3]) for r in found if r[1] == key)
+                tokens, at = stored.get(key, (float(burst), now))
+                buckets[key] = min(float(burst), tokens + max(0.0, now - at) * rate)
+        waiting: Counter[str] = Counter()
+        holds: list[tuple[str, str, float]] = []
+        for job in claimed:
+            if job.id not in limits:
+                continue
+            rate_key, rate, _, conc_key, conc_limit = limits[job.id]
+            if conc_key is not None and running[conc_key] >= conc_limit:
+                holds.append((job.id, _CONCURRENCY, FAR))
+                continue
+            if rate_key is not None:
+                tokens = buckets[rate_key]
+                if tokens < 1.0:
+                    # Due when its token will be in the bucket; the ones behind it later.
+                    due = now + (1.0 - tokens + waiting[rate_key]) / rate
+                    waiting[rate_key] += 1
+                    holds.append((job.id, _RATE_LIMIT, due))
+                    continue
+                buckets[rate_key] = tokens - 1.0
+            if conc_key is not None:
+                running[conc_key] += 1
+        held = {h[0] for h in holds}
+        if holds:
+            await conn.execute(
+                q["flow_hold"],
+                {
+                    "ids": [h[0] for h in holds],
+                    "waiting": [h[1] for h in holds],
+                    "dues": [h[2] for h in holds],
+                    "worker": worker,
+                },
+            )
+        kept = [i for i in limits if i not in held]
+        if kept:
+            await conn.execute(q["flow_admitted"], {"ids": kept})
+        if buckets:
+            params = {"keys": list(buckets), "tokens": list(buckets.values())}
+            await conn.execute(q["flow_save_buckets"], params)
+    return held
+
+
+async def release(
+    conn: Conn, q: dict[str, str], keys: Iterable[str] | None, prefix: str, channel: str
+) -> list[str]:
+    """After jobs of the groups ``keys`` stopped running (``None``: every group that holds
+    jobs): give the jobs held for a slot of a group that now has one free their due time
+    back, and wake the workers of their queues; returns those queues."""
+    if keys is None:
+        cur = await conn.execute(q["flow_held_groups"])
+        keys = [str(r[0]) for r in await cur.fetchall()]
+    wanted = sorted(set(keys))
+    if not wanted:
+        return []
+    async with conn.transaction():
+        await _lock(conn, q, prefix, wanted)
+        cur = await conn.execute(q["flow_release"], {"keys": wanted})
+        queues = sorted({str(r[0]) for r in await cur.fetchall()})
+        for queue in queues:
+            await conn.execute(q["notify"], {"channel": channel, "queue": queue})
+    return queues
+
+
+async def usage(conn: Conn, q: dict[str, str], keys: Sequence[str]) -> list[LimitUsage]:
+    cur = await conn.execute(q["flow_usage"], {"keys": list(keys)})
+    return [
+        LimitUsage(str(k), running=int(r), tokens=None if t is None else float(t), waiting=int(w))
+        for k, r, w, t in await cur.fetchall()
+    ]
