@@ -143,3 +143,18 @@ async def test_a_long_line_of_held_jobs_is_put_back_in_steps(store: RedisStore) 
     assert [free.id] == await claim(store)
     [used] = await store.limit_usage(["k"])
     assert (1, 1499) == (used.running, used.waiting)
+
+
+async def test_a_slot_kept_by_a_job_not_running_comes_back(store: RedisStore, prefix: str) -> None:
+    """A full key's running set is checked against the jobs, so a member no script removed
+    (a process of an older offload requeued the job) does not hold its slot for ever."""
+    client = redis.asyncio.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        await client.sadd(f"{{{prefix}:q:default}}:conc_running:k", "gone")
+    finally:
+        await client.aclose()
+    job = limited(ONE)
+    await store.enqueue([job])
+    assert [job.id] == await claim(store)
+    [used] = await store.limit_usage(["k"])
+    assert 1 == used.running

@@ -26,7 +26,20 @@ local function admit(id, k, lim, score)
   local ck, rk = lim.ck, lim.rk
   if ck then
     if seen.running[ck] == nil then
-      seen.running[ck] = redis.call('SCARD', flow_key(jp, 'conc_running', ck))
+      local run = flow_key(jp, 'conc_running', ck)
+      local count = redis.call('SCARD', run)
+      if count >= lim.cl then
+        -- Full: checked against the jobs themselves, so that a slot no script gave back
+        -- (a job requeued by a process of an older offload, a job hash deleted by hand)
+        -- comes back here rather than never.
+        for _, other in ipairs(redis.call('SMEMBERS', run)) do
+          if redis.call('HGET', jp .. other, 'state') ~= 'running' then
+            redis.call('SREM', run, other)
+            count = count - 1
+          end
+        end
+      end
+      seen.running[ck] = count
     end
     if seen.running[ck] >= lim.cl then
       redis.call('ZADD', flow_key(jp, 'conc_held', ck), score, id)
