@@ -537,8 +537,8 @@ class Offload:
         if paced and not isinstance(self.store, FlowControl):
             raise ConfigError(
                 f"task {paced[0]!r} has a rate or concurrency limit, which the store "
-                f"enforces, and the store at {mask_url(self.url)} cannot; use a sqlite:/// "
-                "store for limited tasks"
+                f"enforces, and the store at {mask_url(self.url)} cannot; use a sqlite://, "
+                "redis:// or postgresql:// store for limited tasks"
             )
         capped = sorted(n for n, f in flows.items() if f.max_queued)
         if (capped or self.queue_limits) and not isinstance(self.store, QueueCaps):

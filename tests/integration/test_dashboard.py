@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -451,12 +452,20 @@ async def test_mail_page_reads_a_sink_of_another_process_by_url(jobs: Offload) -
         assert "did not answer" in down.text
 
 
-async def test_a_store_that_is_down_answers_503_not_500(tmp_path: Path) -> None:
+@asynccontextmanager
+async def down_dashboard() -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a dashboard at /d (bearer token ``a-long-token``) whose store is down:
+    a Redis URL on a port nothing listens on."""
     jobs = Offload(f"{REDIS_URL.rsplit(':', 1)[0]}:1/0?op_timeout=0.5", embedded_worker=False)
     app = FastAPI()
     app.include_router(jobs.dashboard(auth=bearer_auth("a-long-token")), prefix="/d")
     transport = httpx.ASGITransport(app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client
+
+
+async def test_a_store_that_is_down_answers_503_not_500(tmp_path: Path) -> None:
+    async with down_dashboard() as c:
         headers = {"Authorization": "Bearer a-long-token"}
         response = await c.get("/d/", headers=headers)
         assert 503 == response.status_code

@@ -6,15 +6,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
 import pytest
-from fastapi import FastAPI
 
-from offload import Offload
-from offload.dashboard import bearer_auth, live
-from tests.integration.test_dashboard import CREDS, Dash
+from offload.dashboard import live
+from tests.integration.test_dashboard import CREDS, Dash, down_dashboard
 from tests.integration.test_dashboard import dash as dash  # the fixture, used by name
-from tests.stores.conftest import REDIS_URL
 
 
 async def _changes(dash: Dash, since: str | None = None) -> dict[str, object]:
@@ -80,11 +76,7 @@ async def test_a_store_without_a_feed_redraws_on_the_timer(
 
 
 async def test_a_store_that_is_down_answers_503_with_retry_after() -> None:
-    jobs = Offload(f"{REDIS_URL.rsplit(':', 1)[0]}:1/0?op_timeout=0.5", embedded_worker=False)
-    app = FastAPI()
-    app.include_router(jobs.dashboard(auth=bearer_auth("a-long-token")), prefix="/d")
-    transport = httpx.ASGITransport(app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with down_dashboard() as c:
         headers = {"Authorization": "Bearer a-long-token"}
         response = await c.get("/d/live/changes", headers=headers)
     assert 503 == response.status_code
