@@ -152,6 +152,7 @@ class TestGetJob:
             "attempt": 0,
             "max_attempts": 4,
             "cancel_requested": False,
+            "waiting_reason": None,
             "key": None,
             "started_at": None,
             "finished_at": None,

@@ -87,6 +87,7 @@ LATEST = {
     ("index", "offload_jobs_finished"),
     ("index", "offload_jobs_conc_running"),
     ("index", "offload_jobs_conc_held"),
+    ("index", "offload_jobs_capped"),
 }
 
 

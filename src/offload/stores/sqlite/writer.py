@@ -53,6 +53,26 @@ _SYNCHRONOUS = {
 }
 
 
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL, waiting out another process that opens the same new file.
+
+    Changing the journal mode needs the file to itself, and SQLite answers "database is
+    locked" at once, without its busy handler, while another process is switching or
+    migrating it; two workers started together on a new file met that.
+    """
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    pause = 0.001
+    while True:
+        try:
+            conn.execute(_WAL)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 class Op:
     __slots__ = ("durable", "fn", "future", "loop", "write")
 
@@ -141,7 +161,7 @@ class Writer(threading.Thread):
         try:
             # First, so that a file of a newer layout is left exactly as it was found.
             check_version(conn)
-            conn.execute(_WAL)
+            _switch_to_wal(conn)
             conn.execute(_SYNCHRONOUS[self.synchronous])
             conn.execute(_FOREIGN_KEYS)
             conn.execute(_AUTOCHECKPOINT)
