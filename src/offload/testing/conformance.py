@@ -25,6 +25,7 @@ from offload.errors import InvalidTransition
 from offload.ids import new_id
 from offload.records import JobError, JobState
 from offload.stores.base import ClaimRequest, JobFilter, Outcome, OutcomeKind, Store
+from offload.testing.conformance_caps import QueueCapsConformance
 from offload.testing.conformance_changes import ChangeFeedConformance
 from offload.testing.conformance_flow import FlowControlConformance
 from offload.testing.conformance_history import HistoryConformance
@@ -45,6 +46,7 @@ class StoreConformance(
     HistoryConformance,
     ChangeFeedConformance,
     FlowControlConformance,
+    QueueCapsConformance,
 ):
     """Behaviour every ``Store`` must show (DESIGN §3 and §4)."""
 
