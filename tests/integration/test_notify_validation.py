@@ -22,6 +22,7 @@ from tests.integration.test_notify_service import (
     AUTH,
     environment,
     fresh_service,
+    requested,
     until_finished,
 )
 
@@ -81,7 +82,7 @@ class TestUnsendableNames:
         assert ["body", "name"] == error["loc"]
         assert code in error["msg"]
         listing = await client.get("/jobs", headers=AUTH)
-        assert [] == listing.json()["items"]
+        assert [] == requested(listing)
 
     def test_the_service_uses_the_email_layers_check(self, environment: None) -> None:
         """The request model's only check on ``name`` beyond its length is the email layer's
