@@ -1,6 +1,7 @@
 """offload: durable background jobs for FastAPI."""
 
 from offload.app import Offload
+from offload.canvas import Chain, Chord, Group, Signature, chain, chord, group
 from offload.depends import Depends
 from offload.errors import (
     Cancel,
@@ -28,9 +29,12 @@ from offload.worker import Worker
 __all__ = [
     "AsyncTask",
     "Cancel",
+    "Chain",
+    "Chord",
     "ConfigError",
     "Depends",
     "Fail",
+    "Group",
     "InvalidCursor",
     "InvalidTransition",
     "Job",
@@ -49,6 +53,7 @@ __all__ = [
     "ResultTimeout",
     "Retry",
     "RetryPolicy",
+    "Signature",
     "StoreUnavailable",
     "SyncTask",
     "Task",
@@ -56,4 +61,7 @@ __all__ = [
     "UnknownSchedule",
     "UnknownTask",
     "Worker",
+    "chain",
+    "chord",
+    "group",
 ]

@@ -20,7 +20,8 @@ from collections.abc import (
 from datetime import timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
-from offload import correlation
+from offload import correlation, workflows
+from offload.canvas import Canvas
 from offload.errors import ConfigError, StoreUnavailable, UnknownTask
 from offload.flow import check_max_queued
 from offload.jobs import Job, JobContext, JobRecord
@@ -163,6 +164,9 @@ class Offload:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._own: _LoopThread | None = None
         self._sync_lock = threading.Lock()
+        # Ends a workflow whose last part is a group; registered on every app, so that any
+        # worker of the app runs it.
+        self.task(name=workflows.GATHER, retries=0)(workflows.gather)
 
     def __repr__(self) -> str:
         # The URL's password masked: a repr lands in tracebacks, test reports and logs.
@@ -494,6 +498,12 @@ class Offload:
         for hook in self.enqueue_hooks:
             await hook(jobs)
         return jobs
+
+    async def enqueue_workflow(self, part: Canvas, *, key: str | None = None) -> Job[Any]:
+        """Store a workflow (``chain``, ``group``, ``chord``) at once; ``part.enqueue()``
+        calls this. Returns the handle of its last step."""
+        await self.open()
+        return await workflows.enqueue_workflow(self, part, key)
 
     def enqueue_many_sync(self, prepared: Iterable[Prepared[Any]]) -> list[Job[Any]]:
         """``enqueue_many`` for code that is not async: a ``def`` endpoint (FastAPI runs it

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from offload.errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout
-from offload.records import JobError, JobRecord, JobState, Progress
+from offload.records import STEP_FAILED, JobError, JobRecord, JobState, Progress
+from offload.stores.base import Workflows
 
 __all__ = ["Job", "JobContext", "JobError", "JobRecord", "JobState", "Progress"]
 
@@ -137,6 +138,16 @@ class Job(Generic[R]):
             return exc.record.state is JobState.CANCELLED
         return True
 
+    async def steps(self) -> list[JobRecord]:
+        """Every step of the workflow this job ends (``offload.chain``, ``group``,
+        ``chord``), in the order they were stored, with their states; empty for a job of
+        no workflow."""
+        store = self._store
+        workflow = self._record.meta.get("workflow")
+        if workflow is None or not isinstance(store, Workflows):
+            return []
+        return await store.steps(workflow)
+
     async def result(self, timeout: float | None = None, poll: float = 0.01) -> R:
         """Wait for the job to finish and return its decoded result.
 
@@ -158,6 +169,11 @@ class Job(Generic[R]):
                 err = record.error or JobError("UnknownError", "no error was recorded")
                 raise JobFailed(self.id, err.type, err.message, err.traceback)
             if record.state is JobState.CANCELLED:
+                why = record.error
+                if why is not None and why.type == STEP_FAILED:
+                    # A workflow's last step, cancelled because a step before it failed:
+                    # the workflow failed, and the error names that step.
+                    raise JobFailed(self.id, why.type, why.message, why.traceback)
                 raise JobCancelled(f"job {self.id} was cancelled")
             if deadline is not None and loop.time() >= deadline:
                 raise ResultTimeout(

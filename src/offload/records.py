@@ -38,6 +38,14 @@ class WaitingReason(enum.StrEnum):
     """Its rate limit has no token now; it is due again when the next one frees up."""
     CONCURRENCY = "concurrency"
     """As many jobs of its concurrency key run as the limit allows; it starts when one ends."""
+    INPUTS = "inputs"
+    """A workflow step whose inputs (the steps before it) have not all succeeded yet."""
+
+
+# The error types of workflow steps cancelled because a step before them failed, or was
+# cancelled (``stores.base.Workflows``): the message names that step.
+STEP_FAILED = "WorkflowStepFailed"
+STEP_CANCELLED = "WorkflowStepCancelled"
 
 
 @dataclass(frozen=True, slots=True)

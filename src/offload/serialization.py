@@ -212,7 +212,6 @@ class Codec:
             return EMPTY_ARGS, EMPTY_KWARGS
         if self.dependency_params and not self.dependency_params.isdisjoint(kwargs):
             self._refuse_dependency(args, kwargs)
-        positional: list[Any] = []
         named: dict[str, Any] = {}
         adapters = self.adapters
         fast = self._match(args, kwargs)
@@ -230,6 +229,41 @@ class Codec:
             if self.dependency_params:
                 self._refuse_dependency(args, kwargs)
             raise TypeError(f"task {self.task_name!r}: {exc}") from None
+        return self._encode_bound(bound)
+
+    def encode_piped(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str]:
+        """Encode a call that leaves out the first parameter, which a workflow fills with
+        the result before it (``offload.workflows``): the store puts that value first in
+        the stored array when it releases the step. Raises ``TypeError`` when the task has
+        no such parameter or the rest of the call does not fit."""
+        params = list(self.signature.parameters.values())
+        first = params[0] if params else None
+        if first is None or first.kind not in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.VAR_POSITIONAL,
+        ):
+            raise TypeError(
+                f"task {self.task_name!r} takes no positional parameter for the result of the "
+                "step before it; give it one first, or use an immutable signature "
+                "(task.si(...)) that ignores that result"
+            )
+        if self.dependency_params and not self.dependency_params.isdisjoint(kwargs):
+            self._refuse_dependency(args, kwargs)
+        rest = params if first.kind is inspect.Parameter.VAR_POSITIONAL else params[1:]
+        try:
+            bound = self.signature.replace(parameters=rest).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(
+                f"task {self.task_name!r}, after the result of the step before it: {exc}"
+            ) from None
+        # Stored as any call is (named, unless by position): the value goes in front.
+        return self._encode_bound(bound)
+
+    def _encode_bound(self, bound: inspect.BoundArguments) -> tuple[str, str]:
+        positional: list[Any] = []
+        named: dict[str, Any] = {}
+        adapters = self.adapters
         for name, value in bound.arguments.items():
             adapter = adapters[name]
             if name == self.var_positional:

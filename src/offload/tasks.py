@@ -13,8 +13,9 @@ import sys
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
+from offload.canvas import Canvas, Group, Signature
 from offload.depends import DependencyError, plan
 from offload.flow import FlowOptions, make_flow
 from offload.ids import new_id
@@ -26,7 +27,9 @@ from offload.serialization import Codec, payload_size
 from offload.stores.base import NewJob
 
 P = ParamSpec("P")
+P2 = ParamSpec("P2")
 R = TypeVar("R")
+A = TypeVar("A")
 
 DEFAULT_QUEUE = "default"
 
@@ -93,6 +96,8 @@ class Enqueuer(Protocol):
     ) -> list[Job[Any]]: ...
 
     def enqueue_many_sync(self, prepared: Iterable[Prepared[Any]]) -> list[Job[Any]]: ...
+
+    async def enqueue_workflow(self, part: Canvas, *, key: str | None = None) -> Job[Any]: ...
 
 
 class Task(Generic[P, R]):
@@ -186,10 +191,48 @@ class Task(Generic[P, R]):
         """``enqueue`` for code that is not async (see ``Offload.enqueue_many_sync``)."""
         return self.app.enqueue_many_sync([self._prepare(args, kwargs, _NO_OPTIONS)])[0]
 
-    def _prepare(
+    # A signature either takes the result of the step before it as its first argument
+    # (then the call leaves that parameter out) or gives every argument (the first step of
+    # a chain, a group's member); mypy accepts a call that fits either, and the workflow
+    # checks which one each step is when it is built.
+    @overload
+    def s(
+        self: Task[Concatenate[A, P2], R], *args: P2.args, **kwargs: P2.kwargs
+    ) -> Signature[R]: ...
+    @overload
+    def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]: ...
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """This call as a workflow step (``offload.chain``, ``group``, ``chord``); after
+        another step it gets that step's result as its first argument."""
+        return Signature(self, args, kwargs, _NO_OPTIONS)
+
+    def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
+        """An immutable step: it waits for the step before it but ignores its result."""
+        return Signature(self, args, kwargs, _NO_OPTIONS, immutable=True)
+
+    def map(
+        self: Task[Concatenate[A, P2], R], items: Iterable[A], *args: P2.args, **kwargs: P2.kwargs
+    ) -> Group[R]:
+        """A group of one call per item, the item first: ``clean.map(chunks)``."""
+        return Group(Signature(self, (item, *args), kwargs, _NO_OPTIONS) for item in items)
+
+    def _prepare_piped(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: EnqueueOptions
     ) -> Prepared[R]:
-        enc_args, enc_kwargs = self.codec.encode_args(args, kwargs)
+        """``_prepare`` for a workflow step whose first argument is the result before it."""
+        return self._prepare(args, kwargs, opts, piped=True)
+
+    def _prepare(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        opts: EnqueueOptions,
+        piped: bool = False,
+    ) -> Prepared[R]:
+        if piped:
+            enc_args, enc_kwargs = self.codec.encode_piped(args, kwargs)
+        else:
+            enc_args, enc_kwargs = self.codec.encode_args(args, kwargs)
         if len(enc_args) + len(enc_kwargs) > self._unmeasured:
             payload_size(self.name, self._payload_limit, enc_args, enc_kwargs)
         cfg = self.config
@@ -295,6 +338,14 @@ class TaskCall(Generic[P, R]):
         self._no_connection("enqueue_sync", "await enqueue() in the code that holds it")
         prepared = self.task._prepare(args, kwargs, self.opts)
         return self.task.app.enqueue_many_sync([prepared])[0]
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """``Task.s`` with these options (queue, priority, retries, timeout, delay)."""
+        return Signature(self.task, args, kwargs, self.opts)
+
+    def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
+        """``Task.si`` with these options."""
+        return Signature(self.task, args, kwargs, self.opts, immutable=True)
 
     def _no_connection(self, method: str, instead: str) -> None:
         """A connection this call would not use must not be dropped silently: the job would

@@ -81,6 +81,7 @@ LATEST = {
     ("table", "offload_counts"),
     ("table", "offload_workers"),
     ("table", "offload_buckets"),
+    ("table", "offload_steps"),
     ("index", "offload_jobs_key"),
     ("index", "offload_jobs_claim_queue"),
     ("index", "offload_jobs_lease"),
@@ -88,6 +89,7 @@ LATEST = {
     ("index", "offload_jobs_conc_running"),
     ("index", "offload_jobs_conc_held"),
     ("index", "offload_jobs_capped"),
+    ("index", "offload_steps_workflow"),
 }
 
 

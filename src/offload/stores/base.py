@@ -38,6 +38,40 @@ class NewJob:
     limits: JobLimits | None = None
     """Rate and concurrency limits the job is held to; only a ``FlowControl`` store takes
     a job that has them."""
+    step: StepLink | None = None
+    """The job's place in a workflow; only a ``Workflows`` store takes a job that has one."""
+
+
+class Takes(enum.StrEnum):
+    """What a workflow step receives from the steps before it, put in front of its stored
+    arguments by the store when the last of them succeeds."""
+
+    ONE = "one"
+    """The result of its one input: a chain's next step."""
+    ALL = "all"
+    """The list of its inputs' results, in slot order: a chord's callback."""
+    NONE = "none"
+    """Nothing (an immutable signature): it only waits for its inputs."""
+    ERROR = "error"
+    """The id of the step that failed: the workflow's ``on_error`` handler, which runs only
+    when a step fails and is cancelled when the workflow succeeds."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepLink:
+    """A workflow step as the store keeps it (DESIGN §13): a count of inputs still to come,
+    and the edges its result travels along. The workflow's id is the id of its last step
+    (the callback of a chord, the end of a chain), whose result is the workflow's."""
+
+    workflow: str
+    inputs: int
+    """How many steps feed it; it is runnable once all of them have succeeded (at once
+    when 0). For ``Takes.ERROR``, 1: the failure that lets it run."""
+    takes: Takes
+    feeds: tuple[tuple[str, int], ...] = ()
+    """``(job id, slot)`` of each step its result goes to."""
+    on_error: str | None = None
+    """The workflow's error handler's job id, released with the failed step's id."""
 
 
 class OutcomeKind(enum.StrEnum):
@@ -341,6 +375,36 @@ class FlowControl(Protocol):
 
     async def limit_usage(self, keys: Sequence[str]) -> list[LimitUsage]:
         """The usage of each key (concurrency and rate keys alike), for metrics."""
+
+
+@runtime_checkable
+class Workflows(Protocol):
+    """A store that keeps workflows (DESIGN §13): jobs with a ``step`` are enqueued with the
+    rest of their graph in one atomic write, a step with inputs waits queued (its
+    ``waiting_reason`` ``inputs``, out of every claim's reach) until its inputs have
+    succeeded, and then the store, in the same atomic step as the success of the last
+    of them, puts their results in front of its arguments (``Takes``) and makes it
+    runnable. No process waits for anything, so a crash anywhere loses no edge.
+
+    - A step that ends failed (out of attempts, a lapsed last lease) or cancelled cancels
+      every step after it that has not run, with an error naming it (type
+      ``WorkflowStepFailed`` or ``WorkflowStepCancelled``); a failure releases the
+      ``on_error`` handler with the failed step's id as its first argument, once.
+    - The workflow's last step succeeding cancels the handler (it is not needed).
+    - ``cancel`` of the workflow's id cancels every step that has not finished (running
+      ones get their cancellation requested); ``cancel`` of another step cancels it and
+      what comes after it.
+    - ``retry`` of any failed or cancelled step of a workflow resumes the whole workflow:
+      each failed or cancelled step goes back to queued, runnable if its inputs are in,
+      waiting for them if not; steps that succeeded keep their results.
+    - A workflow whose last step has a ``key`` on record adds nothing: every one of its
+      positions in the call returns that job.
+
+    A store without it refuses workflows (``ConfigError``) rather than run their steps
+    unordered."""
+
+    async def steps(self, workflow: str) -> list[JobRecord]:
+        """Every job of the workflow, the last step included, in the order enqueued."""
 
 
 @runtime_checkable

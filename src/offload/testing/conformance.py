@@ -32,6 +32,7 @@ from offload.testing.conformance_history import HistoryConformance
 from offload.testing.conformance_listing import ListingConformance
 from offload.testing.conformance_services import ScheduleConformance, WakeUpConformance
 from offload.testing.conformance_workers import WorkerRegistryConformance
+from offload.testing.conformance_workflows import WorkflowConformance
 from offload.testing.inputs import TTL, done, new_job
 
 __all__ = ["TTL", "StoreConformance", "done", "new_job"]
@@ -47,6 +48,7 @@ class StoreConformance(
     ChangeFeedConformance,
     FlowControlConformance,
     QueueCapsConformance,
+    WorkflowConformance,
 ):
     """Behaviour every ``Store`` must show (DESIGN §3 and §4)."""
 

@@ -407,7 +407,8 @@ _EXPIRED_FAIL = Q["expired_fail"].format(history=_APPEND)
 _EXPIRED_REQUEUE = Q["expired_requeue"].format(history=_APPEND)
 
 
-def requeue_expired(conn: sqlite3.Connection, now: float) -> int:
+def requeue_expired(conn: sqlite3.Connection, now: float, failed: list[str] | None = None) -> int:
+    """Requeue or fail the jobs whose lease lapsed; ``failed`` gets the ids that failed."""
     rows = conn.execute(_EXPIRED, (now,)).fetchall()
     changes: Tally = {}
     for job_id, attempt, max_attempts, worker_id, queue in rows:
@@ -416,6 +417,8 @@ def requeue_expired(conn: sqlite3.Connection, now: float) -> int:
             entry = history_entry(error, attempt)
             cur = conn.execute(_EXPIRED_FAIL, (dump_error(error), entry, now, job_id, attempt))
             _move(changes, queue, "running", "failed", cur.rowcount)
+            if failed is not None and cur.rowcount:
+                failed.append(job_id)
         else:
             error = lease_requeued_error(worker_id)
             entry = history_entry(error, attempt)

@@ -49,7 +49,7 @@ from offload.stores.base import (
     WorkerInfo,
     check_worker_ttl,
 )
-from offload.stores.sqlite import flow, ops
+from offload.stores.sqlite import flow, ops, steps
 from offload.stores.sqlite.queries import QUERIES as Q
 from offload.stores.sqlite.writer import LOCK_WAIT_SECONDS, Op, Writer
 
@@ -202,6 +202,8 @@ class SQLiteStore:
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
         jobs = list(jobs)
         now = self._clock()
+        if any(new.step is not None for new in jobs):
+            return await self._enqueue_workflows(jobs, now)
         taken = self._run(lambda conn: ops.enqueue(conn, jobs, now), durable=True)
         # Built here while the writer thread inserts (it releases the GIL while SQLite works).
         records = [queued_record(new, now) for new in jobs]
@@ -209,6 +211,35 @@ class SQLiteStore:
             records[i] = found
         self._local.set()
         return records
+
+    async def _enqueue_workflows(self, jobs: list[NewJob], now: float) -> list[JobRecord]:
+        """``Workflows``: the steps' rows with their jobs, in the same transaction; a
+        workflow whose key is on record adds nothing."""
+
+        def op(conn: sqlite3.Connection) -> list[JobRecord]:
+            known = steps.known(conn, jobs)
+            keep = [new for new in jobs if new.step is None or new.step.workflow not in known]
+            taken = ops.enqueue(conn, keep, now)
+            steps.store(conn, keep, set(taken))
+            kept = iter(range(len(keep)))
+            records = []
+            for new in jobs:
+                if new.step is not None and new.step.workflow in known:
+                    found = ops.get(conn, known[new.step.workflow])
+                    assert found is not None
+                    records.append(found)
+                    continue
+                i = next(kept)
+                records.append(taken[i] if i in taken else steps.queued(new, now))
+            return records
+
+        records = await self._run(op, durable=True)
+        self._local.set()
+        return records
+
+    async def steps(self, workflow: str) -> builtins.list[JobRecord]:
+        """``Workflows``: every job of the workflow, in the order stored."""
+        return await self._run(lambda conn: steps.workflow(conn, workflow), write=False)
 
     async def claim(self, request: ClaimRequest) -> list[JobRecord]:
         self._local.clear()
@@ -240,9 +271,14 @@ class SQLiteStore:
         claimed = self._claimed
         queues = [claimed.pop(o.id, None) for o in outcomes]
         released: list[int] = []
-        applied = await self._run(
-            lambda conn: ops.complete(conn, outcomes, clock(), queues, released)
-        )
+
+        def op(conn: sqlite3.Connection) -> list[bool]:
+            now = clock()
+            applied = ops.complete(conn, outcomes, now, queues, released)
+            released.append(steps.after_outcomes(conn, outcomes, applied, now))
+            return applied
+
+        applied = await self._run(op)
         if any(released) or any(o.kind in ops.REQUEUED for o in outcomes):
             self._local.set()
         return applied
@@ -271,7 +307,15 @@ class SQLiteStore:
 
     async def requeue_expired(self) -> int:
         clock = self._clock
-        count = await self._run(lambda conn: ops.requeue_expired(conn, clock()))
+
+        def op(conn: sqlite3.Connection) -> int:
+            now = clock()
+            failed: list[str] = []
+            count = ops.requeue_expired(conn, now, failed)
+            steps.after_failures(conn, failed, now)
+            return count
+
+        count = await self._run(op)
         if count:
             self._local.set()
         return count
@@ -279,6 +323,9 @@ class SQLiteStore:
     async def cancel(self, job_id: str) -> JobRecord | None:
         def op(conn: sqlite3.Connection) -> JobRecord | None:
             now = self._clock()
+            if steps.is_step(conn, job_id):
+                steps.cancel(conn, job_id, now)
+                return ops.get(conn, job_id)
             cancelled = conn.execute(_CANCEL_QUEUED, (now, job_id)).fetchall()
             for (queue,) in cancelled:
                 ops.tally_move(conn, queue, "queued", "cancelled")
@@ -297,6 +344,9 @@ class SQLiteStore:
                     f"job {job_id} is {job.state.value}; "
                     "only failed or cancelled jobs can be retried"
                 )
+            if steps.is_step(conn, job_id):
+                steps.resume(conn, job_id, self._clock())
+                return ops.get(conn, job_id)
             conn.execute(_RETRY, (self._clock(), job_id))
             ops.tally_move(conn, job.queue, job.state.value, "queued")
             return ops.get(conn, job_id)
