@@ -160,6 +160,7 @@ class TestGetJob:
             "result": None,
             "error": None,
             "meta": {},
+            "steps": None,
         } == {k: v for k, v in body.items() if k not in {"enqueued_at", "run_at"}}
         assert datetime.fromisoformat(body["enqueued_at"]).tzinfo is not None
 

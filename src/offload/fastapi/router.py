@@ -21,9 +21,16 @@ from offload.errors import (
 )
 from offload.fastapi.background import RETRY_AFTER_SECONDS, UNAVAILABLE_RESPONSE
 from offload.fastapi.outage import outage_of
-from offload.fastapi.schemas import Detail, JobOut, JobPageOut, ScheduleListOut, ScheduleOut
+from offload.fastapi.schemas import (
+    Detail,
+    JobOut,
+    JobPageOut,
+    ScheduleListOut,
+    ScheduleOut,
+    StepOut,
+)
 from offload.records import JobState
-from offload.stores.base import JobFilter
+from offload.stores.base import JobFilter, Workflows
 
 if TYPE_CHECKING:
     from offload.app import Offload
@@ -139,7 +146,12 @@ def jobs_router(
     )
     async def get_job(job_id: JobId) -> JobOut:
         async with _operation(jobs):
-            return JobOut.from_record(await admin.get_job(jobs.store, job_id))
+            record = await admin.get_job(jobs.store, job_id)
+            out = JobOut.from_record(record)
+            store = jobs.store
+            if record.meta.get("workflow") == record.id and isinstance(store, Workflows):
+                out.steps = [StepOut.from_record(step) for step in await store.steps(record.id)]
+            return out
 
     @router.post(
         "/{job_id}/cancel",

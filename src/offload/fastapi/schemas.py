@@ -18,6 +18,7 @@ __all__ = [
     "ProgressOut",
     "ScheduleListOut",
     "ScheduleOut",
+    "StepOut",
 ]
 
 
@@ -46,8 +47,9 @@ class JobOut(BaseModel):
     cancel_requested: bool = Field(description="a cancel is waiting for the worker to act")
     waiting_reason: WaitingReason | None = Field(
         default=None,
-        description="a due job held back by a limit: 'rate_limit' (no token yet) or "
-        "'concurrency' (its group runs as many jobs as allowed)",
+        description="a due job held back: 'rate_limit' (no token yet), 'concurrency' (its "
+        "group runs as many jobs as allowed) or 'inputs' (a workflow step whose inputs have "
+        "not all succeeded)",
     )
     key: str | None = Field(default=None, description="idempotency key given at enqueue")
     enqueued_at: datetime
@@ -58,6 +60,11 @@ class JobOut(BaseModel):
     result: Any = Field(default=None, description="the task's return value, as JSON")
     error: JobErrorOut | None = Field(default=None, description="why the last attempt failed")
     meta: dict[str, Any] = Field(default_factory=dict)
+    steps: list[StepOut] | None = Field(
+        default=None,
+        description="for the last step of a workflow (whose id is the workflow's): every "
+        "step, in the order stored, with its state",
+    )
 
     @classmethod
     def from_record(cls, record: JobRecord) -> JobOut:
@@ -88,6 +95,33 @@ class JobOut(BaseModel):
             if error is None
             else JobErrorOut(type=error.type, message=error.message, traceback=error.traceback),
             meta=shown.meta,
+        )
+
+
+class StepOut(BaseModel):
+    """One step of a workflow, as the status of its last step lists it."""
+
+    id: str
+    task: str
+    queue: str
+    state: JobState
+    attempt: int
+    waiting_reason: WaitingReason | None = None
+    error: JobErrorOut | None = Field(default=None, description="why it failed or was not run")
+
+    @classmethod
+    def from_record(cls, record: JobRecord) -> StepOut:
+        error = view(record).error
+        return cls(
+            id=record.id,
+            task=record.task,
+            queue=record.queue,
+            state=record.state,
+            attempt=record.attempt,
+            waiting_reason=record.waiting_reason,
+            error=None
+            if error is None
+            else JobErrorOut(type=error.type, message=error.message, traceback=error.traceback),
         )
 
 
