@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 from offload import admin
 from offload.correlation import REQUEST_ID
 from offload.records import JobError, JobRecord, JobState
-from offload.stores.base import Activity, JobFilter, Page, WorkerInfo, WorkerRegistry
+from offload.stores.base import (
+    Activity,
+    JobFilter,
+    Page,
+    WorkerInfo,
+    WorkerRegistry,
+    Workflows,
+)
 
 if TYPE_CHECKING:
     from offload.app import Offload
@@ -313,6 +320,10 @@ class JobDetail:
     waited: str
     ran: str
     log_url: str | None
+    workflow: str | None = None
+    """The id of the workflow the job is a step of (its last step's id)."""
+    steps: tuple[ListedJob, ...] = ()
+    """Every step, on the page of the workflow's last step."""
 
     @property
     def record(self) -> JobRecord:
@@ -347,6 +358,11 @@ async def job_detail(jobs: Offload, job_id: str, log_url: str | None) -> JobDeta
     shown = admin.view(record, None if task is None else task.codec.decode_result)
     start = record.started_at
     request_id = shown.meta.get(REQUEST_ID)
+    workflow = record.meta.get("workflow")
+    store = jobs.store
+    steps: list[JobRecord] = []
+    if workflow == record.id and isinstance(store, Workflows):
+        steps = await store.steps(record.id)
     return JobDetail(
         view=shown,
         now=await jobs.store.now(),
@@ -362,6 +378,8 @@ async def job_detail(jobs: Offload, job_id: str, log_url: str | None) -> JobDeta
         log_url=None
         if log_url is None
         else log_url.format(job_id=record.id, request_id=request_id or ""),
+        workflow=workflow if isinstance(workflow, str) else None,
+        steps=tuple(_listed(step) for step in steps),
     )
 
 
@@ -375,13 +393,12 @@ class ListedJob:
 
 
 def listed(page: Page) -> list[ListedJob]:
-    out = []
-    for record in page.jobs:
-        error = admin.shown_error(record.error)
-        out.append(
-            ListedJob(record, "" if error is None else f"{error.type}: {error.message}"[:200])
-        )
-    return out
+    return [_listed(record) for record in page.jobs]
+
+
+def _listed(record: JobRecord) -> ListedJob:
+    error = admin.shown_error(record.error)
+    return ListedJob(record, "" if error is None else f"{error.type}: {error.message}"[:200])
 
 
 # --- schedules ------------------------------------------------------------------------------
