@@ -27,6 +27,9 @@ from offload import (
 )
 from offload.records import STEP_FAILED, WaitingReason
 from offload.stores.base import JobFilter
+from offload.stores.memory import MemoryStore
+from offload.testing import eager
+from tests.stores.thirdparty_store import CountingStore
 
 
 @dataclass
@@ -227,7 +230,8 @@ async def test_the_status_route_lists_the_steps(tasks: Tasks) -> None:
 
 
 async def test_a_store_without_workflows_refuses_them() -> None:
-    jobs = Offload("memory://", embedded_worker=False)
+    # A store written against the base contract only, which keeps no workflows.
+    jobs = Offload(store=CountingStore(MemoryStore()), embedded_worker=False)
 
     @jobs.task(name="wf.one")
     async def one() -> int:
@@ -236,3 +240,22 @@ async def test_a_store_without_workflows_refuses_them() -> None:
     async with jobs:
         with pytest.raises(ConfigError, match="keeps no workflows"):
             await chain(one.s(), one.si()).enqueue()
+
+
+async def test_the_memory_store_runs_workflows_in_eager_mode() -> None:
+    """An app's unit tests: ``eager`` on ``memory://`` runs the whole workflow at enqueue."""
+    jobs = Offload("memory://", embedded_worker=False)
+
+    @jobs.task(name="wf.double")
+    async def double(x: int) -> int:
+        return 2 * x
+
+    @jobs.task(name="wf.sum")
+    async def add_up(numbers: list[int]) -> int:
+        return sum(numbers)
+
+    async with jobs:
+        with eager(jobs):
+            handle = await chain(chord(double.map([1, 2]), add_up.s()), double.s()).enqueue()
+        assert JobState.SUCCEEDED is (await handle.refresh()).state
+        assert 12 == await handle.result(timeout=1)

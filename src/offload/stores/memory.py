@@ -45,6 +45,7 @@ from offload.stores.base import (
     WorkerInfo,
     check_worker_ttl,
 )
+from offload.stores.memory_steps import Steps
 
 
 class MemoryStore:
@@ -68,6 +69,7 @@ class MemoryStore:
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
         self._changed = asyncio.Event()
         self._now: Callable[[], float] = clock or time.time
+        self._steps = Steps(self._jobs, self._queued)
 
     async def open(self) -> None:
         self._changed = asyncio.Event()
@@ -114,7 +116,12 @@ class MemoryStore:
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
         now = self._now()
         out: list[JobRecord] = []
+        steps = self._steps
+        known = steps.known(jobs, self._keys) if any(j.step is not None for j in jobs) else {}
         for new in jobs:
+            if known and new.step is not None and new.step.workflow in known:
+                out.append(self._jobs[known[new.step.workflow]].copy())
+                continue
             if new.key is not None:
                 existing_id = self._keys.get((new.task, new.key))
                 if existing_id is not None and existing_id in self._jobs:
@@ -122,7 +129,8 @@ class MemoryStore:
                     continue
             record = queued_record(new, now)
             self._jobs[record.id] = record
-            self._queued(record)
+            if new.step is None or steps.add(new, record):
+                self._queued(record)
             if new.key is not None:
                 self._keys[(new.task, new.key)] = record.id
             out.append(record.copy())
@@ -194,6 +202,8 @@ class MemoryStore:
             apply_outcome(job, outcome, now)
             if job.state is not JobState.RUNNING:
                 self._running.pop(job.id, None)
+                if job.id in self._steps:
+                    self._steps.ended(job, outcome, now)
             if job.state is JobState.QUEUED:
                 self._queued(job)
             applied.append(True)
@@ -226,6 +236,7 @@ class MemoryStore:
                     job.error = lease_expired_error(job.worker_id)
                     job.add_history(job.error, job.attempt)
                     job.finished_at = now
+                    self._steps.failed(job, now)
                 else:
                     job.state = JobState.QUEUED
                     job.run_at = now
@@ -277,7 +288,9 @@ class MemoryStore:
         job = self._jobs.get(job_id)
         if job is None:
             return None
-        if job.state is JobState.QUEUED:
+        if job.id in self._steps:
+            self._steps.cancel(job, self._now())
+        elif job.state is JobState.QUEUED:
             job.state = JobState.CANCELLED
             job.finished_at = self._now()
         elif job.state is JobState.RUNNING:
@@ -293,6 +306,10 @@ class MemoryStore:
                 f"job {job_id} is {job.state.value}; only failed or cancelled jobs can be retried"
             )
         now = self._now()
+        if job_id in self._steps:
+            self._steps.resume(job, now)
+            self._wake()
+            return job.copy()
         job.state = JobState.QUEUED
         job.attempt = 0
         job.run_at = now
@@ -310,6 +327,7 @@ class MemoryStore:
         if not job.state.finished:
             raise InvalidTransition(not_deletable(job_id, job.state))
         del self._jobs[job_id]
+        self._steps.forget(job_id)
         if job.key is not None:
             self._keys.pop((job.task, job.key), None)
         return job
@@ -322,9 +340,14 @@ class MemoryStore:
         ]
         for job_id in doomed:
             job = self._jobs.pop(job_id)
+            self._steps.forget(job_id)
             if job.key is not None:
                 self._keys.pop((job.task, job.key), None)
         return len(doomed)
+
+    async def steps(self, workflow: str) -> builtins.list[JobRecord]:
+        """``Workflows``: every job of the workflow, in the order stored."""
+        return [job.copy() for job in self._steps.workflow(workflow)]
 
     async def next_run_at(self, queues: Sequence[str] | None) -> float | None:
         # A worker asks after a claim found nothing due: then its queues' ready heaps hold
