@@ -1,6 +1,7 @@
-"""Rate and concurrency limits across worker processes, on a real SQLite file: every limit
-is checked from the runs' recorded start and end times (``tests.integration.flowjobs``),
-not from the store's own counts."""
+"""Rate and concurrency limits across worker processes, on a real SQLite file, Redis and
+PostgreSQL (a prefix or schema of the test's own on the shared servers): every limit is
+checked from the runs' recorded start and end times (``tests.integration.flowjobs``), not
+from the store's own counts."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from fastapi import FastAPI
 from offload import ConfigError, JobState, Offload
 from offload.stores.base import ClaimRequest, JobFilter
 from tests.integration import flowjobs
-from tests.stores.conftest import REDIS_URL, drop_redis_keys
+from tests.stores.conftest import REDIS_URL, drop_postgres_schema, drop_redis_keys, postgres_url
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFLOAD = Path(sys.executable).with_name("offload")
@@ -93,15 +94,16 @@ class Workers:
                 proc.wait()
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def setup(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[Offload, Workers, Path]]:
-    prefix = f"test-{uuid.uuid4().hex}"
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    else:
-        url = f"{REDIS_URL}?prefix={prefix}"
+    prefix = f"test_{uuid.uuid4().hex}"
+    url = {
+        "sqlite": f"sqlite:///{tmp_path / 'jobs.db'}",
+        "redis": f"{REDIS_URL}?prefix={prefix}",
+        "postgres": postgres_url(prefix),
+    }[request.param]
     runs = tmp_path / "runs"
     flowjobs.jobs.store = Offload(url, embedded_worker=False).store
     workers = Workers(url, runs, tmp_path / "workers.log")
@@ -111,6 +113,8 @@ def setup(
         workers.stop()
         if request.param == "redis":
             asyncio.run(drop_redis_keys(prefix))
+        if request.param == "postgres":
+            asyncio.run(drop_postgres_schema(prefix))
 
 
 async def until_done(app: Offload, count: int, timeout: float) -> None:

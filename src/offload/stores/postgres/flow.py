@@ -7,7 +7,8 @@ else. When limited jobs come back, ``admit`` weighs them in a transaction of its
 same connection: it takes a transaction-level advisory lock per key they name, in key
 order, so the claims of one group or bucket go one at a time and every other key's go on;
 then it counts the group's running rows (by a snapshot taken after the lock, so it holds
-every claim of the group committed before) and refills the bucket, and puts back the jobs
+every claim of the group committed before) and refills the bucket by the server's clock as
+read under the lock, and puts back the jobs
 the limits hold (``flow_hold``): queued again, their attempt given back.
 
 The claimed jobs of a group that are not yet weighed count as running for the others that
@@ -57,6 +58,7 @@ def limit_params(jobs: Sequence[NewJob]) -> dict[str, Any]:
         "bursts": [None if lim is None else lim.burst for lim in limits],
         "conc_keys": [None if lim is None else lim.concurrency_key for lim in limits],
         "conc_limits": [None if lim is None else lim.concurrency for lim in limits],
+        "max_queueds": [None if lim is None else lim.max_queued for lim in limits],
     }
 
 
@@ -68,6 +70,10 @@ async def claim(
     has its number or nothing due is left."""
     limit = params["limit"]
     taken: list[JobRecord] = []
+    # The time of the claim's first weighing, for all of them: the worker starts every job
+    # of the claim when the claim returns, so a bucket refilled between two rounds would
+    # let jobs in that then start together, past the rate.
+    clock: list[float] = []
     while True:
         cur = await conn.execute(query, params)
         rows = await cur.fetchall()
@@ -76,7 +82,7 @@ async def claim(
             taken += jobs
             return taken
         limited = [j for j, r in zip(jobs, rows, strict=True) if r[_JOB] is not None]
-        held = await admit(conn, q, limited, params["worker"], prefix)
+        held = await admit(conn, q, limited, params["worker"], prefix, clock)
         taken += [j for j in jobs if j.id not in held]
         if not held or len(rows) < params["limit"]:
             return taken
@@ -88,17 +94,23 @@ async def _lock(conn: Conn, q: dict[str, str], prefix: str, keys: Iterable[str])
 
 
 async def admit(
-    conn: Conn, q: dict[str, str], claimed: list[JobRecord], worker: str, prefix: str
+    conn: Conn,
+    q: dict[str, str],
+    claimed: list[JobRecord],
+    worker: str,
+    prefix: str,
+    clock: list[float],
 ) -> set[str]:
     """Weigh the limited jobs of a claim, in claim order; return the ids held back, which
-    are already put back in the queue."""
+    are already put back in the queue. ``clock``: empty at a claim's first weighing, which
+    puts the server's time there when it reads a bucket; the next weighings of the claim
+    refill by that time."""
     claimed = sorted(claimed, key=sort_key)
     async with conn.transaction():
         cur = await conn.execute(q["flow_limits"], {"ids": [j.id for j in claimed]})
         found = await cur.fetchall()
         if not found:
             return set()
-        now = float(found[0][6])
         limits = {r[0]: r[1:6] for r in found}
         await _lock(conn, q, prefix, (k for r in found for k in (r[1], r[4]) if k is not None))
         conc_keys = sorted({r[4] for r in found if r[4] is not None})
@@ -111,13 +123,24 @@ async def admit(
             # The claim's own rows are running already: count only the others.
             running = {k: int(counted.get(k, 0)) - in_claim[k] for k in conc_keys}
         buckets: dict[str, float] = {}
+        saved_at: dict[str, float] = {}
+        now = 0.0  # read with the buckets: only a rate needs the time
         if rate_keys:
             cur = await conn.execute(q["flow_buckets"], {"keys": rate_keys})
-            stored = {k: (float(t), float(at)) for k, t, at in await cur.fetchall()}
+            rows = await cur.fetchall()
+            # The server's clock under the lock, not the transaction's start: a claim that
+            # began before the last holder of the lock but took it after would refill the
+            # bucket with time its predecessor already counted.
+            if not clock:
+                clock.append(float(rows[0][3]))
+            now = clock[0]
+            stored = {k: (float(t), float(at)) for k, t, at, _ in rows if t is not None}
             for key in rate_keys:
                 rate, burst = next((r[2], r[3]) for r in found if r[1] == key)
                 tokens, at = stored.get(key, (float(burst), now))
                 buckets[key] = min(float(burst), tokens + max(0.0, now - at) * rate)
+                # Never set back: a later claim's time may be in the bucket already.
+                saved_at[key] = max(now, at)
         waiting: Counter[str] = Counter()
         holds: list[tuple[str, str, float]] = []
         for job in claimed:
@@ -153,7 +176,11 @@ async def admit(
         if kept:
             await conn.execute(q["flow_admitted"], {"ids": kept})
         if buckets:
-            params = {"keys": list(buckets), "tokens": list(buckets.values())}
+            params = {
+                "keys": list(buckets),
+                "tokens": list(buckets.values()),
+                "ats": [saved_at[k] for k in buckets],
+            }
             await conn.execute(q["flow_save_buckets"], params)
     return held
 

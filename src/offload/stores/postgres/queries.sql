@@ -139,17 +139,18 @@ SELECT ins.id::text, extract(epoch FROM now())::float8, pg_notify(%(channel)s, i
 FROM ins
 
 -- What `enqueue` gains for a batch with a limited job (rows.queries_for composes it as
--- enqueue_limited): each job's limits, NULL for the jobs without. A batch of jobs without
+-- enqueue_limited): each job's limits, NULL for the jobs without (max_queued: its task's
+-- backlog limit, which marks the job as one the limit counts). A batch of jobs without
 -- limits runs `enqueue` as it is.
 -- name: enqueue_flow_columns
-, rate_key, rate, burst, conc_key, conc_limit
+, rate_key, rate, burst, conc_key, conc_limit, max_queued
 
 -- name: enqueue_flow_values
-, n.rate_key, n.rate, n.burst, n.conc_key, n.conc_limit
+, n.rate_key, n.rate, n.burst, n.conc_key, n.conc_limit, n.max_queued
 
 -- name: enqueue_flow_arrays
 , %(rate_keys)s::text[], %(rates)s::float8[], %(bursts)s::integer[], %(conc_keys)s::text[],
-        %(conc_limits)s::integer[]
+        %(conc_limits)s::integer[], %(max_queueds)s::integer[]
 
 -- One job, the common case of an endpoint's call: the same statement with plain parameters,
 -- which cost a fraction of a twelve-array batch to send.
@@ -398,9 +399,9 @@ FROM {schema}.offload_workers WHERE expires_at > now() ORDER BY id
 SELECT pg_advisory_xact_lock(hashtextextended(%(prefix)s::text || k, 0))
 FROM unnest(%(keys)s::text[]) AS k
 
--- The limits of the jobs just claimed, with the transaction's time.
+-- The limits of the jobs just claimed.
 -- name: flow_limits
-SELECT id::text, rate_key, rate, burst, conc_key, conc_limit, extract(epoch FROM now())::float8
+SELECT id::text, rate_key, rate, burst, conc_key, conc_limit
 FROM {schema}.offload_jobs WHERE id = ANY(%(ids)s::uuid[])
 
 -- Read after flow_lock, so by a snapshot that holds every claim of the group committed
@@ -410,13 +411,19 @@ SELECT conc_key, count(*) FROM {schema}.offload_jobs
 WHERE conc_key = ANY(%(keys)s::text[]) AND state = 'running'
 GROUP BY conc_key
 
+-- Each key's bucket (NULL tokens: none yet) and the server's clock as this statement runs,
+-- after flow_lock: not now(), the transaction's start, which may be before the lock's last
+-- holder saved the bucket, whose time a refill by now() would count twice.
 -- name: flow_buckets
-SELECT key, tokens, extract(epoch FROM at)::float8 FROM {schema}.offload_buckets
-WHERE key = ANY(%(keys)s::text[])
+SELECT k, b.tokens, extract(epoch FROM b.at)::float8,
+    extract(epoch FROM clock_timestamp())::float8
+FROM unnest(%(keys)s::text[]) AS k LEFT JOIN {schema}.offload_buckets AS b ON b.key = k
 
+-- ats: the time each bucket was refilled to (flow.admit).
 -- name: flow_save_buckets
 INSERT INTO {schema}.offload_buckets AS b (key, tokens, at)
-SELECT k, t, now() FROM unnest(%(keys)s::text[], %(tokens)s::float8[]) AS s(k, t)
+SELECT k, t, to_timestamp(a)
+FROM unnest(%(keys)s::text[], %(tokens)s::float8[], %(ats)s::float8[]) AS s(k, t, a)
 ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at
 
 -- Claimed jobs put back as they were before the claim, held by a limit; no attempt used.
@@ -466,3 +473,21 @@ SELECT k,
         WHERE rate_key = k AND waiting = 'rate_limit' AND state = 'queued'),
     (SELECT tokens FROM {schema}.offload_buckets WHERE key = k)
 FROM unnest(%(keys)s::text[]) AS k
+
+
+-- === Backlog limits (enqueue.py) ===========================================================
+-- Run only for a batch that holds a job with a backlog limit, in a transaction that takes
+-- flow_lock for each capped task and queue, then inserts (enqueue_limited), then counts.
+
+-- The queued jobs of each task that were enqueued with its limit (offload_jobs_capped) and
+-- of each queue, whatever their task (offload_jobs_claim_queue), keyed as queued_depths
+-- reports them; a name without queued jobs has no row. Read after the lock, so by a
+-- snapshot that holds every capped enqueue committed before.
+-- name: caps_queued
+SELECT 'task:' || task, count(*) FROM {schema}.offload_jobs
+WHERE task = ANY(%(tasks)s::text[]) AND state = 'queued' AND max_queued IS NOT NULL
+GROUP BY task
+UNION ALL
+SELECT 'queue:' || queue, count(*) FROM {schema}.offload_jobs
+WHERE queue = ANY(%(queues)s::text[]) AND state = 'queued'
+GROUP BY queue

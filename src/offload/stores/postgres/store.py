@@ -7,12 +7,13 @@ completions and heartbeats apply a whole batch through ``unnest``; every change 
 job holds only under its lease (same worker, same attempt). Leases and due times are on the
 server's clock (``now()``). New work wakes idle workers by ``LISTEN/NOTIFY`` (listener.py).
 An enqueue can run on a connection of the application's, inside its transaction
-(``enqueue_in``): the job commits or rolls back with the application's own rows.
+(``enqueue_in``): the job commits or rolls back with the application's own rows. A batch
+with a backlog limit is counted and written under an advisory lock (``QueueCaps``).
 
 The SQL is in ``queries.sql`` and ``migrations/`` beside this module (bound to a schema, and
 its rows read, in ``rows.py``); the URL's options in ``options.py``; the layout version and
-migrations in ``schema.py``; wake-ups in ``listener.py``; group commit of concurrent
-enqueues in ``batching.py``.
+migrations in ``schema.py``; wake-ups in ``listener.py``; the enqueue statement and backlog
+limits in ``enqueue.py``; group commit of concurrent enqueues in ``batching.py``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from offload.stores._common import (
     not_deletable,
     poll_changes,
     queue_list,
-    queued_record,
     sort_key,
     tally_activity,
     upper_id,
@@ -61,20 +61,12 @@ from offload.stores.base import (
     WorkerInfo,
     check_worker_ttl,
 )
-from offload.stores.postgres import flow, schema
+from offload.stores.postgres import enqueue, flow, schema
 from offload.stores.postgres.appconn import psycopg_connection
 from offload.stores.postgres.batching import Batcher
 from offload.stores.postgres.listener import Listener
 from offload.stores.postgres.options import parse_postgres_url
-from offload.stores.postgres.rows import (
-    STATES,
-    enqueue_params,
-    first_line,
-    is_job_id,
-    one_params,
-    queries_for,
-    record,
-)
+from offload.stores.postgres.rows import STATES, first_line, is_job_id, queries_for, record
 
 log = logging.getLogger("offload.store.postgres")
 
@@ -218,62 +210,6 @@ class PostgresStore:
 
     # --- enqueue -----------------------------------------------------------------------
 
-    async def _enqueue_on(
-        self, conn: Conn, jobs: list[NewJob], prepare: bool | None
-    ) -> list[JobRecord]:
-        """The enqueue statement on ``conn`` (pooled, or the application's own inside its
-        transaction); the holders of keys already taken are read on the same connection.
-        ``prepare``: ``None`` on a pooled connection (its ``prepare_threshold`` follows the
-        URL's ``prepare``), ``False`` on the application's, where offload prepares nothing."""
-        # One job per key within the batch: the later ones get the first one's record.
-        first: dict[tuple[str, str], int] = {}
-        alias: dict[int, int] = {}
-        unique: list[NewJob] = []
-        for i, job in enumerate(jobs):
-            if job.key is not None:
-                held = first.setdefault((job.task, job.key), i)
-                if held != i:
-                    alias[i] = held
-                    continue
-            unique.append(job)
-        limited = any(job.limits is not None for job in unique)
-        if len(unique) == 1 and not limited:
-            query, params = self._q["enqueue_one"], one_params(unique[0], self.opts.channel)
-        elif limited:
-            query = self._q["enqueue_limited"]
-            params = enqueue_params(unique, self.opts.channel) | flow.limit_params(unique)
-        else:
-            query, params = self._q["enqueue"], enqueue_params(unique, self.opts.channel)
-        cur = await conn.execute(query, params, prepare=prepare)
-        inserted = {row[0]: row[1] for row in await cur.fetchall()}
-        records: dict[int, JobRecord] = {}
-        missing: list[int] = []
-        now = next(iter(inserted.values()), 0.0)
-        for i, job in enumerate(jobs):
-            if i in alias:
-                continue
-            if job.id in inserted:
-                records[i] = queued_record(job, now)
-            else:
-                missing.append(i)
-        if missing:
-            keyed = [jobs[i] for i in missing if jobs[i].key is not None]
-            cur = await conn.execute(
-                self._q["jobs_by_key"],
-                {"tasks": [j.task for j in keyed], "keys": [j.key for j in keyed]},
-                prepare=prepare,
-            )
-            holders = {(r.task, r.key): r for r in map(record, await cur.fetchall())}
-            for i in missing:
-                job = jobs[i]
-                found = holders.get((job.task, job.key or ""))
-                if found is None:
-                    # A key freed (purged or deleted) between the two statements, or no key
-                    # at all: take it again, as a fresh enqueue of this one job.
-                    [found] = await self._enqueue_on(conn, [job], prepare)
-                records[i] = found
-        return [records[alias.get(i, i)] for i in range(len(jobs))]
-
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
         jobs = list(jobs)
         if not jobs:
@@ -281,15 +217,22 @@ class PostgresStore:
         batcher = self._batcher
         if batcher is None:
             raise StoreUnavailable("the PostgreSQL store is not open; call open() first")
-        try:
-            records = await batcher.enqueue(jobs)
-        except _UNREACHABLE as exc:
-            raise self._unavailable("enqueueing", exc) from None
+        if enqueue.capped(jobs):
+            # Not batched with other callers': a refusal must fail this call alone.
+            async with self._conn("enqueueing") as conn:
+                records = await enqueue.send_capped(
+                    conn, self._q, self.opts.channel, self._lock_prefix, jobs, None
+                )
+        else:
+            try:
+                records = await batcher.enqueue(jobs)
+            except _UNREACHABLE as exc:
+                raise self._unavailable("enqueueing", exc) from None
         self._listener.notify_local([j.queue for j in jobs])
         return records
 
     async def _send(self, conn: Conn, jobs: list[NewJob]) -> list[JobRecord]:
-        return await self._enqueue_on(conn, jobs, prepare=None)
+        return await enqueue.send(conn, self._q, self.opts.channel, jobs, None)
 
     async def enqueue_in(self, connection: Any, jobs: Sequence[NewJob]) -> list[JobRecord]:
         """``enqueue`` on the application's connection, inside its open transaction: the jobs
@@ -302,7 +245,11 @@ class PostgresStore:
         conn = await psycopg_connection(connection)
         try:
             # No prepared statements: the connection is the application's, not ours.
-            return await self._enqueue_on(conn, jobs, prepare=False)
+            if enqueue.capped(jobs):
+                return await enqueue.send_capped(
+                    conn, self._q, self.opts.channel, self._lock_prefix, jobs, False
+                )
+            return await enqueue.send(conn, self._q, self.opts.channel, jobs, False)
         except _UNREACHABLE as exc:
             raise self._unavailable("enqueueing in the application's transaction", exc) from None
 
@@ -486,6 +433,11 @@ class PostgresStore:
             return []
         async with self._conn("reading limit usage") as conn:
             return await flow.usage(conn, self._q, names)
+
+    async def queued_depths(self, tasks: Sequence[str], queues: Sequence[str]) -> dict[str, int]:
+        """``QueueCaps``: the backlog of each capped task and each queue."""
+        async with self._conn("reading backlogs") as conn:
+            return await enqueue.depths(conn, self._q, tasks, queues)
 
     async def get(self, job_id: str) -> JobRecord | None:
         if not is_job_id(job_id):
