@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from offload import correlation, workflows
 from offload.canvas import Canvas
+from offload.coalesce import Coalescer
 from offload.errors import ConfigError, StoreUnavailable, UnknownTask
 from offload.flow import check_max_queued
 from offload.jobs import Job, JobContext, JobRecord
@@ -167,6 +168,8 @@ class Offload:
         # Ends a workflow whose last part is a group; registered on every app, so that any
         # worker of the app runs it.
         self.task(name=workflows.GATHER, retries=0)(workflows.gather)
+        # Concurrent enqueues of one loop share a store call (offload.coalesce).
+        self._coalescer = Coalescer(self.store.enqueue)
 
     def __repr__(self) -> str:
         # The URL's password masked: a repr lands in tracebacks, test reports and logs.
@@ -487,7 +490,7 @@ class Offload:
         new_jobs = self._enqueuing(items)
         try:
             if connection is None:
-                records = await self.store.enqueue(new_jobs)
+                records = await self._coalescer.enqueue(new_jobs)
             else:
                 records = await self._transactional().enqueue_in(connection, new_jobs)
         except BaseException as exc:

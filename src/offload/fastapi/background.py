@@ -165,9 +165,11 @@ def _unavailable(app: Enqueuer, prepared: Prepared[Any], exc: BaseException) -> 
     )
 
 
-def _durable_tasks() -> DurableTasks:
+async def _durable_tasks() -> DurableTasks:
     # A function rather than the class itself: FastAPI would otherwise read the class's
-    # __init__ signature for request parameters.
+    # __init__ signature for request parameters. A coroutine, because FastAPI runs a plain
+    # function dependency in its thread pool: a thread hop on every request, which cost
+    # the endpoint more than storing its job (measured under wrk: see docs/benchmarks.md).
     return DurableTasks()
 
 
