@@ -558,7 +558,7 @@ class Offload:
             what = f"task {capped[0]!r}" if capped else "queue_limits"
             raise ConfigError(
                 f"{what} sets a max_queued, which the store enforces at enqueue, and the "
-                f"store at {mask_url(self.url)} cannot; use a sqlite:/// store for it"
+                f"store at {mask_url(self.url)} cannot; use a sqlite:/// or redis:// store for it"
             )
 
     def run_sync(self, coro: Coroutine[Any, Any, R]) -> R:

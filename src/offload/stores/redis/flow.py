@@ -32,11 +32,14 @@ from offload.stores.redis.connection import RedisConnection
 __all__ = ["limit_usage", "limits_field"]
 
 
-def limits_field(limits: JobLimits) -> str:
+def limits_field(limits: JobLimits, task: str) -> str:
     """A job's limits as the scripts read them (see prelude.lua): ``ck``/``cl`` for its
-    concurrency key and limit, ``rk``/``rate``/``burst`` for its token bucket; empty when it
-    has neither (limits of other kinds), so that its claims take the path of unlimited jobs."""
+    concurrency key and limit, ``rk``/``rate``/``burst`` for its token bucket, ``ct`` its
+    task when the task has a backlog limit (caps.py); empty when it has none of them (a
+    queue's limit alone), so that its claims take the path of unlimited jobs."""
     out: dict[str, object] = {}
+    if limits.max_queued is not None:
+        out["ct"] = task
     if limits.concurrency_key is not None and limits.concurrency is not None:
         out["ck"] = limits.concurrency_key
         out["cl"] = limits.concurrency

@@ -15,6 +15,7 @@ from redis.exceptions import NoScriptError
 
 SCRIPTS = (
     "enqueue",
+    "enqueue_capped",
     "claim",
     "peek",
     "complete",

@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import collections
-import json
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from offload.errors import InvalidTransition, StoreUnavailable
@@ -42,9 +41,11 @@ from offload.stores.base import (
     ScheduleState,
     WorkerInfo,
 )
+from offload.stores.redis.caps import any_capped, queued_depths
 from offload.stores.redis.connection import RedisConnection
-from offload.stores.redis.flow import limit_usage, limits_field
-from offload.stores.redis.layout import NUL, record, record_from
+from offload.stores.redis.enqueue import enqueue_steps
+from offload.stores.redis.flow import limit_usage
+from offload.stores.redis.layout import record, record_from
 from offload.stores.redis.scan import (
     delete_done,
     list_jobs,
@@ -111,6 +112,10 @@ class RedisStore:
         jobs = list(jobs)
         if not jobs:
             return []
+        if any_capped(jobs):
+            # A call with backlog limits is weighed whole (caps.py): sent with others', a
+            # refusal of theirs would be its own. It takes a round trip of its own.
+            return await self._enqueue_now(jobs)
         if self._enqueue_busy:
             future: asyncio.Future[list[JobRecord]] = asyncio.get_running_loop().create_future()
             self._enqueue_waiting.append((jobs, future))
@@ -160,7 +165,7 @@ class RedisStore:
                     )
 
     async def _enqueue_now(self, jobs: list[NewJob]) -> list[JobRecord]:
-        steps = self._enqueue_steps(jobs)
+        steps = enqueue_steps(self._conn, jobs)
         conn = self._conn
         async with conn.guard("enqueue"):
             commands = next(steps)
@@ -176,7 +181,7 @@ class RedisStore:
         jobs = list(jobs)
         if not jobs:
             return []
-        steps = self._enqueue_steps(jobs)
+        steps = enqueue_steps(self._conn, jobs)
         conn = self._conn
         commands = next(steps)
         try:
@@ -184,107 +189,6 @@ class RedisStore:
                 commands = steps.send(conn.run_blocking("enqueue", commands))
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
-
-    def _enqueue_steps(
-        self, jobs: list[NewJob]
-    ) -> Generator[list[tuple[Any, ...]], list[Any], list[JobRecord]]:
-        """The enqueue as the round trips it takes: yields each one's commands and receives
-        their replies, so the loop's path and the blocking one share every decision."""
-        layout, scripts = self._conn.layout, self._conn.scripts
-        targets = [(j.queue, j.id) for j in jobs]
-        keyed = [i for i, j in enumerate(jobs) if j.key is not None]
-        if keyed:
-            # Reserve each key first; a key already held names the job that holds it,
-            # which the enqueue script then returns (or creates, if its creator died
-            # between the two steps).
-            # The task registry first, so no key is held by a task it does not name.
-            tasks = sorted({jobs[i].task for i in keyed})
-            _, *held = yield [
-                ("SADD", layout.keyed_tasks_key, *tasks),
-                *[
-                    scripts.evalsha(
-                        "reserve",
-                        [layout.idempotency_key(jobs[i].task, jobs[i].key or "")],
-                        [f"{jobs[i].queue}{NUL}{jobs[i].id}"],
-                    )
-                    for i in keyed
-                ],
-            ]
-            for i, holder in zip(keyed, held, strict=True):
-                if holder is not None:
-                    queue, _, job_id = holder.partition(NUL)
-                    targets[i] = (queue, job_id)
-        groups: dict[str, list[int]] = {}
-        for i, (queue, _) in enumerate(targets):
-            groups.setdefault(queue, []).append(i)
-        commands: list[tuple[Any, ...]] = []
-        fresh = [q for q in groups if q not in self._conn.registered]
-        # Every batch's queues join the registry before their jobs exist, so no job sits
-        # in a queue that workers serving all queues do not know about: not even after
-        # the registry was lost (FLUSHDB, or a restart without persistence) while this
-        # process kept running. It rides in the same round trip.
-        commands.append(("SADD", layout.queues_key, *groups))
-        if fresh:  # new to this process: wake workers serving all queues right away
-            commands.append(("LPUSH", layout.wake_key, "1"))
-            commands.append(("LTRIM", layout.wake_key, 0, 63))
-        for queue, members in groups.items():
-            keys = layout.queue(queue)
-            args: list[Any] = [keys.job, queue]
-            for i in members:
-                j = jobs[i]
-                args += (
-                    targets[i][1],
-                    j.task,
-                    j.args,
-                    j.kwargs,
-                    j.priority,
-                    j.max_attempts,
-                    "" if j.run_at is None else repr(j.run_at),
-                    j.delay,
-                    "" if j.timeout is None else j.timeout,
-                    "" if j.key is None else j.key,
-                    json.dumps(j.meta) if j.meta else "",
-                    "" if j.limits is None else limits_field(j.limits),
-                )
-            commands.append(
-                scripts.evalsha(
-                    "enqueue",
-                    [keys.ready, keys.delayed, keys.all, keys.counts, keys.wake],
-                    args,
-                )
-            )
-        results = yield commands
-        if fresh:
-            self._conn.add_known(fresh)
-        elif results[0]:  # the registry had lost a queue this process knew: wake workers now
-            yield [("LPUSH", layout.wake_key, "1"), ("LTRIM", layout.wake_key, 0, 63)]
-        out: list[JobRecord | None] = [None] * len(jobs)
-        for (_, members), result in zip(groups.items(), results[-len(groups) :], strict=True):
-            enqueued_at = float(result[0])
-            for i, item in zip(members, result[1:], strict=True):
-                if isinstance(item, list):
-                    out[i] = record(item)
-                    continue
-                j = jobs[i]
-                queue, job_id = targets[i]
-                # The required fields by position, as in _common.queued_record.
-                out[i] = JobRecord(
-                    job_id,
-                    j.task,
-                    queue,
-                    j.args,
-                    j.kwargs,
-                    JobState.QUEUED,
-                    j.priority,
-                    0,
-                    j.max_attempts,
-                    float(item),
-                    enqueued_at,
-                    timeout=j.timeout,
-                    key=j.key,
-                    meta=dict(j.meta),
-                )
-        return [r for r in out if r is not None]
 
     async def claim(self, request: ClaimRequest) -> list[JobRecord]:
         layout, scripts = self._conn.layout, self._conn.scripts
@@ -646,6 +550,9 @@ class RedisStore:
         return await limit_usage(self._conn, keys)
 
     # --- worker registry (workers.py) ----------------------------------------------------
+
+    async def queued_depths(self, tasks: Sequence[str], queues: Sequence[str]) -> dict[str, int]:
+        return await queued_depths(self._conn, tasks, queues)
 
     async def record_worker(self, info: WorkerInfo, ttl: float) -> None:
         await record_worker(self._conn, info, ttl)

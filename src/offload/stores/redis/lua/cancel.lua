@@ -18,6 +18,8 @@ if state == 'queued' then
     local jp = string.sub(k, 1, #k - #id)
     local lim = cjson.decode(cur[2])
     redis.call('HDEL', k, 'waiting')
+    -- No longer queued: out of its task's backlog (QueueCaps).
+    if lim.ct then redis.call('SREM', flow_key(jp, 'capped', lim.ct), id) end
     if lim.rk then redis.call('ZREM', flow_key(jp, 'rate_waiting', lim.rk), id) end
     if cur[3] == 'concurrency' then
       redis.call('ZREM', flow_key(jp, 'conc_held', lim.ck), id)

@@ -3,7 +3,8 @@
 -- Promotes due delayed jobs, then takes up to `limit` ready jobs (priority desc, then id:
 -- ids are time-ordered, so FIFO) and leases them. Returns {now, job fields, ...}.
 -- A job with limits (its `limits` field) is weighed first (admit): one a limit holds back
--- stays queued, with no attempt used, and the claim goes on for the places it left.
+-- stays queued, with no attempt used, and the claim goes on for the places it left. One of
+-- a task with a backlog limit (`ct` in its limits) leaves its task's set of queued ids.
 local ready, delayed, running, counts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local jp, limit, worker, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local now = now_s()
@@ -86,14 +87,19 @@ while true do
     local k = jp .. id
     local cur = redis.call('HMGET', k, 'state', 'attempt', 'limits')
     if cur[1] == 'queued' then
-      local go = true
+      local go, lim = true, nil
       if cur[3] then
-        seen = seen or {running = {}, buckets = {}}
-        go = admit(id, k, cjson.decode(cur[3]), popped[i + 1])
+        lim = cjson.decode(cur[3])
+        if lim.ck or lim.rk then
+          seen = seen or {running = {}, buckets = {}}
+          go = admit(id, k, lim, popped[i + 1])
+        end
       end
       if go then
         redis.call('HSET', k, 'state', 'running', 'attempt', tonumber(cur[2]) + 1,
           'lease_until', lease, 'worker_id', worker, 'started_at', nows, 'cancel_requested', '0')
+        -- A job of a task with a backlog limit leaves its task's queued ids (QueueCaps).
+        if lim and lim.ct then redis.call('SREM', flow_key(jp, 'capped', lim.ct), id) end
         out[#out + 1] = row(k)
         n = n + 1
         leased[#leased + 1] = lease_num

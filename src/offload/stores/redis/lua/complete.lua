@@ -29,7 +29,8 @@ for i = 2, #ARGV, 7 do
     if kind == 'release' and cur[6] == '1' then kind = 'cancelled' end
     unleased[#unleased + 1] = id
     -- A job of a concurrency key gives its slot back (flow control).
-    if cur[7] then released = released + release_slots(jp, ready, id, cjson.decode(cur[7])) end
+    local lim = cur[7] and cjson.decode(cur[7])
+    if lim then released = released + release_slots(jp, ready, id, lim) end
     if FINISHED[kind] then
       if kind == 'succeeded' then
         redis.call('HDEL', k, 'lease_until', 'error')
@@ -77,6 +78,8 @@ for i = 2, #ARGV, 7 do
       else
         redis.call('ZADD', ready, -tonumber(cur[4]), id)
       end
+      -- Queued again: counted again in its task's backlog (QueueCaps).
+      if lim and lim.ct then redis.call('SADD', flow_key(jp, 'capped', lim.ct), id) end
       move('running', 'queued')
       requeued = requeued + 1
     end

@@ -28,6 +28,7 @@ for _, id in ipairs(expired) do
       return err
     end
     redis.call('HDEL', k, 'lease_until')
+    local lim = cur[6] and cjson.decode(cur[6])
     if tonumber(cur[2]) >= tonumber(cur[3]) then
       redis.call('HSET', k, 'state', 'failed', 'finished_at', nows, 'error',
         lapsed(fill(exhausted)))
@@ -37,11 +38,13 @@ for _, id in ipairs(expired) do
     else
       redis.call('HSET', k, 'state', 'queued', 'run_at', nows, 'error', lapsed(fill(again)))
       redis.call('ZADD', ready, -tonumber(cur[5]), id)
+      -- Queued again: counted again in its task's backlog (QueueCaps).
+      if lim and lim.ct then redis.call('SADD', flow_key(jp, 'capped', lim.ct), id) end
       move('running', 'queued')
       requeued = requeued + 1
     end
     -- A job of a concurrency key gives its slot back (flow control).
-    if cur[6] then requeued = requeued + release_slots(jp, ready, id, cjson.decode(cur[6])) end
+    if lim then requeued = requeued + release_slots(jp, ready, id, lim) end
     n = n + 1
   end
 end
