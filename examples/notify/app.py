@@ -8,7 +8,8 @@ examples.notify.app:jobs``. Settings come from the environment or ``.env``: see
 - ``POST /register``: a user and their welcome email (``409`` for an email registered before);
 - ``POST /send-notification``: one email job per recipient, idempotent by header;
 - ``POST /orders``: an order and its confirmation email, in one transaction on PostgreSQL;
-- ``POST /files``, ``GET /files/{id}``: a CSV converted and cleaned, with progress;
+- ``POST /files``, ``GET /files/{id}``: a CSV converted and cleaned, with progress (over
+  ``NOTIFY_CHUNK_MB``, by a workflow: chunks cleaned in parallel, merged by a chord);
 - ``POST /images``, ``GET /images/{id}``: thumbnails made on the CPU pool;
 - ``POST /webhooks/payments``: a signed payment callback, processed once per event;
 - ``GET /stats``: a summary a job rebuilds every 5 minutes; a daily report mailed at 00:00;

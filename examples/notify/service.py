@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from examples.notify.settings import Settings
 from examples.notify.tasks import Tasks
 from offload import Job, Offload, PayloadTooLarge, Prepared, StoreUnavailable
+from offload.canvas import Canvas
 from offload.fastapi import ENQUEUE_RESPONSES, Detail
 
 RETRY_AFTER = 5
@@ -67,6 +68,15 @@ class Service:
         """Store the jobs in one round trip, or answer as ``Background.add_task`` does."""
         try:
             return await self.jobs.enqueue_many(list(prepared))
+        except PayloadTooLarge as exc:
+            raise HTTPException(413, detail=f"the job would be too large: {exc.size:,} bytes")
+        except (StoreUnavailable, OSError) as exc:
+            raise unavailable("the job store", exc) from exc
+
+    async def enqueue_workflow(self, workflow: Canvas, key: str) -> Job[Any]:
+        """``enqueue`` for a workflow: every step stored in one write, or none."""
+        try:
+            return await workflow.enqueue(key=key)
         except PayloadTooLarge as exc:
             raise HTTPException(413, detail=f"the job would be too large: {exc.size:,} bytes")
         except (StoreUnavailable, OSError) as exc:

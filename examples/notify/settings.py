@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     admin_email: EmailStr = "admin@example.com"
     timezone: str = "UTC"
     max_upload_mb: int = Field(default=50, ge=1, le=10_240)
+    chunk_mb: float = Field(
+        default=8,
+        ge=0,
+        description="a CSV larger than this is cleaned in chunks of about this size in "
+        "parallel (0: never)",
+    )
     max_image_mb: int = Field(default=10, ge=1, le=200)
     webhook_secret: SecretStr = Field(
         default=SecretStr("dev-webhook-secret"), description="HMAC key of payment callbacks"
@@ -73,6 +79,10 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'notify.db').resolve()}"
+
+    @property
+    def chunk_bytes(self) -> int:
+        return int(self.chunk_mb * (1 << 20))
 
     @property
     def uploads(self) -> Path:

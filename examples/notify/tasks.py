@@ -15,16 +15,18 @@ import csv
 import io
 import json
 import os
+import shutil
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from examples.notify.chunking import clean_range, merge_parts, plan_chunks
 from examples.notify.cleaning import Cancelled, CsvError, clean_csv
 from examples.notify.db import Order, PaymentEvent, Stats, Upload, User, get_session
 from examples.notify.images import make_thumbnails
@@ -33,6 +35,9 @@ from offload import Depends, Fail, JobContext, JobState, Offload
 from offload.email import PERMANENT_ERRORS, Address, Attachment, Templates, send_email
 from offload.stores import JobFilter
 
+T = TypeVar("T")
+# The jobs whose success is a cleaned file: one job, or the merge of a chunked one.
+FILE_TASKS = ("notify.clean_file", "notify.merge_chunks")
 TEMPLATES = Path(__file__).parent / "templates" / "email"
 MAIL_TASKS = (
     "notify.send_welcome",
@@ -108,10 +113,42 @@ async def build_stats(session: AsyncSession) -> dict[str, Any]:
     }
 
 
+async def in_thread(ctx: JobContext, work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)`` in a thread with the job's progress and cancel, as the file job runs
+    ``clean_csv``: every progress report lands before the job's outcome does, a cancel
+    stops the thread at its next check, a file that is not CSV fails the job at once."""
+    loop = asyncio.get_running_loop()
+    stop = threading.Event()
+    reports: list[concurrent.futures.Future[None]] = []
+
+    def on_progress(fraction: float, message: str) -> None:
+        reports.append(asyncio.run_coroutine_threadsafe(ctx.progress(fraction, message), loop))
+
+    try:
+        result = await asyncio.to_thread(
+            work, *args, on_progress=on_progress, should_stop=stop.is_set
+        )
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+    except CsvError as exc:
+        raise Fail(f"the file cannot be read as CSV: {exc}") from None
+    except Cancelled:
+        raise asyncio.CancelledError from None
+    await asyncio.gather(*(asyncio.wrap_future(report) for report in reports))
+    return result
+
+
 def thumbnails(source: str, out_dir: str) -> dict[str, Any]:
     """Runs in the process pool, which imports this module and finds the function by its
     module-level name: plain arguments in, JSON out."""
     return make_thumbnails(Path(source), Path(out_dir))
+
+
+def chunks_dir(settings: Settings, upload_id: str) -> Path:
+    """Where a chunked file's parts wait for the merge: beside the upload, never among the
+    outputs, which show a complete result or nothing."""
+    return settings.uploads / upload_id / "chunks"
 
 
 class Tasks:
@@ -235,6 +272,45 @@ class Tasks:
             await asyncio.gather(*(asyncio.wrap_future(report) for report in reports))
             return summary.to_json()
 
+        # A CSV over NOTIFY_CHUNK_MB: split_file, then clean_chunk on each range in
+        # parallel, then merge_chunks, which publishes what clean_file would (chunking.py).
+        @jobs.task(name="notify.split_file", retries=3, timeout=3600)
+        async def split_file(
+            ctx: JobContext, upload_id: str, count: int, settings: Settings = Depends(get_settings)
+        ) -> dict[str, Any]:
+            source = settings.uploads / upload_id / "original.csv"
+            plan = await in_thread(ctx, plan_chunks, source, count)
+            return {"upload_id": upload_id, **plan}
+
+        @jobs.task(name="notify.clean_chunk", retries=3, timeout=3600)
+        async def clean_chunk(
+            ctx: JobContext,
+            plan: dict[str, Any],
+            index: int,
+            settings: Settings = Depends(get_settings),
+        ) -> dict[str, Any]:
+            upload_id = plan["upload_id"]
+            source = settings.uploads / upload_id / "original.csv"
+            work = chunks_dir(settings, upload_id)
+            return await in_thread(ctx, clean_range, source, plan, index, work)
+
+        @jobs.task(name="notify.merge_chunks", retries=3, timeout=3600)
+        async def merge_chunks(
+            ctx: JobContext,
+            parts: list[dict[str, Any]],
+            upload_id: str,
+            settings: Settings = Depends(get_settings),
+        ) -> dict[str, Any]:
+            out = settings.outputs / upload_id
+            work = chunks_dir(settings, upload_id)
+            done = out / "summary.json"
+            if done.exists():  # published by an earlier attempt, whose worker then died
+                shutil.rmtree(work, ignore_errors=True)
+                result: dict[str, Any] = json.loads(done.read_text())
+                return result
+            summary = await in_thread(ctx, merge_parts, parts, work, out)
+            return summary.to_json()
+
         make_thumbs = jobs.task(
             name="notify.make_thumbnails", cpu_bound=True, retries=2, timeout=120
         )(thumbnails)
@@ -284,6 +360,9 @@ class Tasks:
         self.send_receipt = send_receipt
         self.process_payment = process_payment
         self.clean_file = clean_file
+        self.split_file = split_file
+        self.clean_chunk = clean_chunk
+        self.merge_chunks = merge_chunks
         self.make_thumbnails = make_thumbs
         self.refresh_stats = refresh_stats
         self.daily_report = daily_report
@@ -307,6 +386,6 @@ async def report_figures(
         ("files uploaded", await rows(Upload, Upload.created_at)),
         ("mails sent", await jobs_in(JobState.SUCCEEDED, MAIL_TASKS)),
         ("mails failed", await jobs_in(JobState.FAILED, MAIL_TASKS)),
-        ("files processed", await jobs_in(JobState.SUCCEEDED, ["notify.clean_file"])),
+        ("files processed", await jobs_in(JobState.SUCCEEDED, FILE_TASKS)),
         ("job failures", await jobs_in(JobState.FAILED, sorted(jobs.tasks))),
     ]

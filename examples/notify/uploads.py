@@ -1,5 +1,9 @@
 """Uploads: CSV files cleaned by a job, images turned into thumbnails in the process pool.
 
+A CSV over ``NOTIFY_CHUNK_MB`` is cleaned by a workflow instead (split, a chunk step per
+range in parallel, a merge that publishes the same files); its id is the workflow's, whose
+result is the merge's, and its status sums up the steps.
+
 An upload is written to the data folder before its job is stored, so a worker on the same
 machine (or sharing the folder) always finds it; the size limit is the body limit of its
 path (``BodySizeLimitMiddleware``), so a body past it is refused as it streams in.
@@ -21,9 +25,16 @@ from pydantic import BaseModel
 from examples.notify.db import SessionDep, Upload
 from examples.notify.images import SIZES, NotAnImage, check_image
 from examples.notify.service import JOB_RESPONSES, READ_RESPONSES, TOKEN_RESPONSES, Service, invalid
-from offload import JobState
+from offload import Job, JobState, chain, chord
+from offload.canvas import Canvas
 from offload.fastapi import Detail
+from offload.records import JobRecord
+from offload.stores.base import Workflows
 
+# A chunked file's graph grows with its chunks (each takes the plan of them all).
+MAX_CHUNKS = 64
+# How much of a chunked file's work each kind of step is, for its status's one fraction.
+STEP_WEIGHTS = {"notify.split_file": 0.1, "notify.clean_chunk": 0.6, "notify.merge_chunks": 0.3}
 OUTPUTS = {"cleaned.csv": "text/csv", "data.jsonl": "application/x-ndjson"}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Detail, "description": "no such upload, or its output is not ready"},
@@ -84,9 +95,17 @@ def uploads_router(service: Service) -> APIRouter:
     ) -> UploadAccepted:
         """A CSV to convert and clean; answered at once, the work is the job's."""
         upload_id, _, size = await store(file, "csv", "original.csv")
-        [job] = await service.enqueue(
-            [tasks.clean_file.options(key=f"clean:{upload_id}").prepare(upload_id)]
-        )
+        chunk = settings.chunk_bytes
+        # A store without the workflow capability (offload.stores.base.Workflows) refuses a
+        # workflow's enqueue with ConfigError; there a big file takes the one-job path,
+        # which publishes the same files, only without the parallel chunks.
+        if 0 < chunk < size and isinstance(service.jobs.store, Workflows):
+            workflow = chunked(service, upload_id, -(-size // chunk))
+            job = await service.enqueue_workflow(workflow, key=f"clean:{upload_id}")
+        else:
+            [job] = await service.enqueue(
+                [tasks.clean_file.options(key=f"clean:{upload_id}").prepare(upload_id)]
+            )
         row = Upload(id=upload_id, kind="csv", filename=_name(file), size=size)
         return await accepted(request, session, row, job.id)
 
@@ -112,8 +131,11 @@ def uploads_router(service: Service) -> APIRouter:
         if row is None or row.kind != kind or row.job_id is None:
             raise HTTPException(404, detail=f"no {kind} upload {upload_id!r}")
         job = await service.jobs.get(row.job_id)
+        steps = [] if job is None else await job.steps()
         if job is None:  # purged past retention: the outputs tell what became of it
             state, progress, error = "unknown", None, None
+        elif steps:
+            state, progress, error = workflow_status(job, steps)
         else:
             state, error = job.state.value, job.error.message if job.error else None
             progress = None if job.progress is None else {
@@ -157,6 +179,55 @@ def uploads_router(service: Service) -> APIRouter:
         return _download(settings.outputs / _safe(upload_id) / name, known, name)
 
     return router
+
+
+def chunked(service: Service, upload_id: str, count: int) -> Canvas:
+    """Split, clean each range in parallel, merge in range order."""
+    tasks, count = service.tasks, min(count, MAX_CHUNKS)
+    return chain(
+        tasks.split_file.s(upload_id, count),
+        chord(tasks.clean_chunk.map(range(count)), tasks.merge_chunks.s(upload_id)),
+    )
+
+
+def workflow_status(
+    job: Job[Any], steps: list[JobRecord]
+) -> tuple[str, dict[str, Any] | None, str | None]:
+    """A chunked file's state, progress and error, as one job's would read: running while
+    any step runs, failed with the failed step's own error (the steps it stopped are
+    cancelled), and a fraction that sums up the steps' fractions by their weights."""
+    failed = next((step for step in steps if step.state is JobState.FAILED), None)
+    if job.state.finished:
+        state = "failed" if failed is not None else job.state.value
+    elif any(step.state is JobState.RUNNING for step in steps):
+        state = "running"
+    else:
+        state = "queued"
+    source = failed or job
+    error = source.error.message if source.error else None
+    fraction, message, started = 0.0, "", False
+    for task, weight in STEP_WEIGHTS.items():
+        mine = [step for step in steps if step.task == task]
+        done = [_done(step) for step in mine]
+        fraction += weight * sum(done) / max(len(done), 1)
+        started = started or any(done)
+        running = [step for step in mine if step.state is JobState.RUNNING and step.progress]
+        if task == "notify.clean_chunk" and running:
+            finished = sum(step.state is JobState.SUCCEEDED for step in mine)
+            message = f"cleaning {len(mine)} chunks in parallel ({finished} done)"
+        elif running and running[0].progress is not None:
+            message = running[0].progress.message
+    if job.state is JobState.SUCCEEDED:
+        fraction, message = 1.0, job.progress.message if job.progress else "done"
+    if not started:
+        return state, None, error
+    return state, {"fraction": round(min(fraction, 1.0), 4), "message": message}, error
+
+
+def _done(step: JobRecord) -> float:
+    if step.state is JobState.SUCCEEDED:
+        return 1.0
+    return step.progress.fraction if step.progress is not None else 0.0
 
 
 def _name(upload: UploadFile) -> str:
