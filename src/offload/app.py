@@ -168,8 +168,9 @@ class Offload:
         # Ends a workflow whose last part is a group; registered on every app, so that any
         # worker of the app runs it.
         self.task(name=workflows.GATHER, retries=0)(workflows.gather)
-        # Concurrent enqueues of one loop share a store call (offload.coalesce).
-        self._coalescer = Coalescer(self.store.enqueue)
+        # Concurrent enqueues of one loop share a store call (offload.coalesce); the store
+        # is looked up at each call, as everywhere else, not bound here.
+        self._coalescer = Coalescer(self._store_enqueue)
 
     def __repr__(self) -> str:
         # The URL's password masked: a repr lands in tracebacks, test reports and logs.
@@ -501,6 +502,9 @@ class Offload:
         for hook in self.enqueue_hooks:
             await hook(jobs)
         return jobs
+
+    def _store_enqueue(self, jobs: Sequence[NewJob]) -> Awaitable[list[JobRecord]]:
+        return self.store.enqueue(jobs)
 
     async def enqueue_workflow(self, part: Canvas, *, key: str | None = None) -> Job[Any]:
         """Store a workflow (``chain``, ``group``, ``chord``) at once; ``part.enqueue()``
