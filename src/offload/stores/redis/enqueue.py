@@ -20,7 +20,7 @@ from offload.stores.redis.connection import RedisConnection
 from offload.stores.redis.flow import limits_field
 from offload.stores.redis.layout import NUL, record
 
-__all__ = ["enqueue_steps"]
+__all__ = ["Steps", "enqueue_steps", "give_back", "job_fields", "reserve_keys"]
 
 Steps = Generator[list[tuple[Any, ...]], list[Any], list[JobRecord]]
 
@@ -30,31 +30,7 @@ def enqueue_steps(conn: RedisConnection, jobs: list[NewJob]) -> Steps:
     refused call (``QueueFull``) raises after giving back the keys it reserved."""
     layout, scripts = conn.layout, conn.scripts
     targets = [(j.queue, j.id) for j in jobs]
-    keyed = [i for i, j in enumerate(jobs) if j.key is not None]
-    reserved: list[int] = []
-    if keyed:
-        # Reserve each key first; a key already held names the job that holds it,
-        # which the enqueue script then returns (or creates, if its creator died
-        # between the two steps).
-        # The task registry first, so no key is held by a task it does not name.
-        tasks = sorted({jobs[i].task for i in keyed})
-        _, *held = yield [
-            ("SADD", layout.keyed_tasks_key, *tasks),
-            *[
-                scripts.evalsha(
-                    "reserve",
-                    [layout.idempotency_key(jobs[i].task, jobs[i].key or "")],
-                    [f"{jobs[i].queue}{NUL}{jobs[i].id}"],
-                )
-                for i in keyed
-            ],
-        ]
-        for i, holder in zip(keyed, held, strict=True):
-            if holder is not None:
-                queue, _, job_id = holder.partition(NUL)
-                targets[i] = (queue, job_id)
-            else:
-                reserved.append(i)
+    reserved = yield from reserve_keys(conn, jobs, targets)
     groups: dict[str, list[int]] = {}
     for i, (queue, _) in enumerate(targets):
         groups.setdefault(queue, []).append(i)
@@ -77,20 +53,7 @@ def enqueue_steps(conn: RedisConnection, jobs: list[NewJob]) -> Steps:
         args: list[Any] = [keys.job, queue, "1"] if capped else [keys.job, queue]
         for i in members:
             j = jobs[i]
-            args += (
-                targets[i][1],
-                j.task,
-                j.args,
-                j.kwargs,
-                j.priority,
-                j.max_attempts,
-                "" if j.run_at is None else repr(j.run_at),
-                j.delay,
-                "" if j.timeout is None else j.timeout,
-                "" if j.key is None else j.key,
-                json.dumps(j.meta) if j.meta else "",
-                "" if j.limits is None else limits_field(j.limits, j.task),
-            )
+            args += job_fields(j, targets[i][1])
             if capped:
                 args += cap_fields(j)
         if capped:
@@ -117,7 +80,7 @@ def enqueue_steps(conn: RedisConnection, jobs: list[NewJob]) -> Steps:
             full = refusal(reply, jobs)
             if full is not None:
                 if reserved:
-                    yield _give_back(conn, jobs, targets, reserved)
+                    yield give_back(conn, jobs, targets, reserved)
                 raise full
     results = yield commands
     if fresh:
@@ -131,7 +94,7 @@ def enqueue_steps(conn: RedisConnection, jobs: list[NewJob]) -> Steps:
             if full is not None:
                 refused = [i for i in reserved if targets[i][0] == queue]
                 if refused:
-                    yield _give_back(conn, jobs, targets, refused)
+                    yield give_back(conn, jobs, targets, refused)
                 raise full
     out: list[JobRecord | None] = [None] * len(jobs)
     for (_, members), result in zip(groups.items(), replies, strict=True):
@@ -162,7 +125,59 @@ def enqueue_steps(conn: RedisConnection, jobs: list[NewJob]) -> Steps:
     return [r for r in out if r is not None]
 
 
-def _give_back(
+def reserve_keys(
+    conn: RedisConnection, jobs: list[NewJob], targets: list[tuple[str, str]]
+) -> Generator[list[tuple[Any, ...]], list[Any], list[int]]:
+    """Reserve each idempotency key of the call first; a key already held names the job
+    that holds it, whose ``(queue, id)`` replaces the job's target, which the enqueue script
+    then returns (or creates, if its creator died between the two steps). Returns the
+    positions whose key this call reserved. No round trip for a call without keys."""
+    layout, scripts = conn.layout, conn.scripts
+    keyed = [i for i, j in enumerate(jobs) if j.key is not None]
+    reserved: list[int] = []
+    if not keyed:
+        return reserved
+    # The task registry first, so no key is held by a task it does not name.
+    tasks = sorted({jobs[i].task for i in keyed})
+    _, *held = yield [
+        ("SADD", layout.keyed_tasks_key, *tasks),
+        *[
+            scripts.evalsha(
+                "reserve",
+                [layout.idempotency_key(jobs[i].task, jobs[i].key or "")],
+                [f"{jobs[i].queue}{NUL}{jobs[i].id}"],
+            )
+            for i in keyed
+        ],
+    ]
+    for i, holder in zip(keyed, held, strict=True):
+        if holder is not None:
+            queue, _, job_id = holder.partition(NUL)
+            targets[i] = (queue, job_id)
+        else:
+            reserved.append(i)
+    return reserved
+
+
+def job_fields(j: NewJob, job_id: str) -> tuple[Any, ...]:
+    """A job's twelve fields as enqueue.lua reads them."""
+    return (
+        job_id,
+        j.task,
+        j.args,
+        j.kwargs,
+        j.priority,
+        j.max_attempts,
+        "" if j.run_at is None else repr(j.run_at),
+        j.delay,
+        "" if j.timeout is None else j.timeout,
+        "" if j.key is None else j.key,
+        json.dumps(j.meta) if j.meta else "",
+        "" if j.limits is None else limits_field(j.limits, j.task),
+    )
+
+
+def give_back(
     conn: RedisConnection,
     jobs: list[NewJob],
     targets: list[tuple[str, str]],

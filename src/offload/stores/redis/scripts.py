@@ -16,6 +16,7 @@ from redis.exceptions import NoScriptError
 SCRIPTS = (
     "enqueue",
     "enqueue_capped",
+    "enqueue_flow",
     "claim",
     "peek",
     "complete",

@@ -15,6 +15,7 @@ import asyncio
 import builtins
 import collections
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 from offload.errors import InvalidTransition, StoreUnavailable
@@ -43,7 +44,7 @@ from offload.stores.base import (
 )
 from offload.stores.redis.caps import any_capped, queued_depths
 from offload.stores.redis.connection import RedisConnection
-from offload.stores.redis.enqueue import enqueue_steps
+from offload.stores.redis.enqueue import Steps, enqueue_steps
 from offload.stores.redis.flow import limit_usage
 from offload.stores.redis.layout import record, record_from
 from offload.stores.redis.scan import (
@@ -53,6 +54,7 @@ from offload.stores.redis.scan import (
     read_activity,
     read_change_token,
 )
+from offload.stores.redis.steps import enqueue_flow_steps, workflow_steps
 from offload.stores.redis.workers import forget_worker, live_workers, record_worker
 
 # Jobs of concurrent callers sent together in one enqueue call at most (one caller's own
@@ -64,6 +66,14 @@ REAP_BATCH = 1000
 _WORKER_MARK = "\x00W"
 # How often a live view's wait reads the counts: one pipelined HGETALL per queue.
 CHANGES_POLL_SECONDS = 0.25
+_STEP = attrgetter("step")
+
+
+def _enqueue_steps(conn: RedisConnection, jobs: list[NewJob]) -> Steps:
+    """The round trips of an enqueue: a call with workflow steps has its own (steps.py)."""
+    if any(map(_STEP, jobs)):
+        return enqueue_flow_steps(conn, jobs)
+    return enqueue_steps(conn, jobs)
 
 
 class RedisStore:
@@ -112,9 +122,10 @@ class RedisStore:
         jobs = list(jobs)
         if not jobs:
             return []
-        if any_capped(jobs):
+        if any_capped(jobs) or any(map(_STEP, jobs)):
             # A call with backlog limits is weighed whole (caps.py): sent with others', a
-            # refusal of theirs would be its own. It takes a round trip of its own.
+            # refusal of theirs would be its own. It takes a round trip of its own, as a
+            # call with workflow steps does (steps.py), written by a script of its own.
             return await self._enqueue_now(jobs)
         if self._enqueue_busy:
             future: asyncio.Future[list[JobRecord]] = asyncio.get_running_loop().create_future()
@@ -165,7 +176,7 @@ class RedisStore:
                     )
 
     async def _enqueue_now(self, jobs: list[NewJob]) -> list[JobRecord]:
-        steps = enqueue_steps(self._conn, jobs)
+        steps = _enqueue_steps(self._conn, jobs)
         conn = self._conn
         async with conn.guard("enqueue"):
             commands = next(steps)
@@ -181,7 +192,7 @@ class RedisStore:
         jobs = list(jobs)
         if not jobs:
             return []
-        steps = enqueue_steps(self._conn, jobs)
+        steps = _enqueue_steps(self._conn, jobs)
         conn = self._conn
         commands = next(steps)
         try:
@@ -189,6 +200,10 @@ class RedisStore:
                 commands = steps.send(conn.run_blocking("enqueue", commands))
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+
+    async def steps(self, workflow: str) -> builtins.list[JobRecord]:
+        """``Workflows``: every job of the workflow, ordered by id (steps.py)."""
+        return await workflow_steps(self._conn, workflow)
 
     async def claim(self, request: ClaimRequest) -> list[JobRecord]:
         layout, scripts = self._conn.layout, self._conn.scripts

@@ -1,10 +1,15 @@
 -- KEYS: ready, delayed, done, counts, job, cancelled, wake
--- queued -> cancelled now; running -> cancel requested. Returns the job's fields, or nil.
+-- queued -> cancelled now; running -> cancel requested; a workflow's step as
+-- step_cancel_by_hand says. Returns the job's fields, or nil.
 local ready, delayed, done, counts, k = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id = ARGV[1]
-local cur = redis.call('HMGET', k, 'state', 'limits', 'waiting')
+local cur = redis.call('HMGET', k, 'state', 'limits', 'waiting', 'wf')
 local state = cur[1]
 if not state then return false end
+if cur[4] then -- a workflow's step (prelude.lua)
+  step_cancel_by_hand(cur[4], string.sub(k, 1, #k - #id), id, now_s())
+  return row(k)
+end
 if state == 'queued' then
   local now = now_s()
   redis.call('ZREM', ready, id)

@@ -6,6 +6,7 @@
 -- as few as they were.
 -- kind: succeeded, failed, cancelled, retry, requeue or release (see OutcomeKind)
 -- Each outcome applies only while the reporter still holds the lease (fencing).
+-- A step's end moves its workflow on in the same call (step_ended, prelude.lua).
 -- Returns one 1/0 per outcome. Set changes are collected and applied once per call.
 local ready, delayed, running, done, counts, wakes =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -23,7 +24,7 @@ for i = 2, #ARGV, 7 do
   local result, err, delay = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
   local k = jp .. id
   local cur = redis.call('HMGET', k, 'state', 'worker_id', 'attempt', 'priority', 'max_attempts',
-    'cancel_requested', 'limits')
+    'cancel_requested', 'limits', 'wf')
   if cur[1] == 'running' and cur[2] == worker and cur[3] == attempt then
     -- A job claimed ahead and never started whose cancellation was asked for ends now.
     if kind == 'release' and cur[6] == '1' then kind = 'cancelled' end
@@ -57,6 +58,8 @@ for i = 2, #ARGV, 7 do
         own[#own + 1] = id
       end
       move('running', kind)
+      -- A workflow's step moves its workflow on (prelude.lua); other jobs have no `wf`.
+      if cur[8] then step_ended(jp, id, kind, result, now) end
     else
       local run_num = now
       if kind == 'retry' then

@@ -104,3 +104,199 @@ local function release_slots(jp, ready, id, lim)
   redis.call('ZREM', string.sub(jp, 1, -5) .. 'held', unpack(ids))
   return #ids
 end
+
+-- Workflows (stores/redis/steps.py). A step's hash has `wf` (the key of its workflow's hash
+-- of steps, id -> job key prefix), `waits` (inputs still to come), `takes`, `inputs` (how
+-- many it takes), `feeds` (JSON [[job key prefix, id, slot], ...]: where its result goes),
+-- `on_error` (JSON [job key prefix, id] of the workflow's handler) and, as its inputs come
+-- in, `in:<slot>` (each one's JSON text, spliced as text: never decoded, so no number loses
+-- digits). A waiting step is queued with `waiting` = inputs and sits in its queue's held
+-- set (for listing and the queue's backlog), in neither ready nor delayed, so no claim sees
+-- it. A step's neighbours may sit in other queues, whose keys the script then touches: one
+-- server only (docs/redis.md).
+local function splice(args, first)
+  if string.match(args, '^%[%s*%]$') then return '[' .. first .. ']' end
+  return '[' .. first .. ',' .. string.sub(args, 2)
+end
+local function step_inputs(k, takes, n, args)
+  if (takes ~= 'one' and takes ~= 'all') or not n or n == 0 then return args end
+  local names = {}
+  for s = 0, n - 1 do names[#names + 1] = 'in:' .. s end
+  local got = redis.call('HMGET', k, unpack(names))
+  if not got[1] then return args end -- spliced already
+  for i = 1, n do if not got[i] then got[i] = 'null' end end
+  redis.call('HDEL', k, unpack(names))
+  if takes == 'one' then return splice(args, got[1]) end
+  return splice(args, '[' .. table.concat(got, ',') .. ']')
+end
+local function step_release(jp, id, now, first)
+  local k = jp .. id
+  local cur = redis.call('HMGET', k, 'state', 'waiting', 'takes', 'inputs', 'args', 'run_at',
+    'priority')
+  if cur[1] ~= 'queued' or cur[2] ~= 'inputs' then return end
+  local args = cur[5]
+  if first then args = splice(args, first) else args = step_inputs(k, cur[3], tonumber(cur[4]), args) end
+  local base = string.sub(jp, 1, -5)
+  local due = math.max(tonumber(cur[6]), now)
+  redis.call('HSET', k, 'args', args, 'run_at', fmt(due))
+  redis.call('HDEL', k, 'waiting')
+  redis.call('ZREM', base .. 'held', id)
+  if due > now then
+    redis.call('ZADD', base .. 'delayed', due, id)
+  else
+    redis.call('ZADD', base .. 'ready', -tonumber(cur[7]), id)
+  end
+  wake(base .. 'wake', 1)
+end
+local function step_fill(jp, id, slot, value, now)
+  local k = jp .. id
+  local takes = redis.call('HGET', k, 'takes')
+  if not takes then return end -- deleted by hand
+  if takes ~= 'none' then redis.call('HSET', k, 'in:' .. slot, value) end
+  if redis.call('HINCRBY', k, 'waits', -1) == 0 then step_release(jp, id, now) end
+end
+local function step_error(kind, message)
+  return cjson.encode({type = kind, message = message, traceback = cjson.null})
+end
+-- A queued step (one still waiting only, with `waiting_only`) ends cancelled with `err`
+-- (JSON, or false for none), out of every set that held it. Returns whether it did.
+local function step_cancel(jp, id, err, now, waiting_only)
+  local k = jp .. id
+  local cur = redis.call('HMGET', k, 'state', 'waiting', 'limits')
+  if cur[1] ~= 'queued' or (waiting_only and cur[2] ~= 'inputs') then return false end
+  local base = string.sub(jp, 1, -5)
+  redis.call('ZREM', base .. 'ready', id)
+  redis.call('ZREM', base .. 'delayed', id)
+  redis.call('ZREM', base .. 'held', id)
+  redis.call('HSET', k, 'state', 'cancelled', 'finished_at', fmt(now))
+  if err then redis.call('HSET', k, 'error', err) else redis.call('HDEL', k, 'error') end
+  redis.call('HDEL', k, 'waiting')
+  redis.call('ZADD', base .. 'done', now, id)
+  redis.call('ZADD', base .. 'cancelled', now, id)
+  redis.call('HINCRBY', base .. 'counts', 'queued', -1)
+  redis.call('HINCRBY', base .. 'counts', 'cancelled', 1)
+  if cur[3] then -- flow control: it leaves the line it waited in (as cancel.lua)
+    local lim = cjson.decode(cur[3])
+    if lim.ct then redis.call('SREM', flow_key(jp, 'capped', lim.ct), id) end
+    if lim.rk then redis.call('ZREM', flow_key(jp, 'rate_waiting', lim.rk), id) end
+    if cur[2] == 'concurrency' then
+      redis.call('ZREM', flow_key(jp, 'conc_held', lim.ck), id)
+    elseif cur[2] ~= 'inputs' then
+      wake(base .. 'wake', release_slots(jp, base .. 'ready', id, lim))
+    end
+  end
+  return true
+end
+-- The waiting steps after a step that failed or was cancelled, and theirs, end cancelled.
+local function step_cascade(feeds, err, now)
+  local frontier = cjson.decode(feeds)
+  while #frontier > 0 do
+    local after = {}
+    for _, f in ipairs(frontier) do
+      if step_cancel(f[1], f[2], err, now, true) then
+        local more = redis.call('HGET', f[1] .. f[2], 'feeds')
+        if more then
+          for _, g in ipairs(cjson.decode(more)) do after[#after + 1] = g end
+        end
+      end
+    end
+    frontier = after
+  end
+end
+local function step_cancelled_error(k, id)
+  local task = redis.call('HGET', k, 'task') or ''
+  return step_error('WorkflowStepCancelled',
+    "not run: step '" .. task .. "' (job " .. id .. ') was cancelled')
+end
+-- A step just ended (succeeded, failed or cancelled): its workflow moves on.
+local function step_ended(jp, id, kind, result, now)
+  local k = jp .. id
+  local s = redis.call('HMGET', k, 'feeds', 'on_error', 'task', 'error')
+  if kind == 'succeeded' then
+    if s[1] then
+      local value = result ~= '' and result or 'null'
+      for _, f in ipairs(cjson.decode(s[1])) do step_fill(f[1], f[2], f[3], value, now) end
+    elseif s[2] then -- the last step: its handler will not be needed
+      local h = cjson.decode(s[2])
+      step_cancel(h[1], h[2], false, now, true)
+    end
+  elseif kind == 'failed' then
+    if s[1] then
+      local why = ''
+      if s[4] then
+        local e = cjson.decode(s[4])
+        why = ': ' .. tostring(e.type) .. ': ' .. tostring(e.message)
+      end
+      step_cascade(s[1], step_error('WorkflowStepFailed',
+        "not run: step '" .. (s[3] or '') .. "' (job " .. id .. ') failed' .. why), now)
+    end
+    if s[2] then
+      local h = cjson.decode(s[2])
+      step_release(h[1], h[2], now, cjson.encode(id))
+    end
+  elseif s[1] then
+    step_cascade(s[1], step_cancelled_error(k, id), now)
+  end
+end
+-- Store.cancel of a step: the workflow's id cancels every step not finished (running ones
+-- are asked to stop), another step cancels itself and what comes after it.
+local function step_cancel_by_hand(wfkey, jp, id, now)
+  local k = jp .. id
+  if wfkey == string.sub(jp, 1, -5) .. 'wf:' .. id then
+    local err = step_error('WorkflowStepCancelled', 'not run: workflow ' .. id .. ' was cancelled')
+    local members = redis.call('HGETALL', wfkey)
+    for i = 1, #members, 2 do
+      local other, ojp = members[i], members[i + 1]
+      local state = redis.call('HGET', ojp .. other, 'state')
+      if state == 'running' then
+        redis.call('HSET', ojp .. other, 'cancel_requested', '1')
+      elseif state == 'queued' then
+        step_cancel(ojp, other, other ~= id and err, now, false)
+      end
+    end
+    return
+  end
+  if step_cancel(jp, id, false, now, false) then
+    local feeds = redis.call('HGET', k, 'feeds')
+    if feeds then step_cascade(feeds, step_cancelled_error(k, id), now) end
+  elseif redis.call('HGET', k, 'state') == 'running' then
+    redis.call('HSET', k, 'cancel_requested', '1')
+  end
+end
+-- Store.retry of a step: every failed or cancelled step of its workflow goes back to
+-- queued with a fresh attempt budget, runnable when its inputs are in, waiting if not.
+local function step_resume(wfkey, now)
+  local members = redis.call('HGETALL', wfkey)
+  local nows = fmt(now)
+  for i = 1, #members, 2 do
+    local id, jp = members[i], members[i + 1]
+    local k = jp .. id
+    local cur = redis.call('HMGET', k, 'state', 'waits', 'takes', 'inputs', 'args', 'priority',
+      'limits')
+    local state = cur[1]
+    if state == 'failed' or state == 'cancelled' then
+      local base = string.sub(jp, 1, -5)
+      redis.call('HSET', k, 'state', 'queued', 'attempt', '0', 'run_at', nows,
+        'cancel_requested', '0')
+      redis.call('HDEL', k, 'finished_at', 'error', 'lease_until')
+      redis.call('ZREM', base .. 'done', id)
+      redis.call('ZREM', base .. state, id)
+      redis.call('HINCRBY', base .. 'counts', state, -1)
+      redis.call('HINCRBY', base .. 'counts', 'queued', 1)
+      if cur[7] then
+        local lim = cjson.decode(cur[7])
+        if lim.ct then redis.call('SADD', flow_key(jp, 'capped', lim.ct), id) end
+      end
+      if tonumber(cur[2] or '0') > 0 then
+        redis.call('HSET', k, 'waiting', 'inputs')
+        redis.call('ZADD', base .. 'held', -tonumber(cur[6]), id)
+      else
+        -- Inputs that came in while it was cancelled are spliced now.
+        local args = step_inputs(k, cur[3], tonumber(cur[4]), cur[5])
+        if args ~= cur[5] then redis.call('HSET', k, 'args', args) end
+        redis.call('ZADD', base .. 'ready', -tonumber(cur[6]), id)
+        wake(base .. 'wake', 1)
+      end
+    end
+  end
+end

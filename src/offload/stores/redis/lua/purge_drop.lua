@@ -8,9 +8,11 @@ local n = 0
 for i = 3, #ARGV do
   local id = ARGV[i]
   local k = jp .. id
-  local cur = redis.call('HMGET', k, 'state', 'finished_at')
+  local cur = redis.call('HMGET', k, 'state', 'finished_at', 'wf')
   if cur[1] and FINISHED[cur[1]] and cur[2] and tonumber(cur[2]) < cutoff then
     redis.call('DEL', k)
+    -- A workflow's step leaves its workflow's hash (gone with its last member).
+    if cur[3] then redis.call('HDEL', cur[3], id) end
     redis.call('ZREM', done, id)
     if apart[cur[1]] then redis.call('ZREM', apart[cur[1]], id) end
     redis.call('ZREM', all, id)

@@ -13,7 +13,7 @@ for _, id in ipairs(expired) do
   redis.call('ZREM', running, id)
   local k = jp .. id
   local cur = redis.call('HMGET', k, 'state', 'attempt', 'max_attempts', 'worker_id', 'priority',
-    'limits')
+    'limits', 'wf')
   if cur[1] == 'running' then
     local who = cjson.encode(cur[4] or '')
     who = string.sub(who, 2, #who - 1)
@@ -35,6 +35,8 @@ for _, id in ipairs(expired) do
       redis.call('ZADD', done, now, id)
       redis.call('ZADD', KEYS[6], now, id)
       move('running', 'failed')
+      -- Out of attempts: a workflow's step fails what follows it (prelude.lua).
+      if cur[7] then step_ended(jp, id, 'failed', '', now) end
     else
       redis.call('HSET', k, 'state', 'queued', 'run_at', nows, 'error', lapsed(fill(again)))
       redis.call('ZADD', ready, -tonumber(cur[5]), id)

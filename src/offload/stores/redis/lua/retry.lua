@@ -3,10 +3,14 @@
 -- current state (a string) when the transition is not allowed, or nil when missing.
 local ready, done, counts, wakes, k = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id = ARGV[1]
-local cur = redis.call('HMGET', k, 'state', 'priority', 'limits')
+local cur = redis.call('HMGET', k, 'state', 'priority', 'limits', 'wf')
 local state = cur[1]
 if not state then return false end
 if state ~= 'failed' and state ~= 'cancelled' then return state end
+if cur[4] then -- a workflow's step resumes the whole workflow (prelude.lua)
+  step_resume(cur[4], now_s())
+  return row(k)
+end
 redis.call('HSET', k, 'state', 'queued', 'attempt', '0', 'run_at', fmt(now_s()),
   'cancel_requested', '0')
 redis.call('HDEL', k, 'finished_at', 'error', 'lease_until')
