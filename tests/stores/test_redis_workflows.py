@@ -5,6 +5,7 @@ steps listed as queued, results spliced as text, and ordinary jobs with no step 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from collections import Counter
@@ -13,12 +14,12 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio
 
-from offload.errors import StoreUnavailable
-from offload.records import JobState, WaitingReason
+from offload.errors import QueueFull, StoreUnavailable
+from offload.records import JobLimits, JobState, WaitingReason
 from offload.stores import ClaimRequest, JobFilter, open_store
-from offload.stores.base import Takes
+from offload.stores.base import NewJob, Takes
 from offload.stores.redis import RedisStore
-from offload.testing.conformance_workflows import Graph, claim, failed
+from offload.testing.conformance_workflows import Graph, chain3, claim, failed
 from offload.testing.inputs import TTL, done, new_job
 from tests.stores.conftest import REDIS_URL, drop_redis_keys, redis_unreachable
 
@@ -213,3 +214,57 @@ class TestKeys:
         finally:
             await client.aclose()
         assert [] == await store.steps(b)
+
+
+class TestEnqueue:
+    async def test_a_key_reserved_for_a_job_never_written_gives_the_workflow_its_id(
+        self, store: RedisStore, prefix: str
+    ) -> None:
+        """A caller that died between reserving the last step's key and writing: the next
+        call's workflow is stored under the id the key names, and moves on as any."""
+        g, a, b, c = chain3()
+        orphan = new_job("t.c").id
+        client = redis.asyncio.Redis.from_url(REDIS_URL, decode_responses=True)
+        try:
+            await client.set(f"{prefix}:key:3:t.c:order-9", f"default\x00{orphan}")
+        finally:
+            await client.aclose()
+        records = await store.enqueue(g.built(c, key="order-9"))
+        assert [a, b, orphan] == [r.id for r in records]
+        assert {"workflow": orphan} == records[0].meta
+        assert [a, b, orphan] == [r.id for r in await store.steps(orphan)]
+        for job_id, result in ((a, "1"), (b, "2")):
+            await claim(store)
+            await store.complete([done(job_id, "w", result=result)])
+        [last] = await store.claim(ClaimRequest("w", TTL, 10))
+        assert (orphan, [2]) == (last.id, json.loads(last.args))
+        again, _, _, again_c = chain3()
+        assert [orphan] * 3 == [
+            r.id for r in await store.enqueue(again.built(again_c, key="order-9"))
+        ]
+
+    async def test_capped_steps_are_weighed_and_a_refusal_stores_nothing(
+        self, store: RedisStore
+    ) -> None:
+        """Steps of a task with a backlog limit count in it, the waiting ones too; a
+        workflow past the limit stores nothing."""
+
+        def capped(most: int) -> tuple[list[NewJob], list[str]]:
+            g = Graph()
+            ids = [g.step("t.capped") for _ in range(3)]
+            g.edge(ids[0], ids[1])
+            g.edge(ids[1], ids[2])
+            limits = JobLimits(max_queued=most)
+            return [dataclasses.replace(j, limits=limits) for j in g.built(ids[2])], ids
+
+        jobs, ids = capped(2)
+        with pytest.raises(QueueFull):
+            await store.enqueue(jobs)
+        assert [None, None, None] == [await store.get(j) for j in ids]
+        assert {} == await store.counts()
+        jobs, ids = capped(3)
+        await store.enqueue(jobs)
+        assert {"task:t.capped": 3} == await store.queued_depths(["t.capped"], [])
+        await claim(store)
+        await store.complete([failed(ids[0])])
+        assert {"task:t.capped": 0} == await store.queued_depths(["t.capped"], [])

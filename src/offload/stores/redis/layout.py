@@ -139,8 +139,9 @@ class QueueKeys:
 # newer layout than its own: it would write keys without keeping what the newer layout keeps,
 # and neither process would notice (the SQLite store's ``SCHEMA_VERSION`` is the same idea).
 # 1: the first layout; 2: failed and cancelled jobs also in sets of their own, and the
-# registry of tasks with keyed jobs (migrate.py).
-LAYOUT_VERSION = 2
+# registry of tasks with keyed jobs (migrate.py); 3: workflow steps (steps.py), whose
+# links a process of an older layout would not follow when it finishes one.
+LAYOUT_VERSION = 3
 
 
 class Layout:

@@ -5,7 +5,9 @@ their own (``QueueKeys.failed``, ``QueueKeys.cancelled``), so that ``Store.activ
 counts each state of a bucket with ZCOUNT instead of reading every finished job; and it
 names every task with keyed jobs in ``Layout.keyed_tasks_key``, so that listing by a key
 reads one key per task. Data of layout 1 has neither: the step fills both from the jobs
-and keys there.
+and keys there. Layout 3 keeps workflow steps (steps.py), in keys and fields only they
+have: data of layout 2 needs nothing but its new number, which keeps processes of an older
+offload, which would finish a step without moving its workflow on, away from it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ async def upgrade(client: Redis, layout: Layout, version: int) -> None:
     and a job that finished meanwhile was filed by the process that finished it."""
     if version >= LAYOUT_VERSION:
         return
+    if version < 2:
+        await _split_done(client, layout)
+        await _register_keyed_tasks(client, layout)
+    # Layout 3 adds keys only workflows write (steps.py): nothing to bring up to date.
+    await client.set(layout.version_key, LAYOUT_VERSION)
+
+
+async def _split_done(client: Redis, layout: Layout) -> None:
     queues: Any = await client.smembers(layout.queues_key)
     for raw in queues:
         name = raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -47,8 +57,6 @@ async def upgrade(client: Redis, layout: Layout, version: int) -> None:
                 await client.eval(_SPLIT, 3, keys.done, keys.failed, keys.cancelled, keys.job, *ids)
             if cursor == 0:
                 break
-    await _register_keyed_tasks(client, layout)
-    await client.set(layout.version_key, LAYOUT_VERSION)
 
 
 async def _register_keyed_tasks(client: Redis, layout: Layout) -> None:
