@@ -15,9 +15,9 @@ import pytest
 import redis.asyncio
 
 from offload.errors import QueueFull, StoreUnavailable
-from offload.records import JobLimits, JobState, WaitingReason
+from offload.records import STEP_CANCELLED, JobLimits, JobState, WaitingReason
 from offload.stores import ClaimRequest, JobFilter, open_store
-from offload.stores.base import NewJob, Takes
+from offload.stores.base import NewJob, Outcome, OutcomeKind, Takes
 from offload.stores.redis import RedisStore
 from offload.testing.conformance_workflows import Graph, chain3, claim, failed
 from offload.testing.inputs import TTL, done, new_job
@@ -268,3 +268,20 @@ class TestEnqueue:
         await claim(store)
         await store.complete([failed(ids[0])])
         assert {"task:t.capped": 0} == await store.queued_depths(["t.capped"], [])
+
+    async def test_a_step_released_unstarted_after_a_cancel_request_cancels_what_follows(
+        self, store: RedisStore
+    ) -> None:
+        """A step claimed ahead whose cancellation was asked for ends cancelled when its
+        worker gives it back unstarted, and the steps after it end cancelled too."""
+        g, a, b, c = chain3()
+        await store.enqueue(g.built(c))
+        [claimed] = await store.claim(ClaimRequest("w", TTL, 10))
+        await store.cancel(a)
+        await store.complete([Outcome(a, "w", claimed.attempt, OutcomeKind.RELEASE)])
+        after = await store.get(c)
+        assert after is not None
+        assert after.error is not None
+        assert (JobState.CANCELLED, STEP_CANCELLED) == (after.state, after.error.type)
+        states = [await store.get(j) for j in (a, b, c)]
+        assert [JobState.CANCELLED] * 3 == [r.state for r in states if r is not None]
