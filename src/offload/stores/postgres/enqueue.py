@@ -27,10 +27,10 @@ from offload.errors import QueueFull
 from offload.records import JobRecord
 from offload.stores._common import queued_record
 from offload.stores.base import NewJob
-from offload.stores.postgres import flow
+from offload.stores.postgres import flow, steps
 from offload.stores.postgres.rows import enqueue_params, one_params, record
 
-__all__ = ["RETRY_AFTER", "capped", "depths", "send", "send_capped"]
+__all__ = ["RETRY_AFTER", "capped", "depths", "send", "send_capped", "send_steps"]
 
 Conn = psycopg.AsyncConnection[TupleRow]
 
@@ -71,7 +71,12 @@ async def send(
                 continue
         unique.append(job)
     limited = any(job.limits is not None for job in unique)
-    if len(unique) == 1 and not limited:
+    workflow = steps.stepped(unique)
+    if workflow:
+        query = q["enqueue_steps"]
+        params = enqueue_params(unique, channel) | flow.limit_params(unique)
+        params |= steps.params(unique)
+    elif len(unique) == 1 and not limited:
         query, params = q["enqueue_one"], one_params(unique[0], channel)
     elif limited:
         query = q["enqueue_limited"]
@@ -108,7 +113,33 @@ async def send(
                 # at all: take it again, as a fresh enqueue of this one job.
                 [found] = await send(conn, q, channel, [job], prepare, inserted)
             records[i] = found
-    return [records[alias.get(i, i)] for i in range(len(jobs))]
+    out = [records[alias.get(i, i)] for i in range(len(jobs))]
+    if workflow:
+        out, dropped = await steps.settle(conn, q, jobs, out, set(written), prepare)
+        if inserted is not None:
+            inserted.difference_update(dropped)
+    return out
+
+
+async def send_steps(
+    conn: Conn,
+    q: dict[str, str],
+    channel: str,
+    prefix: str,
+    jobs: list[NewJob],
+    prepare: bool | None,
+) -> list[JobRecord]:
+    """``send`` for a batch with workflow steps: in a transaction (a savepoint on the
+    application's connection), since a workflow whose last step's key is on record drops
+    the steps it wrote before anyone sees them."""
+    if capped(jobs):
+        return await send_capped(conn, q, channel, prefix, jobs, prepare)
+    if not conn.autocommit and conn.info.transaction_status == pq.TransactionStatus.IDLE:
+        # As in send_capped: begin the application's transaction (which it commits), so
+        # that the block below is a savepoint in it rather than a commit of its own.
+        await conn.execute(q["now"], prepare=prepare)
+    async with conn.transaction():
+        return await send(conn, q, channel, jobs, prepare)
 
 
 def _lock_keys(jobs: Sequence[NewJob]) -> tuple[list[str], list[str], list[str]]:

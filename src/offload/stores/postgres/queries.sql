@@ -217,7 +217,9 @@ WHERE id = %(id)s AND state = 'running' AND worker_id = %(worker)s AND attempt =
 -- (claimed ahead, never started) undoes the claim, or ends the job cancelled when its
 -- cancellation was asked for meanwhile. SET reads the row as it was before the statement.
 -- Returns the ids applied (the others were fenced out), each with its concurrency key, not
--- NULL for a job of a group, whose held jobs flow.release then looks at.
+-- NULL for a job of a group, whose held jobs flow.release then looks at. {guard}: in the
+-- statement nearly every batch runs, a workflow step is left out as if fenced (the store
+-- then applies it with its workflow's rules, steps.py); {tail}: what those rules read.
 -- name: complete
 UPDATE {schema}.offload_jobs AS j SET
     state = CASE
@@ -255,8 +257,8 @@ FROM unnest(%(ids)s::uuid[], %(workers)s::text[], %(attempts)s::integer[], %(kin
     %(results)s::text[], %(errors)s::json[], %(delays)s::float8[]{entries})
     AS o(id, worker_id, attempt, kind, result, error, delay{entry})
 WHERE j.id = o.id AND j.state = 'running' AND j.worker_id = o.worker_id
-    AND j.attempt = o.attempt
-RETURNING j.id::text, j.conc_key
+    AND j.attempt = o.attempt {guard}
+RETURNING j.id::text, j.conc_key{tail}
 
 -- What `complete` gains for a batch with an error to keep (a retry or a failure): a history
 -- entry per outcome, NULL for the others. A batch of successes runs `complete` as it is.
@@ -286,7 +288,8 @@ WHERE state = 'running' AND lease_until < now()
 ORDER BY lease_until LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 
--- Each one queued again (failed when out of attempts), with the error the store words.
+-- Each one queued again (failed when out of attempts), with the error the store words;
+-- a step that failed so is then handed to its workflow's rules (step_outcome).
 -- name: reap
 UPDATE {schema}.offload_jobs AS j SET
     state = CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'queued' END,
@@ -297,14 +300,14 @@ FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(errors)s::json[],
     %(entries)s::jsonb[])
     AS r(id, attempt, error, entry)
 WHERE j.id = r.id AND j.state = 'running' AND j.attempt = r.attempt
-RETURNING j.queue, j.conc_key
+RETURNING j.queue, j.conc_key, j.id::text{tail}
 
 
 -- === Operator actions ======================================================================
 
 -- queued -> cancelled now; running -> cancel requested (the worker learns it from its
 -- heartbeat). Finished jobs are left as they are. A job held by a limit waits no more, and
--- keeps the due time it had.
+-- keeps the due time it had. A workflow step is left to steps.cancel.
 -- name: cancel
 UPDATE {schema}.offload_jobs SET
     state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
@@ -313,14 +316,15 @@ UPDATE {schema}.offload_jobs SET
     waiting = CASE WHEN state = 'queued' THEN NULL ELSE waiting END,
     finished_at = CASE WHEN state = 'queued' THEN now() ELSE finished_at END,
     cancel_requested = cancel_requested OR state = 'running'
-WHERE id = %(id)s AND state IN ('queued', 'running')
+WHERE id = %(id)s AND state IN ('queued', 'running') AND workflow IS NULL
 RETURNING queue
 
+-- A workflow step is left to steps.resume.
 -- name: retry
 UPDATE {schema}.offload_jobs SET state = 'queued', attempt = 0, run_at = now(),
     finished_at = NULL, error = NULL, cancel_requested = false, lease_until = NULL,
     waiting = NULL, held_run_at = NULL
-WHERE id = %(id)s AND state IN ('failed', 'cancelled')
+WHERE id = %(id)s AND state IN ('failed', 'cancelled') AND workflow IS NULL
 RETURNING {columns}, history::text, waiting, extract(epoch FROM held_run_at)::float8
 
 -- name: delete

@@ -9,13 +9,23 @@ from typing import Any
 
 from offload.records import JobRecord, JobState, WaitingReason
 from offload.stores import sqlfiles
-from offload.stores._common import load_error, load_history, load_progress
-from offload.stores.base import NewJob
+from offload.stores._common import (
+    HISTORY_KINDS,
+    dump_error,
+    history_entry,
+    load_error,
+    load_history,
+    load_progress,
+)
+from offload.stores.base import NewJob, Outcome
 from offload.stores.postgres.options import PostgresOptions
 
 STATES = {s.value: s for s in JobState}
 
 _RAW = sqlfiles.load("offload.stores.postgres")
+_STEPS = sqlfiles.load("offload.stores.postgres", "steps.sql")
+assert not set(_RAW) & set(_STEPS), "a query named in both queries.sql and steps.sql"
+_RAW |= _STEPS
 
 
 def is_job_id(job_id: str) -> bool:
@@ -36,19 +46,27 @@ def queries_for(opts: PostgresOptions) -> dict[str, str]:
         for name, text in _RAW.items()
     }
     # The outcome statement twice: as it is, for the batches of successes that are nearly
-    # all of them, and with the history appended, for a batch with an error to keep.
+    # all of them, and with the history appended, for a batch with an error to keep; and
+    # both again for a batch with workflow steps (steps.py), which the first two leave out.
     complete = queries["complete"]
     append = queries["append_history"]
-    queries["complete"] = _fill(complete, history="", entries="", entry="")
-    queries["complete_history"] = _fill(
-        complete,
-        history=queries["complete_history"].replace(
+    history = {
+        "history": queries["complete_history"].replace(
             "{append}", append.replace("{entry}", "o.entry")
         ),
-        entries=queries["complete_entries"],
-        entry=queries["complete_entry"],
+        "entries": queries["complete_entries"],
+        "entry": queries["complete_entry"],
+    }
+    plain = {"history": "", "entries": "", "entry": ""}
+    guard = {"guard": "AND j.workflow IS NULL", "tail": ""}
+    stepped = {"guard": "", "tail": queries["step_outcome"]}
+    queries["complete"] = _fill(complete, **plain, **guard)
+    queries["complete_history"] = _fill(complete, **history, **guard)
+    queries["complete_steps"] = _fill(complete, **plain, **stepped)
+    queries["complete_steps_history"] = _fill(complete, **history, **stepped)
+    queries["reap"] = _fill(
+        queries["reap"], append=append.replace("{entry}", "r.entry"), tail=queries["step_outcome"]
     )
-    queries["reap"] = queries["reap"].replace("{append}", append.replace("{entry}", "r.entry"))
     # The enqueue statement twice too: as it is, and with each job's limits, for a batch
     # that holds a limited job (a NULL per column for the others in it).
     enqueue, flow_columns = queries["enqueue"], queries["enqueue_flow_columns"]
@@ -110,6 +128,29 @@ def record(row: Sequence[Any]) -> JobRecord:
         history=load_history(row[22]) if len(row) > 22 else [],
         waiting_reason=waiting,
     )
+
+
+def complete_params(outcomes: Sequence[Outcome]) -> tuple[bool, dict[str, Any]]:
+    """The parameters of ``complete``, and whether the batch needs its ``_history`` form
+    (an error to keep)."""
+    params: dict[str, Any] = {
+        "ids": [o.id for o in outcomes],
+        "workers": [o.worker_id for o in outcomes],
+        "attempts": [o.attempt for o in outcomes],
+        "kinds": [o.kind.value for o in outcomes],
+        "results": [o.result for o in outcomes],
+        "errors": [dump_error(o.error) for o in outcomes],
+        "delays": [o.delay for o in outcomes],
+    }
+    if not any(o.error is not None and o.kind in HISTORY_KINDS for o in outcomes):
+        return False, params
+    params["entries"] = [
+        history_entry(o.error, o.attempt)
+        if o.error is not None and o.kind in HISTORY_KINDS
+        else None
+        for o in outcomes
+    ]
+    return True, params
 
 
 def enqueue_params(jobs: Sequence[NewJob], channel: str) -> dict[str, Any]:

@@ -8,12 +8,14 @@ job holds only under its lease (same worker, same attempt). Leases and due times
 server's clock (``now()``). New work wakes idle workers by ``LISTEN/NOTIFY`` (listener.py).
 An enqueue can run on a connection of the application's, inside its transaction
 (``enqueue_in``): the job commits or rolls back with the application's own rows. A batch
-with a backlog limit is counted and written under an advisory lock (``QueueCaps``).
+with a backlog limit is counted and written under an advisory lock (``QueueCaps``). A
+workflow's steps (``Workflows``) move on in the transaction of the outcome that moves them.
 
-The SQL is in ``queries.sql`` and ``migrations/`` beside this module (bound to a schema, and
-its rows read, in ``rows.py``); the URL's options in ``options.py``; the layout version and
-migrations in ``schema.py``; wake-ups in ``listener.py``; the enqueue statement and backlog
-limits in ``enqueue.py``; group commit of concurrent enqueues in ``batching.py``.
+The SQL is in ``queries.sql``, ``steps.sql`` and ``migrations/`` beside this module (bound
+to a schema, and its rows read, in ``rows.py``); the URL's options in ``options.py``; the
+layout version and migrations in ``schema.py``; wake-ups in ``listener.py``; the enqueue
+statement and backlog limits in ``enqueue.py``; group commit of concurrent enqueues in
+``batching.py``; workflows in ``steps.py``; lapsed leases in ``leases.py``.
 """
 
 from __future__ import annotations
@@ -32,15 +34,10 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from offload.errors import ConfigError, InvalidTransition, StoreUnavailable
 from offload.records import JobRecord, JobState, Progress
 from offload.stores._common import (
-    HISTORY_KINDS,
     check_activity,
-    dump_error,
     dump_progress,
     encode_cursor,
-    history_entry,
     id_bounds,
-    lease_expired_error,
-    lease_requeued_error,
     not_deletable,
     poll_changes,
     queue_list,
@@ -61,12 +58,19 @@ from offload.stores.base import (
     WorkerInfo,
     check_worker_ttl,
 )
-from offload.stores.postgres import enqueue, flow, schema
+from offload.stores.postgres import enqueue, flow, leases, schema, steps
 from offload.stores.postgres.appconn import psycopg_connection
 from offload.stores.postgres.batching import Batcher
 from offload.stores.postgres.listener import Listener
 from offload.stores.postgres.options import parse_postgres_url
-from offload.stores.postgres.rows import STATES, first_line, is_job_id, queries_for, record
+from offload.stores.postgres.rows import (
+    STATES,
+    complete_params,
+    first_line,
+    is_job_id,
+    queries_for,
+    record,
+)
 
 log = logging.getLogger("offload.store.postgres")
 
@@ -75,6 +79,9 @@ Conn = psycopg.AsyncConnection[TupleRow]
 # Lapsed leases one reaper pass handles, and finished jobs one purge statement deletes.
 REAP_BATCH = 1000
 PURGE_BATCH = 5000
+# Ids of claimed workflow steps kept for their outcomes; past it (claims never completed
+# here) the set starts again, and an outcome of a step it forgot costs one statement more.
+CLAIMED_MAX = 100_000
 # How often a live view's wait asks the server for its transaction horizon.
 CHANGES_POLL_SECONDS = 0.5
 # Errors by which the server or the network failed the operation (not the statement).
@@ -93,6 +100,8 @@ class PostgresStore:
         self._batcher: Batcher | None = None
         # Keeps the advisory locks of flow control (flow.py) of two schemas apart.
         self._lock_prefix = f"offload {self.opts.schema}:"
+        # The steps this process claimed: their outcomes go to steps.complete at once.
+        self._claimed_steps: set[str] = set()
 
     # --- plumbing --------------------------------------------------------------------
 
@@ -217,7 +226,13 @@ class PostgresStore:
         batcher = self._batcher
         if batcher is None:
             raise StoreUnavailable("the PostgreSQL store is not open; call open() first")
-        if enqueue.capped(jobs):
+        if steps.stepped(jobs):
+            # A transaction of its own (steps.settle), so not batched with other callers'.
+            async with self._conn("enqueueing a workflow") as conn:
+                records = await enqueue.send_steps(
+                    conn, self._q, self.opts.channel, self._lock_prefix, jobs, None
+                )
+        elif enqueue.capped(jobs):
             # Not batched with other callers': a refusal must fail this call alone.
             async with self._conn("enqueueing") as conn:
                 records = await enqueue.send_capped(
@@ -245,6 +260,10 @@ class PostgresStore:
         conn = await psycopg_connection(connection)
         try:
             # No prepared statements: the connection is the application's, not ours.
+            if steps.stepped(jobs):
+                return await enqueue.send_steps(
+                    conn, self._q, self.opts.channel, self._lock_prefix, jobs, False
+                )
             if enqueue.capped(jobs):
                 return await enqueue.send_capped(
                     conn, self._q, self.opts.channel, self._lock_prefix, jobs, False
@@ -274,6 +293,10 @@ class PostgresStore:
         async with self._conn("claiming jobs") as conn:
             records = await flow.claim(conn, query, params, self._q, self._lock_prefix)
         records.sort(key=sort_key)
+        claimed = self._claimed_steps
+        if len(claimed) > CLAIMED_MAX:  # claims never completed here
+            claimed.clear()
+        claimed.update(r.id for r in records if "workflow" in r.meta)
         return records
 
     async def wait_claim(
@@ -333,30 +356,31 @@ class PostgresStore:
         outcomes = list(outcomes)
         if not outcomes:
             return []
-        params: dict[str, Any] = {
-            "ids": [o.id for o in outcomes],
-            "workers": [o.worker_id for o in outcomes],
-            "attempts": [o.attempt for o in outcomes],
-            "kinds": [o.kind.value for o in outcomes],
-            "results": [o.result for o in outcomes],
-            "errors": [dump_error(o.error) for o in outcomes],
-            "delays": [o.delay for o in outcomes],
-        }
-        query = self._q["complete"]
-        if any(o.error is not None and o.kind in HISTORY_KINDS for o in outcomes):
-            query = self._q["complete_history"]
-            params["entries"] = [
-                history_entry(o.error, o.attempt)
-                if o.error is not None and o.kind in HISTORY_KINDS
-                else None
-                for o in outcomes
-            ]
-        rows = await self._rows("completing jobs", query, params)
+        claimed = self._claimed_steps
+        if any(o.id in claimed for o in outcomes):
+            rows = await self._complete_steps(outcomes)
+        else:
+            history, params = complete_params(outcomes)
+            query = self._q["complete_history" if history else "complete"]
+            rows = await self._rows("completing jobs", query, params)
+            if len(rows) < len(outcomes):
+                # Fenced out, or steps claimed by another process: the steps' statement
+                # applies those and their rules, and fences out the others again.
+                done = {r[0] for r in rows}
+                rows += await self._complete_steps([o for o in outcomes if o.id not in done])
+        claimed.difference_update(o.id for o in outcomes)
         applied = {r[0] for r in rows}
         groups = {r[1] for r in rows if r[1] is not None}
         if groups:
             await self._release(groups)
         return [o.id in applied for o in outcomes]
+
+    async def _complete_steps(self, outcomes: list[Outcome]) -> builtins.list[TupleRow]:
+        async with self._conn("completing workflow steps") as conn:
+            rows, queues = await steps.complete(conn, self._q, outcomes, self.opts.channel)
+        if queues:
+            self._listener.notify_local(queues)
+        return rows
 
     async def _release(self, groups: set[str] | None) -> None:
         """Let the jobs held for a slot of ``groups`` go, now that jobs of theirs stopped
@@ -385,33 +409,8 @@ class PostgresStore:
         return await self._count("storing progress", self._q["set_progress"], params) == 1
 
     async def requeue_expired(self) -> int:
-        async with self._conn("requeueing lapsed leases") as conn, conn.transaction():
-            cur = await conn.execute(self._q["expired"], {"limit": REAP_BATCH})
-            lapsed = await cur.fetchall()
-            if lapsed:
-                lease_errors = [
-                    lease_expired_error(worker) if attempt >= most else lease_requeued_error(worker)
-                    for _, attempt, most, worker in lapsed
-                ]
-                errors = [dump_error(e) for e in lease_errors]
-                entries = [
-                    history_entry(e, r[1]) for e, r in zip(lease_errors, lapsed, strict=True)
-                ]
-                cur = await conn.execute(
-                    self._q["reap"],
-                    {
-                        "ids": [r[0] for r in lapsed],
-                        "attempts": [r[1] for r in lapsed],
-                        "errors": errors,
-                        "entries": entries,
-                    },
-                )
-                reaped = await cur.fetchall()
-                queues = sorted({r[0] for r in reaped})
-                for queue in queues:
-                    await conn.execute(
-                        self._q["notify"], {"channel": self.opts.channel, "queue": queue}
-                    )
+        async with self._conn("requeueing lapsed leases") as conn:
+            lapsed, queues, groups = await leases.reap(conn, self._q, self.opts.channel, REAP_BATCH)
         if not lapsed:
             # A pass with nothing lapsed releases the jobs held for a free slot, should a
             # release after an outcome have failed (one look at an index, nearly always
@@ -419,10 +418,9 @@ class PostgresStore:
             await self._release(None)
             return 0
         self._listener.notify_local(queues)
-        groups = {r[1] for r in reaped if r[1] is not None}
         if groups:
             await self._release(groups)
-        return len(lapsed)
+        return lapsed
 
     # --- reading -----------------------------------------------------------------------
 
@@ -494,8 +492,19 @@ class PostgresStore:
     async def cancel(self, job_id: str) -> JobRecord | None:
         if not is_job_id(job_id):
             return None
-        await self._rows("cancelling a job", self._q["cancel"], {"id": job_id})
+        if not await self._rows("cancelling a job", self._q["cancel"], {"id": job_id}):
+            # Finished, or a workflow step, which the statement leaves to steps.cancel.
+            async with self._conn("cancelling a workflow step") as conn:
+                queues = await steps.cancel(conn, self._q, job_id, self.opts.channel)
+            self._listener.notify_local(queues)
         return await self.get(job_id)
+
+    async def steps(self, workflow: str) -> builtins.list[JobRecord]:
+        """``Workflows``: every job of the workflow, in the order stored."""
+        if not is_job_id(workflow):
+            return []
+        async with self._conn("reading a workflow") as conn:
+            return await steps.workflow(conn, self._q, workflow)
 
     async def retry(self, job_id: str) -> JobRecord | None:
         if not is_job_id(job_id):
@@ -505,6 +514,13 @@ class PostgresStore:
             job = await self.get(job_id)
             if job is None:
                 return None
+            if job.state in (JobState.FAILED, JobState.CANCELLED):
+                # Not retried by the statement: a workflow step, resumed with its workflow.
+                async with self._conn("retrying a workflow") as conn:
+                    queues = await steps.resume(conn, self._q, job_id, self.opts.channel)
+                if queues is not None:
+                    self._listener.notify_local(queues)
+                    return await self.get(job_id)
             raise InvalidTransition(
                 f"job {job_id} is {job.state.value}; only failed or cancelled jobs can be retried"
             )
