@@ -133,3 +133,24 @@ class TestKeyedWorkflowAtOnce:
                 assert await stores[0].get(first) is None
         # Only the winner's first step is runnable.
         assert 1 == len(await stores[0].claim(ClaimRequest("w", TTL, 10)))
+
+
+class TestRetryAfterALateInput:
+    async def test_a_step_cancelled_before_its_input_came_gets_it_when_retried(
+        self, stores: list[PostgresStore]
+    ) -> None:
+        """A step cancelled while it waited keeps the result that comes in afterwards, and
+        a retry of the workflow hands it over: it runs with its input, not without."""
+        store = stores[0]
+        g, a, b, c = chain3()
+        await store.enqueue(g.built(c))
+        [job] = await store.claim(ClaimRequest("w", TTL, 10))
+        await store.cancel(b)
+        assert [True] == await store.complete([done(a, "w", job.attempt, "1")])
+        assert JobState.CANCELLED is (await store.get(c) or job).state
+        await store.retry(c)
+        [again] = await store.claim(ClaimRequest("w", TTL, 10))
+        assert (b, [1, 2]) == (again.id, json.loads(again.args))
+        last = await store.get(c)
+        assert last is not None
+        assert (JobState.QUEUED, WaitingReason.INPUTS) == (last.state, last.waiting_reason)

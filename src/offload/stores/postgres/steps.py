@@ -137,6 +137,9 @@ async def after(
             message = f"not run: step {task!r} (job {job_id}) was cancelled"
             await _cascade(conn, q, feeds, _error(STEP_CANCELLED, message))
     if edges:
+        children = sorted({e[0] for e in edges})
+        if len(children) > 1:
+            await conn.execute(q["step_lock"], {"ids": children})
         cur = await conn.execute(
             q["step_fill"],
             {

@@ -52,6 +52,11 @@ DELETE FROM {schema}.offload_jobs WHERE id = ANY(%(ids)s::uuid[])
 -- name: step_of
 SELECT workflow::text, state, feeds FROM {schema}.offload_jobs WHERE id = %(id)s
 
+-- The steps a batch of successes feeds, locked in id order before step_fill when there are
+-- several: two batches feeding the same steps then never wait on each other in a circle.
+-- name: step_lock
+SELECT 1 FROM {schema}.offload_jobs WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE
+
 -- The results of steps that succeeded, each put in its slot of the step it feeds (the
 -- JSON text as the worker sent it, kept as a string so that nothing reorders it), and one
 -- input fewer to wait for. The update locks the row: the inputs of one step finishing at
