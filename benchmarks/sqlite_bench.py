@@ -124,8 +124,23 @@ async def bench_enqueue(tmp: Path, n: int) -> dict[str, float]:
     t = time.perf_counter()
     await asyncio.gather(*(mod.noop.enqueue() for _ in range(concurrent_n)))
     concurrent = concurrent_n / (time.perf_counter() - t)
+    # 32 callers, each awaiting one enqueue after another (as 32 request handlers do).
+    per_caller = max(1, min(n, 8_000) // 32)
+
+    async def caller() -> None:
+        for _ in range(per_caller):
+            await mod.noop.enqueue()
+
+    t = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(32)))
+    awaited_32 = 32 * per_caller / (time.perf_counter() - t)
     await mod.jobs.close()
-    return {"one_by_one": single, "batched": batched, "concurrent": concurrent}
+    return {
+        "one_by_one": single,
+        "batched": batched,
+        "concurrent": concurrent,
+        "awaited_32": awaited_32,
+    }
 
 
 _SCRIPT = """
@@ -331,6 +346,7 @@ async def main(n: int, skip: set[str]) -> None:
     rows = [
         ("enqueue one by one (durable commit each)", "one_by_one", "{:,.0f} jobs/s"),
         ("enqueue 5,000 concurrent callers (group commit)", "concurrent", "{:,.0f} jobs/s"),
+        ("enqueue from 32 callers, each awaiting one at a time", "awaited_32", "{:,.0f} jobs/s"),
         ("enqueue batched (enqueue_many, 1,000 a batch)", "batched", "{:,.0f} jobs/s"),
         ("enqueue_sync one by one, from a thread (def endpoint)", "sync_thread", "{:,.0f} jobs/s"),
         ("enqueue_sync one by one, a script (app never opened)", "sync_script", "{:,.0f} jobs/s"),

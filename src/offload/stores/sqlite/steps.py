@@ -45,9 +45,19 @@ _REQUEST_CANCEL = Q["request_cancel"]
 _RESUME_RUNNABLE = Q["resume_runnable"]
 _RESUME_WAITING = Q["resume_waiting"]
 _WORKFLOW_OF_KEY = Q["workflow_of_key"]
+_STATE_OF = Q["state_of"]
+_HANDED = Q["handed"]
+_ARGS_ANY = Q["args_any"]
+_SET_ARGS = Q["set_args"]
 # Ids per ``steps_of`` lookup; below the lowest bound-variable limit (999).
 _LOOKUP = 500
-_FINAL = (OutcomeKind.SUCCEEDED, OutcomeKind.FAILED, OutcomeKind.CANCELLED)
+# A release (claimed ahead, never started) ends cancelled when its cancel was asked for.
+_FINAL = (
+    OutcomeKind.SUCCEEDED,
+    OutcomeKind.FAILED,
+    OutcomeKind.CANCELLED,
+    OutcomeKind.RELEASE,
+)
 _COMPACT = (",", ":")
 
 
@@ -124,7 +134,7 @@ def after_outcomes(
             released += _succeeded(conn, row, o.result, now)
         elif o.kind is OutcomeKind.FAILED:
             released += _failed(conn, row, now)
-        else:
+        elif conn.execute(_STATE_OF, (o.id,)).fetchone() == ("cancelled",):
             _cascade(conn, json.loads(row[5]), _cancelled_error(conn, o.id), now)
     return released
 
@@ -181,6 +191,14 @@ def _error(kind: str, message: str) -> str:
     return json.dumps(JobError(kind, message).to_json())
 
 
+def _splice(conn: sqlite3.Connection, job_id: str, takes: Takes, inputs: str) -> None:
+    args = conn.execute(_ARGS_ANY, (job_id,)).fetchone()[0]
+    values = json.loads(inputs)
+    first = values if takes is Takes.ALL else values[0]
+    conn.execute(_SET_ARGS, (json.dumps([first, *json.loads(args)], separators=_COMPACT), job_id))
+    conn.execute(_HANDED, (job_id,))
+
+
 def _release(conn: sqlite3.Connection, job_id: str, takes: Takes, inputs: str, now: float) -> int:
     """Put the inputs in front of the waiting step's arguments and make it runnable."""
     found = conn.execute(_ARGS_OF, (job_id,)).fetchone()
@@ -191,7 +209,11 @@ def _release(conn: sqlite3.Connection, job_id: str, takes: Takes, inputs: str, n
         values = json.loads(inputs)
         first = values if takes is Takes.ALL else values[0]
         args = json.dumps([first, *json.loads(args)], separators=_COMPACT)
-    return len(conn.execute(_RELEASE, (args, now, now, job_id)).fetchall())
+    moved = len(conn.execute(_RELEASE, (args, now, now, job_id)).fetchall())
+    if moved and takes is not Takes.ERROR:
+        # Handed over: a retry of the step runs it with these arguments, as they are.
+        conn.execute(_HANDED, (job_id,))
+    return moved
 
 
 def _cascade(conn: sqlite3.Connection, feeds: list[list[Any]], error: str, now: float) -> None:
@@ -243,6 +265,11 @@ def resume(conn: sqlite3.Connection, job_id: str, now: float) -> None:
             continue
         if waits == 0:
             moved = conn.execute(_RESUME_RUNNABLE, (now, step_id)).rowcount
+            step = _row(conn, step_id)
+            if moved and step is not None and Takes(step[3]) in (Takes.ONE, Takes.ALL):
+                # Cancelled while it waited, its inputs came in all the same: hand them
+                # over now, as a release would have.
+                _splice(conn, step_id, Takes(step[3]), step[4])
         else:
             moved = conn.execute(_RESUME_WAITING, (FAR, now, step_id)).rowcount
         if moved:

@@ -79,3 +79,16 @@ WHERE id=? AND state IN ('failed', 'cancelled')
 
 -- name: workflow_of_key
 SELECT id FROM offload_jobs WHERE task=? AND key=?
+
+-- name: state_of
+SELECT state FROM offload_steps AS s JOIN offload_jobs AS j ON j.id = s.id WHERE s.id=?
+
+-- A step whose inputs are in its arguments takes nothing more (a retry runs it as it is).
+-- name: handed
+UPDATE offload_steps SET takes='none' WHERE id=?
+
+-- name: args_any
+SELECT args FROM offload_jobs WHERE id=?
+
+-- name: set_args
+UPDATE offload_jobs SET args=? WHERE id=?
