@@ -3,6 +3,7 @@ redis-server of a test's own, for tests that crash it or change its settings."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -58,6 +59,28 @@ async def drop_postgres_schema(schema: str) -> None:
                 psycopg.sql.Identifier(schema)
             )
         )
+
+
+@contextlib.asynccontextmanager
+async def postgres_stores(n: int) -> AsyncIterator[list[Store]]:
+    """``n`` PostgreSQL stores on one new schema, each with its own pool, so that their
+    calls meet only in the server (as separate processes' would); the schema is dropped
+    afterwards."""
+    from offload.stores.postgres import PostgresStore
+
+    schema = f"test_{uuid.uuid4().hex}"
+    opened: list[Store] = [PostgresStore(postgres_url(schema)) for _ in range(n)]
+    try:
+        for one in opened:
+            await one.open()
+    except StoreUnavailable as exc:
+        postgres_unreachable(exc)
+    try:
+        yield opened
+    finally:
+        for one in opened:
+            await one.close()
+        await drop_postgres_schema(schema)
 
 
 async def drop_redis_keys(prefix: str) -> None:

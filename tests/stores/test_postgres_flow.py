@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import uuid
 from collections.abc import AsyncIterator
+from typing import cast
 
 import psycopg
 import pytest
 
-from offload.errors import StoreUnavailable
 from offload.records import JobLimits, JobState, WaitingReason
 from offload.stores import ClaimRequest
 from offload.stores.base import NewJob
@@ -21,9 +20,7 @@ from offload.stores.postgres import PostgresStore
 from offload.testing.inputs import new_job
 from tests.stores.conftest import (
     POSTGRES_URL,
-    drop_postgres_schema,
-    postgres_unreachable,
-    postgres_url,
+    postgres_stores,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -35,19 +32,8 @@ CLAIMERS = 4
 
 @pytest.fixture
 async def stores() -> AsyncIterator[list[PostgresStore]]:
-    schema = f"test_{uuid.uuid4().hex}"
-    opened = [PostgresStore(postgres_url(schema)) for _ in range(CLAIMERS)]
-    try:
-        for store in opened:
-            await store.open()
-    except StoreUnavailable as exc:
-        postgres_unreachable(exc)
-    try:
-        yield opened
-    finally:
-        for store in opened:
-            await store.close()
-        await drop_postgres_schema(schema)
+    async with postgres_stores(CLAIMERS) as opened:
+        yield cast(list[PostgresStore], opened)
 
 
 def limited(limits: JobLimits) -> NewJob:

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 
-from offload.errors import StoreUnavailable
 from offload.records import JobState, WaitingReason
 from offload.stores import ClaimRequest
 from offload.stores.base import Takes
 from offload.stores.postgres import PostgresStore
 from offload.testing.conformance_workflows import Graph, chain3
 from offload.testing.inputs import TTL, done
-from tests.stores.conftest import drop_postgres_schema, postgres_unreachable, postgres_url
+from tests.stores.conftest import postgres_stores
 
 pytestmark = pytest.mark.asyncio
 
@@ -30,19 +29,8 @@ MEMBERS = 8
 
 @pytest.fixture
 async def stores() -> AsyncIterator[list[PostgresStore]]:
-    schema = f"test_{uuid.uuid4().hex}"
-    opened = [PostgresStore(postgres_url(schema)) for _ in range(STORES)]
-    try:
-        for store in opened:
-            await store.open()
-    except StoreUnavailable as exc:
-        postgres_unreachable(exc)
-    try:
-        yield opened
-    finally:
-        for store in opened:
-            await store.close()
-        await drop_postgres_schema(schema)
+    async with postgres_stores(STORES) as opened:
+        yield cast(list[PostgresStore], opened)
 
 
 class TestChordMembersAtOnce:
