@@ -13,6 +13,7 @@ waiting, naming the step. Jobs of no workflow cost one indexed look per batch of
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -126,16 +127,26 @@ def after_outcomes(
         query = _STEPS_OF.format(marks=",".join("?" * len(ids)))
         rows.update((row[0], row) for row in conn.execute(query, ids))
     released = 0
+    # Successes in a row fill their steps' slots together (one write per step fed, not one
+    # per input: a chord's members mostly end in the same batch); the order against
+    # failures and cancellations stays that of the outcomes.
+    fed: list[tuple[tuple[Any, ...], str | None]] = []
     for o in ended:
         row = rows.get(o.id)
         if row is None:
             continue
         if o.kind is OutcomeKind.SUCCEEDED:
-            released += _succeeded(conn, row, o.result, now)
-        elif o.kind is OutcomeKind.FAILED:
+            fed.append((row, o.result))
+            continue
+        if fed:
+            released += _succeeded(conn, fed, now)
+            fed = []
+        if o.kind is OutcomeKind.FAILED:
             released += _failed(conn, row, now)
         elif conn.execute(_STATE_OF, (o.id,)).fetchone() == ("cancelled",):
             _cascade(conn, json.loads(row[5]), _cancelled_error(conn, o.id), now)
+    if fed:
+        released += _succeeded(conn, fed, now)
     return released
 
 
@@ -153,20 +164,34 @@ def after_failures(conn: sqlite3.Connection, job_ids: Sequence[str], now: float)
 
 
 def _succeeded(
-    conn: sqlite3.Connection, row: tuple[Any, ...], result: str | None, now: float
+    conn: sqlite3.Connection, succeeded: Sequence[tuple[tuple[Any, ...], str | None]], now: float
 ) -> int:
-    feeds = json.loads(row[5])
+    slots: dict[str, list[tuple[int, str | None]]] = {}
+    for row, result in succeeded:
+        feeds = json.loads(row[5])
+        for child, slot in feeds:
+            slots.setdefault(child, []).append((slot, result))
+        handler = row[6]
+        if not feeds and handler is not None:
+            # The workflow's last step: its error handler will not be needed.
+            for (queue,) in conn.execute(_CANCEL_WAITING, (now, None, handler)).fetchall():
+                ops.tally_move(conn, queue, "queued", "cancelled")
     released = 0
-    for child, slot in feeds:
-        filled = conn.execute(_FILL, (slot, result, child)).fetchone()
+    for child, filling in slots.items():
+        params: list[Any] = []
+        for slot, result in filling:
+            params += (f"$[{slot}]", result)
+        params += (len(filling), child)
+        filled = conn.execute(_fill(len(filling)), params).fetchone()
         if filled is not None and filled[0] == 0:
             released += _release(conn, child, Takes(filled[1]), filled[2], now)
-    handler = row[6]
-    if not feeds and handler is not None:
-        # The workflow's last step: its error handler will not be needed.
-        for (queue,) in conn.execute(_CANCEL_WAITING, (now, None, handler)).fetchall():
-            ops.tally_move(conn, queue, "queued", "cancelled")
     return released
+
+
+@functools.cache
+def _fill(n: int) -> str:
+    """``fill`` for ``n`` slots of one step at once."""
+    return _FILL.format(pairs=", ".join(["?, json(coalesce(?, 'null'))"] * n))
 
 
 def _failed(conn: sqlite3.Connection, row: tuple[Any, ...], now: float) -> int:

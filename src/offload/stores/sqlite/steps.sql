@@ -19,10 +19,10 @@ WHERE id IN ({marks})
 SELECT s.id, s.workflow, s.waits, s.takes, s.inputs, s.feeds, s.on_error, j.state
 FROM offload_steps AS s JOIN offload_jobs AS j ON j.id = s.id WHERE s.id=?
 
--- One input in: its slot filled, one fewer to wait for.
+-- Inputs in ({pairs}: a slot's path and its value, once per input): their slots filled,
+-- as many fewer to wait for.
 -- name: fill
-UPDATE offload_steps SET inputs=json_set(inputs, '$[' || ? || ']', json(coalesce(?, 'null'))),
-    waits=waits-1
+UPDATE offload_steps SET inputs=json_set(inputs, {pairs}), waits=waits-?
 WHERE id=? RETURNING waits, takes, inputs
 
 -- name: args_of
