@@ -22,12 +22,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from offload.app import Offload
+from offload.cancelling import CancelListener
 from offload.errors import StoreUnavailable
 from offload.executors import Executors
 from offload.records import JobRecord
 from offload.runner import JobRunner
 from offload.scheduler import Scheduler
-from offload.stores.base import ClaimRequest, Outcome, OutcomeKind, WorkerInfo, WorkerRegistry
+from offload.stores.base import (
+    CancelSignals,
+    ClaimRequest,
+    Outcome,
+    OutcomeKind,
+    WorkerInfo,
+    WorkerRegistry,
+)
 
 log = logging.getLogger("offload.worker")
 
@@ -215,6 +223,10 @@ class Worker:
             asyncio.create_task(Scheduler(self.app).run(self._stop), name="offload-scheduler"),
         ]
         self._flusher = asyncio.create_task(self._flush_loop(), name="offload-flush")
+        if isinstance(self.store, CancelSignals):  # cancels heard now, not at the heartbeat
+            cancels = CancelListener(self.store, self.id, self._stop_cancelled)
+            await cancels.start()
+            background.append(asyncio.create_task(cancels.run(), name="offload-cancels"))
         log.info(
             "worker started",
             extra={
@@ -539,17 +551,27 @@ class Worker:
                 extra={"action": "worker.heartbeat_error", "error": str(exc)},
             )
             return
-        for job_id in cancel:
-            running = self._running.get(job_id)
-            if running is not None and job_id not in self._cancel_requested:
-                self._cancel_requested.add(job_id)
-                running.cancel()
+        self._stop_cancelled(cancel)
         for job_id in lost:
             if job_id in self._running:
                 log.warning(
                     "lease lost for a running job; its outcome will be discarded",
                     extra={"action": "job.lease_lost", "job_id": job_id, "worker_id": self.id},
                 )
+
+    def _stop_cancelled(self, ids: set[str]) -> None:
+        """Cancel the tasks of running jobs whose cancellation was asked for; a job claimed
+        ahead and not started is given back, which ends it cancelled."""
+        for job_id in ids:
+            running = self._running.get(job_id)
+            if running is not None and job_id not in self._cancel_requested:
+                self._cancel_requested.add(job_id)
+                running.cancel()
+        waiting = [r for r in self._ready if r.id in ids]
+        for record in waiting:
+            self._ready.remove(record)
+            self._pending.append(Outcome(record.id, self.id, record.attempt, OutcomeKind.RELEASE))
+            self._pending_event.set()
 
     async def _reaper_loop(self) -> None:
         last_purge = 0.0

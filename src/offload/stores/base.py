@@ -349,6 +349,25 @@ class ChangeFeed(Protocol):
         is None or already stale), or after ``timeout`` seconds (then equal to ``since``)."""
 
 
+@runtime_checkable
+class CancelSignals(Protocol):
+    """A store that tells a worker at once that a job it runs was asked to stop, instead of
+    at its next heartbeat (a third of the lease, 10 s by default): ``cancel`` of a running
+    job reaches the worker that holds it within about a second, without a poll per job.
+
+    Reports are a fast path, not the record: the ``cancel_requested`` flag the heartbeat
+    returns stays the truth, so a report lost (one made before the worker's first call, or
+    while the store's connection was down) still arrives with the next heartbeat. A store
+    without it is never asked; its workers learn of cancellations from the heartbeat alone."""
+
+    async def cancel_requests(self, worker_id: str, timeout: float) -> set[str]:
+        """Ids of jobs running under ``worker_id`` whose cancellation was asked for, as soon
+        as there is one not reported to this worker before (at once when there is one
+        already), or an empty set after ``timeout`` seconds. Each request is reported once;
+        requests made after the worker's first call are never missed while the store is
+        reachable, those made before may be (the heartbeat has them)."""
+
+
 @dataclass(frozen=True, slots=True)
 class LimitUsage:
     """How much of a limit is in use now: jobs running under a concurrency key, or tokens

@@ -45,6 +45,7 @@ from offload.stores.base import (
     WorkerInfo,
     check_worker_ttl,
 )
+from offload.stores.cancels import CancelWatch
 from offload.stores.memory_steps import Steps
 
 
@@ -70,6 +71,8 @@ class MemoryStore:
         self._changed = asyncio.Event()
         self._now: Callable[[], float] = clock or time.time
         self._steps = Steps(self._jobs, self._queued)
+        # Every cancel happens in this process: a poke from ``cancel`` is all it takes.
+        self._cancels = CancelWatch(self._flagged)
 
     async def open(self) -> None:
         self._changed = asyncio.Event()
@@ -295,7 +298,22 @@ class MemoryStore:
             job.finished_at = self._now()
         elif job.state is JobState.RUNNING:
             job.cancel_requested = True
+        self._cancels.poke()
         return job.copy()
+
+    async def cancel_requests(self, worker_id: str, timeout: float) -> set[str]:
+        """``CancelSignals``: woken by ``cancel``, which runs in this process."""
+        return await self._cancels.requests(worker_id, timeout)
+
+    async def _flagged(self, worker_id: str) -> set[str]:
+        return {
+            job.id
+            for job in self._running.values()
+            if job.cancel_requested
+            and job.worker_id == worker_id
+            and job.state is JobState.RUNNING
+            and self._jobs.get(job.id) is job
+        }
 
     async def retry(self, job_id: str) -> JobRecord | None:
         job = self._jobs.get(job_id)

@@ -25,6 +25,7 @@ from offload.errors import InvalidTransition
 from offload.ids import new_id
 from offload.records import JobError, JobState
 from offload.stores.base import ClaimRequest, JobFilter, Outcome, OutcomeKind, Store
+from offload.testing.conformance_cancels import CancelSignalsConformance
 from offload.testing.conformance_caps import QueueCapsConformance
 from offload.testing.conformance_changes import ChangeFeedConformance
 from offload.testing.conformance_flow import FlowControlConformance
@@ -49,6 +50,7 @@ class StoreConformance(
     FlowControlConformance,
     QueueCapsConformance,
     WorkflowConformance,
+    CancelSignalsConformance,
 ):
     """Behaviour every ``Store`` must show (DESIGN §3 and §4)."""
 

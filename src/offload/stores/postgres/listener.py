@@ -6,6 +6,11 @@ listener resolves the waiters of that queue, and of every queue. While the conne
 down, waiters time out after ``poll`` seconds at most, so idle workers look for work at
 that pace until it is back (reconnecting with backoff); with ``listen=false`` (a pooler in
 transaction mode cannot hold a LISTEN) that poll is all there is.
+
+A cancel of a running job notifies the same channel with ``CANCEL_MARK`` and the worker's
+id (``CancelSignals``): the listener hands it to ``on_cancel`` instead of waking waiters
+for work. One channel, so one LISTEN serves both; a queue named with the mark in front
+would be taken for a cancel (its waiters then wake by their timeout).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import psycopg
 from psycopg import sql
@@ -25,6 +30,9 @@ log = logging.getLogger("offload.store.postgres")
 
 BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 5.0
+# Payloads of cancel notifications start with this (then the worker's id): a control
+# character, which no queue name anyone chose is likely to start with.
+CANCEL_MARK = "\x1ecancel:"
 
 
 class Listener:
@@ -34,6 +42,12 @@ class Listener:
         self._task: asyncio.Task[None] | None = None
         self._up = asyncio.Event()
         self.connected = False
+        # Counts the connections made, so that a watch of cancels can tell that the
+        # listener was away (and what it did not hear must be read).
+        self.generation = 0
+        # Told the worker id of a cancel notification; ``None``: every worker (what was
+        # committed while nobody listened was not heard).
+        self.on_cancel: Callable[[str | None], None] = _ignore
 
     async def start(self) -> None:
         """Listen from the first wait on: a process that only enqueues (a web app whose
@@ -131,6 +145,7 @@ class Listener:
                         sql.SQL("LISTEN {}").format(sql.Identifier(self._opts.channel))
                     )
                     self.connected = True
+                    self.generation += 1
                     self._up.set()
                     if down_since is not None:
                         log.warning(
@@ -145,8 +160,13 @@ class Listener:
                     delay = BACKOFF_FIRST
                     # Anything committed while nobody listened was not heard: wake everyone.
                     self._wake_all()
+                    self.on_cancel(None)
                     async for note in conn.notifies():
-                        self._wake({note.payload})
+                        payload = note.payload
+                        if payload.startswith(CANCEL_MARK):
+                            self.on_cancel(payload[len(CANCEL_MARK) :])
+                        else:
+                            self._wake({payload})
             except (psycopg.OperationalError, OSError) as exc:
                 if down_since is None:
                     down_since = loop.time()
@@ -156,3 +176,7 @@ class Listener:
                 self._wake_all()
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_CAP)
+
+
+def _ignore(worker_id: str | None) -> None:
+    return None

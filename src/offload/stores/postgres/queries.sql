@@ -305,19 +305,41 @@ RETURNING j.queue, j.conc_key, j.id::text{tail}
 
 -- === Operator actions ======================================================================
 
--- queued -> cancelled now; running -> cancel requested (the worker learns it from its
--- heartbeat). Finished jobs are left as they are. A job held by a limit waits no more, and
--- keeps the due time it had. A workflow step is left to steps.cancel.
+-- queued -> cancelled now; running -> cancel requested, and its worker told on commit (a
+-- notification of the kind listener.CANCEL_MARK names; the heartbeat reads the flag too).
+-- Finished jobs are left as they are. A job held by a limit waits no more, and keeps the
+-- due time it had. A workflow step is left to steps.cancel.
 -- name: cancel
-UPDATE {schema}.offload_jobs SET
-    state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
-    run_at = CASE WHEN state = 'queued' THEN coalesce(held_run_at, run_at) ELSE run_at END,
-    held_run_at = CASE WHEN state = 'queued' THEN NULL ELSE held_run_at END,
-    waiting = CASE WHEN state = 'queued' THEN NULL ELSE waiting END,
-    finished_at = CASE WHEN state = 'queued' THEN now() ELSE finished_at END,
-    cancel_requested = cancel_requested OR state = 'running'
-WHERE id = %(id)s AND state IN ('queued', 'running') AND workflow IS NULL
-RETURNING queue
+WITH c AS (
+    UPDATE {schema}.offload_jobs SET
+        state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
+        run_at = CASE WHEN state = 'queued' THEN coalesce(held_run_at, run_at) ELSE run_at END,
+        held_run_at = CASE WHEN state = 'queued' THEN NULL ELSE held_run_at END,
+        waiting = CASE WHEN state = 'queued' THEN NULL ELSE waiting END,
+        finished_at = CASE WHEN state = 'queued' THEN now() ELSE finished_at END,
+        cancel_requested = cancel_requested OR state = 'running'
+    WHERE id = %(id)s AND state IN ('queued', 'running') AND workflow IS NULL
+    RETURNING queue, state, worker_id
+)
+SELECT queue, CASE WHEN state = 'running' AND worker_id IS NOT NULL
+    THEN pg_notify(%(channel)s, %(mark)s || worker_id) END
+FROM c
+
+-- The workers of a workflow's running steps that steps.cancel asked to stop, told as the
+-- cancel statement tells one job's.
+-- name: cancel_notify_steps
+SELECT pg_notify(%(channel)s, %(mark)s || w.worker_id)
+FROM (
+    SELECT DISTINCT worker_id FROM {schema}.offload_jobs
+    WHERE workflow = (SELECT workflow FROM {schema}.offload_jobs WHERE id = %(id)s)
+        AND state = 'running' AND cancel_requested AND worker_id IS NOT NULL
+) AS w
+
+-- A worker's running jobs whose cancellation was asked for (CancelSignals), read from the
+-- running rows' partial index, which holds no more rows than jobs in flight.
+-- name: cancel_flagged
+SELECT id::text FROM {schema}.offload_jobs
+WHERE state = 'running' AND worker_id = %(worker)s AND cancel_requested
 
 -- A workflow step is left to steps.resume.
 -- name: retry

@@ -61,6 +61,7 @@ from offload.stores.base import (
 from offload.stores.postgres import enqueue, flow, leases, schema, steps
 from offload.stores.postgres.appconn import psycopg_connection
 from offload.stores.postgres.batching import Batcher
+from offload.stores.postgres.cancels import Cancels
 from offload.stores.postgres.listener import Listener
 from offload.stores.postgres.options import parse_postgres_url
 from offload.stores.postgres.rows import (
@@ -97,6 +98,7 @@ class PostgresStore:
         self._q = queries_for(self.opts)
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._listener = Listener(self.opts)
+        self._cancels = Cancels(self.opts, self._q, self._listener, self._rows)
         self._batcher: Batcher | None = None
         # Keeps the advisory locks of flow control (flow.py) of two schemas apart.
         self._lock_prefix = f"offload {self.opts.schema}:"
@@ -492,12 +494,19 @@ class PostgresStore:
     async def cancel(self, job_id: str) -> JobRecord | None:
         if not is_job_id(job_id):
             return None
-        if not await self._rows("cancelling a job", self._q["cancel"], {"id": job_id}):
+        params = self._cancels.params(job_id)
+        if not await self._rows("cancelling a job", self._q["cancel"], params):
             # Finished, or a workflow step, which the statement leaves to steps.cancel.
             async with self._conn("cancelling a workflow step") as conn:
                 queues = await steps.cancel(conn, self._q, job_id, self.opts.channel)
+                await conn.execute(self._q["cancel_notify_steps"], params)
             self._listener.notify_local(queues)
+        self._cancels.poke()
         return await self.get(job_id)
+
+    async def cancel_requests(self, worker_id: str, timeout: float) -> set[str]:
+        """``CancelSignals`` (cancels.py)."""
+        return await self._cancels.requests(worker_id, timeout)
 
     async def steps(self, workflow: str) -> builtins.list[JobRecord]:
         """``Workflows``: every job of the workflow, in the order stored."""

@@ -42,6 +42,7 @@ from offload.stores.base import (
     ScheduleState,
     WorkerInfo,
 )
+from offload.stores.redis.cancels import CancelChannels
 from offload.stores.redis.caps import any_capped, queued_depths
 from offload.stores.redis.connection import RedisConnection
 from offload.stores.redis.enqueue import Steps, enqueue_steps
@@ -82,6 +83,7 @@ class RedisStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self._conn = RedisConnection(url)
+        self._cancels = CancelChannels(self._conn)
         # Enqueue coalescing: while one enqueue is on the wire, later callers wait here and
         # go together in the next round trip.
         self._enqueue_busy = False
@@ -101,6 +103,7 @@ class RedisStore:
         drainer = self._enqueue_drainer
         if drainer is not None:  # enqueues already accepted from callers go out first
             await asyncio.gather(drainer, return_exceptions=True)
+        await self._cancels.close()
         await self._conn.close()
 
     async def now(self) -> float:
@@ -413,9 +416,13 @@ class RedisStore:
                     keys.cancelled,
                     keys.wake,
                 ],
-                [job_id],
+                [job_id, self._cancels.prefix],
             )
         return None if flat is None else record(flat)
+
+    async def cancel_requests(self, worker_id: str, timeout: float) -> set[str]:
+        """``CancelSignals``: the worker's channel, published to by the cancel script."""
+        return await self._cancels.requests(worker_id, timeout)
 
     async def retry(self, job_id: str) -> JobRecord | None:
         async with self._conn.guard("retry"):

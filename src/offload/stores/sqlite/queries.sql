@@ -303,9 +303,16 @@ UPDATE offload_jobs SET state='cancelled', finished_at=?
 WHERE id=? AND state='queued'
 RETURNING queue
 
--- A running job is told at its next heartbeat.
+-- A running job's worker reads it with cancel_flagged (CancelSignals), or at its next
+-- heartbeat.
 -- name: cancel_running
 UPDATE offload_jobs SET cancel_requested=1 WHERE id=? AND state='running'
+
+-- A worker's running jobs whose cancellation was asked for: read from the running rows'
+-- partial index (offload_jobs_lease), which holds no more rows than jobs in flight.
+-- name: cancel_flagged
+SELECT id FROM offload_jobs
+WHERE state='running' AND worker_id=? AND cancel_requested
 
 -- name: retry
 UPDATE offload_jobs SET state='queued', attempt=0, run_at=?, finished_at=NULL,

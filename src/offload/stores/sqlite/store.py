@@ -49,6 +49,7 @@ from offload.stores.base import (
     WorkerInfo,
     check_worker_ttl,
 )
+from offload.stores.cancels import CancelWatch
 from offload.stores.sqlite import flow, ops, steps
 from offload.stores.sqlite.queries import QUERIES as Q
 from offload.stores.sqlite.writer import LOCK_WAIT_SECONDS, Op, Writer
@@ -60,6 +61,9 @@ log = logging.getLogger("offload.store.sqlite")
 MAX_POLL_SECONDS = 0.005
 # A live view needs no finer grain than this; each read is one PRAGMA on shared memory.
 CHANGES_POLL_SECONDS = 0.2
+# A worker in another process hears of a cancel within this; each look is one PRAGMA on
+# shared memory, and the read of the worker's flagged jobs runs only when the file changed.
+CANCEL_POLL_SECONDS = 0.25
 # Claims remembered for the counts (``SQLiteStore._claimed``) at most.
 CLAIMED_MAX = 100_000
 
@@ -67,6 +71,7 @@ _DATA_VERSION = Q["data_version"]
 _SET_PROGRESS = Q["set_progress"]
 _CANCEL_QUEUED = Q["cancel_queued"]
 _CANCEL_RUNNING = Q["cancel_running"]
+_CANCEL_FLAGGED = Q["cancel_flagged"]
 _RETRY = Q["retry"]
 _PURGE_COUNTS = Q["purge_counts"]
 _PURGE_DELETE = Q["purge_delete"]
@@ -135,6 +140,7 @@ class SQLiteStore:
         # per completed job (see ``ops.tally``); bounded, and a job missing from it is
         # looked up instead.
         self._claimed: dict[str, str] = {}
+        self._cancels = CancelWatch(self._flagged, self._data_version, CANCEL_POLL_SECONDS)
 
     # --- plumbing --------------------------------------------------------------------
 
@@ -332,7 +338,25 @@ class SQLiteStore:
             conn.execute(_CANCEL_RUNNING, (job_id,))
             return ops.get(conn, job_id)
 
-        return await self._run(op, durable=True)
+        job = await self._run(op, durable=True)
+        self._cancels.poke()
+        return job
+
+    async def cancel_requests(self, worker_id: str, timeout: float) -> set[str]:
+        """``CancelSignals``. SQLite cannot tell another process that a row changed, so a
+        worker looks: a ``cancel`` in its own process wakes it at once, and one of another
+        process moves the file's ``data_version``, which the worker compares every
+        ``CANCEL_POLL_SECONDS`` (a read of shared memory, no I/O) and only then reads its
+        flagged jobs. One cheap look per worker, not a query per job or per tick."""
+        if self._watch is None:
+            raise _not_open()
+        return await self._cancels.requests(worker_id, timeout)
+
+    async def _flagged(self, worker_id: str) -> set[str]:
+        def op(conn: sqlite3.Connection) -> set[str]:
+            return {str(r[0]) for r in conn.execute(_CANCEL_FLAGGED, (worker_id,))}
+
+        return await self._run(op, write=False)
 
     async def retry(self, job_id: str) -> JobRecord | None:
         def op(conn: sqlite3.Connection) -> JobRecord | None:

@@ -1,13 +1,14 @@
 -- KEYS: ready, delayed, done, counts, job, cancelled, wake
--- queued -> cancelled now; running -> cancel requested; a workflow's step as
--- step_cancel_by_hand says. Returns the job's fields, or nil.
+-- ARGV: id, the prefix of the workers' cancel channels
+-- queued -> cancelled now; running -> cancel requested, and told to its worker; a
+-- workflow's step as step_cancel_by_hand says. Returns the job's fields, or nil.
 local ready, delayed, done, counts, k = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local id = ARGV[1]
+local id, channel = ARGV[1], ARGV[2]
 local cur = redis.call('HMGET', k, 'state', 'limits', 'waiting', 'wf')
 local state = cur[1]
 if not state then return false end
 if cur[4] then -- a workflow's step (prelude.lua)
-  step_cancel_by_hand(cur[4], string.sub(k, 1, #k - #id), id, now_s())
+  step_cancel_by_hand(cur[4], string.sub(k, 1, #k - #id), id, now_s(), channel)
   return row(k)
 end
 if state == 'queued' then
@@ -35,6 +36,6 @@ if state == 'queued' then
     end
   end
 elseif state == 'running' then
-  redis.call('HSET', k, 'cancel_requested', '1')
+  ask_cancel(string.sub(k, 1, #k - #id), id, channel)
 end
 return row(k)

@@ -105,6 +105,15 @@ local function release_slots(jp, ready, id, lim)
   return #ids
 end
 
+-- A running job asked to stop: the flag its worker's heartbeat reads, and its id published
+-- on the worker's own channel (`channel` .. worker id; stores/redis/cancels.py), so that the
+-- worker hears of it now. A channel is no key: this works across a Cluster's slots too.
+local function ask_cancel(jp, id, channel)
+  redis.call('HSET', jp .. id, 'cancel_requested', '1')
+  local worker = redis.call('HGET', jp .. id, 'worker_id')
+  if worker then redis.call('PUBLISH', channel .. worker, id) end
+end
+
 -- Workflows (stores/redis/steps.py). A step's hash has `wf` (the key of its workflow's hash
 -- of steps, id -> job key prefix), `waits` (inputs still to come), `takes`, `inputs` (how
 -- many it takes), `feeds` (JSON [[job key prefix, id, slot], ...]: where its result goes),
@@ -240,7 +249,7 @@ local function step_ended(jp, id, kind, result, now)
 end
 -- Store.cancel of a step: the workflow's id cancels every step not finished (running ones
 -- are asked to stop), another step cancels itself and what comes after it.
-local function step_cancel_by_hand(wfkey, jp, id, now)
+local function step_cancel_by_hand(wfkey, jp, id, now, channel)
   local k = jp .. id
   if wfkey == string.sub(jp, 1, -5) .. 'wf:' .. id then
     local err = step_error('WorkflowStepCancelled', 'not run: workflow ' .. id .. ' was cancelled')
@@ -249,7 +258,7 @@ local function step_cancel_by_hand(wfkey, jp, id, now)
       local other, ojp = members[i], members[i + 1]
       local state = redis.call('HGET', ojp .. other, 'state')
       if state == 'running' then
-        redis.call('HSET', ojp .. other, 'cancel_requested', '1')
+        ask_cancel(ojp, other, channel)
       elseif state == 'queued' then
         step_cancel(ojp, other, other ~= id and err, now, false)
       end
@@ -260,7 +269,7 @@ local function step_cancel_by_hand(wfkey, jp, id, now)
     local feeds = redis.call('HGET', k, 'feeds')
     if feeds then step_cascade(feeds, step_cancelled_error(k, id), now) end
   elseif redis.call('HGET', k, 'state') == 'running' then
-    redis.call('HSET', k, 'cancel_requested', '1')
+    ask_cancel(jp, id, channel)
   end
 end
 -- Store.retry of a step: every failed or cancelled step of its workflow goes back to

@@ -1,0 +1,96 @@
+"""Cancel signals between two stores on the same data, as between a web process and a
+worker process: the cancel of one reaches the worker listening on the other through the
+server (SQLite's ``data_version``, Redis pub/sub, PostgreSQL ``NOTIFY``, or without
+LISTEN its poll), not through the in-process poke the conformance suite's single store
+also has."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
+
+import pytest
+
+from offload.errors import StoreUnavailable
+from offload.stores import Store, open_store
+from offload.stores.base import CancelSignals, ClaimRequest
+from offload.testing.conformance_cancels import HEARD_WITHIN
+from offload.testing.conformance_workflows import Graph
+from offload.testing.inputs import TTL, new_job
+from tests.stores.conftest import (
+    REDIS_URL,
+    drop_postgres_schema,
+    drop_redis_keys,
+    postgres_unreachable,
+    postgres_url,
+    redis_unreachable,
+)
+
+
+@pytest.fixture(params=["sqlite", "redis", "postgres", "postgres-poll"])
+async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[list[Store]]:
+    """The worker's store, then the canceller's, each with connections of its own."""
+    kind = request.param
+    prefix = f"test_{uuid.uuid4().hex}"
+    url = {
+        "sqlite": f"sqlite:///{tmp_path / 'store.db'}",
+        "redis": f"{REDIS_URL}?prefix={prefix}&op_timeout=2",
+        "postgres": postgres_url(prefix),
+        "postgres-poll": postgres_url(prefix, listen="false", prepare="false", poll="0.2"),
+    }[kind]
+    stores = [open_store(url), open_store(url)]
+    try:
+        for store in stores:
+            await store.open()
+    except StoreUnavailable as exc:
+        if kind == "redis":
+            redis_unreachable(exc)
+        postgres_unreachable(exc)
+    try:
+        yield stores
+    finally:
+        for store in stores:
+            await store.close()
+        if kind == "redis":
+            await drop_redis_keys(prefix)
+        if kind.startswith("postgres"):
+            await drop_postgres_schema(prefix)
+
+
+async def _while_listening(worker: CancelSignals, cancel: Awaitable[object]) -> set[str]:
+    """What the worker's call hears of ``cancel``, made while the call waits (past the
+    read it starts with, so only the store's signal can end it early)."""
+    listening = asyncio.create_task(worker.cancel_requests("w-a", HEARD_WITHIN))
+    await asyncio.sleep(0.1)
+    await cancel
+    return await listening
+
+
+class TestCancelFromAnotherStore:
+    async def test_the_worker_hears_a_cancel_made_elsewhere(self, pair: list[Store]) -> None:
+        """A job cancelled through the other store is reported to the worker at once."""
+        worker, other = pair
+        assert isinstance(worker, CancelSignals)
+        await worker.cancel_requests("w-a", 0.0)
+        (job,) = await worker.enqueue([new_job("t.cancel")])
+        await worker.claim(ClaimRequest("w-a", TTL, 1))
+        assert {job.id} == await _while_listening(worker, other.cancel(job.id))
+
+    async def test_a_workflow_cancelled_elsewhere_tells_its_running_step(
+        self, pair: list[Store]
+    ) -> None:
+        """A workflow cancelled by its id through the other store: the worker running its
+        first step hears of that step."""
+        worker, other = pair
+        assert isinstance(worker, CancelSignals)
+        await worker.cancel_requests("w-a", 0.0)
+        graph = Graph()
+        first = graph.step("t.first")
+        last = graph.step("t.last")
+        graph.edge(first, last)
+        await worker.enqueue(graph.built(last))
+        (claimed,) = await worker.claim(ClaimRequest("w-a", TTL, 1))
+        assert first == claimed.id
+        assert {first} == await _while_listening(worker, other.cancel(last))
