@@ -96,6 +96,29 @@ class FlowControlConformance:
         await asyncio.sleep(max(0.0, second.run_at - await store.now()) + 0.02)
         assert [jobs[1].id] == await claim(store)
 
+    async def test_a_job_held_for_a_token_keeps_it(self, store: Store) -> None:
+        """A claim late by several tokens starts every job whose token came in meanwhile,
+        not one: tokens are not lost to the gaps between claims, so the rate holds however
+        seldom workers claim; and a job enqueued after them waits behind their tokens."""
+        flow(store)
+        bucket = JobLimits(rate_key="t:kept", rate=10.0, burst=1)
+        jobs = [limited(bucket) for _ in range(5)]
+        await store.enqueue(jobs)
+        began = await store.now()
+        assert [jobs[0].id] == await claim(store)
+        late = await store.get(jobs[4].id)
+        assert late is not None
+        assert began + 0.35 < late.run_at <= began + 0.5
+        await asyncio.sleep(max(0.0, late.run_at - await store.now()) + 0.05)
+        assert {j.id for j in jobs[1:]} == set(await claim(store))
+        after = limited(bucket)
+        await store.enqueue([after])
+        assert [] == await claim(store)
+        behind = await store.get(after.id)
+        assert behind is not None
+        assert WaitingReason.RATE_LIMIT is behind.waiting_reason
+        assert behind.run_at >= late.run_at + 0.05
+
     async def test_a_burst_starts_at_once_after_a_quiet_spell(self, store: Store) -> None:
         flow(store)
         burst = JobLimits(rate_key="t:burst", rate=1.0, burst=3)

@@ -28,7 +28,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from offload.records import JobRecord, WaitingReason
-from offload.stores._common import sort_key
+from offload.stores._common import keeps_token, sort_key
 from offload.stores.base import LimitUsage, NewJob
 from offload.stores.postgres.rows import record
 
@@ -104,14 +104,20 @@ async def admit(
     """Weigh the limited jobs of a claim, in claim order; return the ids held back, which
     are already put back in the queue. ``clock``: empty at a claim's first weighing, which
     puts the server's time there when it reads a bucket; the next weighings of the claim
-    refill by that time."""
+    refill by that time.
+
+    A job held for a token takes it as it is held: the bucket goes below zero by one, and
+    the job is due when that token will have come in. Claimed then (or a little later:
+    ``keeps_token``), it starts without being weighed again, so the tokens a bucket
+    makes are never lost to the gaps between claims, and the jobs behind a bucket are each
+    held once rather than weighed again at every claim."""
     claimed = sorted(claimed, key=sort_key)
     async with conn.transaction():
         cur = await conn.execute(q["flow_limits"], {"ids": [j.id for j in claimed]})
         found = await cur.fetchall()
         if not found:
             return set()
-        limits = {r[0]: r[1:6] for r in found}
+        limits = {r[0]: r[1:7] for r in found}
         await _lock(conn, q, prefix, (k for r in found for k in (r[1], r[4]) if k is not None))
         conc_keys = sorted({r[4] for r in found if r[4] is not None})
         rate_keys = sorted({r[1] for r in found if r[1] is not None})
@@ -141,24 +147,21 @@ async def admit(
                 buckets[key] = min(float(burst), tokens + max(0.0, now - at) * rate)
                 # Never set back: a later claim's time may be in the bucket already.
                 saved_at[key] = max(now, at)
-        waiting: Counter[str] = Counter()
         holds: list[tuple[str, str, float]] = []
         for job in claimed:
             if job.id not in limits:
                 continue
-            rate_key, rate, _, conc_key, conc_limit = limits[job.id]
+            rate_key, rate, _, conc_key, conc_limit, waited = limits[job.id]
             if conc_key is not None and running[conc_key] >= conc_limit:
                 holds.append((job.id, _CONCURRENCY, FAR))
                 continue
-            if rate_key is not None:
+            if rate_key is not None and not keeps_token(waited, job.run_at, now, rate):
                 tokens = buckets[rate_key]
-                if tokens < 1.0:
-                    # Due when its token will be in the bucket; the ones behind it later.
-                    due = now + (1.0 - tokens + waiting[rate_key]) / rate
-                    waiting[rate_key] += 1
-                    holds.append((job.id, _RATE_LIMIT, due))
-                    continue
                 buckets[rate_key] = tokens - 1.0
+                if tokens < 1.0:
+                    # Due when its token will be in the bucket.
+                    holds.append((job.id, _RATE_LIMIT, now + (1.0 - tokens) / rate))
+                    continue
             if conc_key is not None:
                 running[conc_key] += 1
         held = {h[0] for h in holds}
@@ -208,7 +211,8 @@ async def release(
 
 async def usage(conn: Conn, q: dict[str, str], keys: Sequence[str]) -> list[LimitUsage]:
     cur = await conn.execute(q["flow_usage"], {"keys": list(keys)})
+    # Tokens below zero are promised to jobs held for them: none to take.
     return [
-        LimitUsage(str(k), running=int(r), tokens=None if t is None else float(t), waiting=int(w))
+        LimitUsage(str(k), int(r), None if t is None else max(0.0, float(t)), int(w))
         for k, r, w, t in await cur.fetchall()
     ]

@@ -425,9 +425,10 @@ FROM {schema}.offload_workers WHERE expires_at > now() ORDER BY id
 SELECT pg_advisory_xact_lock(hashtextextended(%(prefix)s::text || k, 0))
 FROM unnest(%(keys)s::text[]) AS k
 
--- The limits of the jobs just claimed.
+-- The limits of the jobs just claimed, and what they waited for (flow.admit: a job held
+-- for a token has it).
 -- name: flow_limits
-SELECT id::text, rate_key, rate, burst, conc_key, conc_limit
+SELECT id::text, rate_key, rate, burst, conc_key, conc_limit, waiting
 FROM {schema}.offload_jobs WHERE id = ANY(%(ids)s::uuid[])
 
 -- Read after flow_lock, so by a snapshot that holds every claim of the group committed

@@ -465,13 +465,17 @@ class RedisConnection:
 
         With commands, the wait must not be cancelled half-way (they may have run, and their
         replies would be lost): ``waiter`` (the worker's id and its stop event) ends it
-        instead, by pushing the worker's own list when the event is set."""
+        instead, by pushing the worker's own list when the event is set, or when the time
+        is up. Redis checks a blocked command's timeout only as often as its ``hz``
+        (10 a second by default), so left to itself a wait for a job due in 5 ms ends up to
+        100 ms late; a worker then starts delayed jobs late, and claims a rate-limited
+        task's next job ten times a second whatever its rate."""
         keys = self._wait_keys(queues)
         poke: asyncio.Future[None] | None = None
         if waiter is not None:
             own = self.layout.waiter(waiter[0])
             keys.append(own)
-            poke = asyncio.ensure_future(self._poke_when(waiter[1], own))
+            poke = asyncio.ensure_future(self._poke_when(waiter[1], own, timeout))
         # BLPOP reads 0 as "forever" and rounds to milliseconds.
         seconds = max(timeout, 0.01)
         try:
@@ -491,8 +495,9 @@ class RedisConnection:
         self._woken(replies[0])
         return replies[1:]
 
-    async def _poke_when(self, stop: asyncio.Event, own: str) -> None:
-        await stop.wait()
+    async def _poke_when(self, stop: asyncio.Event, own: str, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout)
         # Expires on its own in case the wait had already returned for another reason.
         with contextlib.suppress(StoreUnavailable):
             async with self.guard("waking a waiting worker"):

@@ -79,7 +79,8 @@ async def limit_usage(conn: RedisConnection, keys: Sequence[str]) -> list[LimitU
             running[key] += int(run)
             waiting[key] += int(held) + int(rate_held)
             if left is not None:
-                tokens[key] = tokens.get(key, 0.0) + float(left)
+                # Below zero: tokens promised to jobs held for them; none to take.
+                tokens[key] = tokens.get(key, 0.0) + max(0.0, float(left))
     return [
         LimitUsage(key, running=running[key], tokens=tokens.get(key), waiting=waiting[key])
         for key in asked

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from offload.errors import QueueFull
 from offload.records import JobRecord, WaitingReason
+from offload.stores._common import keeps_token
 from offload.stores.base import LimitUsage, NewJob
 from offload.stores.sqlite.queries import QUERIES as Q
 
@@ -27,6 +28,7 @@ FAR = 1e15
 
 _SET_LIMITS = Q["set_limits"]
 _LIMITS_OF = Q["limits_of"]
+_ADMITTED = Q["admitted"]
 _RUNNING_IN_GROUP = Q["running_in_group"]
 _BUCKET = Q["bucket"]
 _SAVE_BUCKET = Q["save_bucket"]
@@ -104,15 +106,22 @@ def depths(conn: sqlite3.Connection, tasks: Sequence[str], queues: Sequence[str]
 
 def admit(conn: sqlite3.Connection, claimed: list[JobRecord], now: float) -> set[str]:
     """Weigh the limited jobs of a claim, in claim order; return the ids held back, which
-    are already put back in the queue."""
+    are already put back in the queue.
+
+    A job held for a token takes it as it is held: the bucket goes below zero by one, and
+    the job is due when that token will have come in. Claimed then (or a little later:
+    ``keeps_token``), it starts without being weighed again. So the tokens a bucket makes
+    are never lost to the gaps between claims, the jobs behind a bucket are each held once
+    rather than weighed again at every claim, and the rate holds however seldom workers
+    claim."""
     limits = {job.id: conn.execute(_LIMITS_OF, (job.id,)).fetchone() for job in claimed}
     in_claim = Counter(row[4] for row in limits.values() if row[4] is not None)
     running: dict[str, int] = {}
     buckets: dict[str, float] = {}
-    waiting: Counter[str] = Counter()
     held: set[str] = set()
+    admitted: list[tuple[str]] = []
     for job in claimed:
-        _, rate_key, rate, burst, conc_key, conc_limit = limits[job.id]
+        _, rate_key, rate, burst, conc_key, conc_limit, waiting = limits[job.id]
         if conc_key is not None:
             if conc_key not in running:
                 # The claim's own rows are running already: count only the others.
@@ -122,21 +131,22 @@ def admit(conn: sqlite3.Connection, claimed: list[JobRecord], now: float) -> set
                 conn.execute(_HOLD, (WaitingReason.CONCURRENCY.value, FAR, job.run_at, job.id))
                 held.add(job.id)
                 continue
-        if rate_key is not None:
+        if rate_key is not None and not keeps_token(waiting, job.run_at, now, rate):
             if rate_key not in buckets:
                 tokens, at = _bucket(conn, rate_key, burst, now)
                 buckets[rate_key] = min(float(burst), tokens + (now - at) * rate)
             tokens = buckets[rate_key]
+            buckets[rate_key] = tokens - 1.0
             if tokens < 1.0:
-                # Due when its token will be in the bucket; the ones behind it queue later.
-                due = now + (1.0 - tokens + waiting[rate_key]) / rate
-                waiting[rate_key] += 1
+                due = now + (1.0 - tokens) / rate
                 conn.execute(_HOLD, (WaitingReason.RATE_LIMIT.value, due, None, job.id))
                 held.add(job.id)
                 continue
-            buckets[rate_key] = tokens - 1.0
+        if waiting is not None:
+            admitted.append((job.id,))
         if conc_key is not None:
             running[conc_key] += 1
+    conn.executemany(_ADMITTED, admitted)
     for key, tokens in buckets.items():
         conn.execute(_SAVE_BUCKET, (key, tokens, now))
     return held
@@ -162,7 +172,8 @@ def usage(conn: sqlite3.Connection, keys: Sequence[str], now: float) -> list[Lim
         running = conn.execute(_RUNNING_IN_GROUP, (key,)).fetchone()[0]
         held = conn.execute(_HELD_IN_GROUP, (key,)).fetchone()[0]
         row = conn.execute(_BUCKET, (key,)).fetchone()
-        tokens = None if row is None else float(row[0])
+        # Below zero: tokens promised to jobs held for them; none to take.
+        tokens = None if row is None else max(0.0, float(row[0]))
         waiting = held + conn.execute(_RATE_WAITING, (key,)).fetchone()[0]
         out.append(LimitUsage(key, running=running, tokens=tokens, waiting=waiting))
     return out

@@ -159,9 +159,10 @@ GROUP BY 1, 2
 -- returned column costs about a third of a microsecond per job, on the writer's path that
 -- every worker takes turns on (ops._claimed puts the others back).
 -- name: claim
--- The last column is not NULL for a job with limits, which flow.admit then weighs.
+-- The last column is not NULL for a job with limits, which flow.admit then weighs. A job's
+-- waiting stays for admit to read: only a job held for its token can be claimed with one.
 UPDATE offload_jobs SET state='running', attempt=attempt+1, lease_until=?, worker_id=?,
-    started_at=?, cancel_requested=0, waiting=NULL
+    started_at=?, cancel_requested=0
 WHERE id IN ({select})
 RETURNING id, task, queue, args, kwargs, priority, attempt, max_attempts, run_at, enqueued_at,
     timeout, finished_at, key, result, error, progress, meta, coalesce(rate_key, conc_key)
@@ -393,7 +394,10 @@ SELECT coalesce(sum(n), 0) FROM offload_counts WHERE queue=? AND state='queued'
 SELECT 1 FROM offload_jobs WHERE task=? AND key=?
 
 -- name: limits_of
-SELECT id, rate_key, rate, burst, conc_key, conc_limit FROM offload_jobs WHERE id=?
+SELECT id, rate_key, rate, burst, conc_key, conc_limit, waiting FROM offload_jobs WHERE id=?
+
+-- name: admitted
+UPDATE offload_jobs SET waiting=NULL WHERE id=? AND waiting IS NOT NULL
 
 -- name: running_in_group
 SELECT count(*) FROM offload_jobs WHERE conc_key=? AND state='running'

@@ -21,9 +21,13 @@ local seen
 
 -- Whether a limited job may start now; if not, it is put where it waits: a job held for a
 -- slot in its key's held set (scored as in ready, so it comes back at its place), one with
--- no token in the delayed set at the time its token will be there, those behind it of the
--- same key 1/rate later each.
-local function admit(id, k, lim, score)
+-- no token in the delayed set at the time its token will be there. A job held for a token
+-- takes it as it is held (the bucket goes below zero by one), and starts without being
+-- weighed again when claimed then or a little later (`waiting` is still `rate_limit`; how
+-- late: keeps_token in stores/_common.py, whose rule this repeats): so
+-- no token is lost to the gaps between claims, and the jobs behind a bucket are each held
+-- once rather than weighed again at every claim.
+local function admit(id, k, lim, score, waiting, due)
   local ck, rk = lim.ck, lim.rk
   if ck then
     if seen.running[ck] == nil then
@@ -50,26 +54,26 @@ local function admit(id, k, lim, score)
       return false
     end
   end
-  if rk then
+  if rk and not (waiting == 'rate_limit' and now - due <= math.max(1 / lim.rate, 0.01)) then
     local b = seen.buckets[rk]
     if b == nil then
       local saved = redis.call('HMGET', flow_key(jp, 'bucket', rk), 'tokens', 'at')
       local tokens, at = lim.burst, now
       if saved[1] then tokens, at = tonumber(saved[1]), tonumber(saved[2]) end
-      b = {tokens = math.min(lim.burst, tokens + (now - at) * lim.rate), behind = 0}
+      b = {tokens = math.min(lim.burst, tokens + (now - at) * lim.rate)}
       seen.buckets[rk] = b
     end
-    if b.tokens < 1 then
-      local due = now + (1 - b.tokens + b.behind) / lim.rate
-      b.behind = b.behind + 1
+    local tokens = b.tokens
+    b.tokens = tokens - 1
+    if tokens < 1 then
+      local due = now + (1 - tokens) / lim.rate
       redis.call('HSET', k, 'waiting', 'rate_limit', 'run_at', fmt(due))
       redis.call('ZADD', delayed, due, id)
       redis.call('ZADD', flow_key(jp, 'rate_waiting', rk), due, id)
       return false
     end
-    b.tokens = b.tokens - 1
-    redis.call('ZREM', flow_key(jp, 'rate_waiting', rk), id)
   end
+  if rk then redis.call('ZREM', flow_key(jp, 'rate_waiting', rk), id) end
   if ck then
     seen.running[ck] = seen.running[ck] + 1
     redis.call('SADD', flow_key(jp, 'conc_running', ck), id)
@@ -85,14 +89,14 @@ while true do
   for i = 1, #popped, 2 do
     local id = popped[i]
     local k = jp .. id
-    local cur = redis.call('HMGET', k, 'state', 'attempt', 'limits')
+    local cur = redis.call('HMGET', k, 'state', 'attempt', 'limits', 'waiting', 'run_at')
     if cur[1] == 'queued' then
       local go, lim = true, nil
       if cur[3] then
         lim = cjson.decode(cur[3])
         if lim.ck or lim.rk then
           seen = seen or {running = {}, buckets = {}}
-          go = admit(id, k, lim, popped[i + 1])
+          go = admit(id, k, lim, popped[i + 1], cur[4], tonumber(cur[5]))
         end
       end
       if go then
