@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import pytest
+import redis.asyncio
 
 from offload.errors import StoreUnavailable
 from offload.stores import Store, open_store
@@ -21,6 +22,7 @@ from offload.testing.conformance_workflows import Graph
 from offload.testing.inputs import TTL, new_job
 from tests.stores.conftest import (
     REDIS_URL,
+    OwnRedis,
     drop_postgres_schema,
     drop_redis_keys,
     postgres_unreachable,
@@ -94,3 +96,52 @@ class TestCancelFromAnotherStore:
         (claimed,) = await worker.claim(ClaimRequest("w-a", TTL, 1))
         assert first == claimed.id
         assert {first} == await _while_listening(worker, other.cancel(last))
+
+
+class TestRedisRestart:
+    async def test_a_worker_hears_cancels_again_once_redis_is_back(
+        self, own_redis: OwnRedis
+    ) -> None:
+        """The subscription comes back with the connection: after the server restarted, a
+        cancel made through another store reaches the worker's calls again (what was sent
+        while it was down is the heartbeat's)."""
+        from offload.stores.redis import RedisStore
+        from offload.stores.redis.cancels import channel_prefix
+
+        worker, other = RedisStore(own_redis.url), RedisStore(own_redis.url)
+        await worker.open()
+        await other.open()
+        try:
+            await worker.cancel_requests("w-a", 0.0)
+            (job,) = await worker.enqueue([new_job("t.cancel")])
+            await worker.claim(ClaimRequest("w-a", TTL, 1))
+            own_redis.crash()
+            own_redis.start()
+            heard: set[str] = set()
+
+            async def listen() -> None:
+                # As the worker's loop does: a call that fails is made again.
+                while not heard:
+                    try:
+                        heard.update(await worker.cancel_requests("w-a", HEARD_WITHIN))
+                    except Exception:
+                        await asyncio.sleep(0.1)
+
+            listening = asyncio.create_task(listen())
+            probe = redis.asyncio.Redis.from_url(own_redis.url.split("?")[0])
+            channel = channel_prefix("chaos") + "w-a"
+            try:
+                for _ in range(200):  # until the worker's connection subscribed again
+                    counts = await probe.pubsub_numsub(channel)
+                    if counts and counts[0][1] == 1:
+                        break
+                    await asyncio.sleep(0.05)
+                assert [(channel.encode(), 1)] == counts
+            finally:
+                await probe.aclose()
+            await other.cancel(job.id)
+            await asyncio.wait_for(listening, HEARD_WITHIN)
+            assert {job.id} == heard
+        finally:
+            await worker.close()
+            await other.close()
