@@ -98,7 +98,7 @@ class TestCancelFromAnotherStore:
         assert {first} == await _while_listening(worker, other.cancel(last))
 
 
-class TestRedisRestart:
+class TestRedisChannels:
     async def test_a_worker_hears_cancels_again_once_redis_is_back(
         self, own_redis: OwnRedis
     ) -> None:
@@ -145,3 +145,27 @@ class TestRedisRestart:
         finally:
             await worker.close()
             await other.close()
+
+    async def test_a_stopped_worker_leaves_no_subscription(self, own_redis: OwnRedis) -> None:
+        """forget_worker, which a stopping worker calls, ends its channel's subscription
+        and the connection that held it."""
+        from offload.stores.redis import RedisStore
+        from offload.stores.redis.cancels import channel_prefix
+
+        store = RedisStore(own_redis.url)
+        await store.open()
+        probe = redis.asyncio.Redis.from_url(own_redis.url.split("?")[0])
+        channel = channel_prefix("chaos") + "w-a"
+        try:
+            await store.cancel_requests("w-a", 0.0)
+            assert [(channel.encode(), 1)] == await probe.pubsub_numsub(channel)
+            await store.forget_worker("w-a")
+            for _ in range(100):  # the server drops a closed connection's channels soon after
+                counts = await probe.pubsub_numsub(channel)
+                if counts == [(channel.encode(), 0)]:
+                    break
+                await asyncio.sleep(0.02)
+            assert [(channel.encode(), 0)] == counts
+        finally:
+            await probe.aclose()
+            await store.close()

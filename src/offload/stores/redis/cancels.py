@@ -67,6 +67,15 @@ class CancelChannels:
         self._subs[worker_id] = sub
         return sub
 
+    async def forget(self, worker_id: str) -> None:
+        """The worker stopped (``forget_worker``): its subscription's connection goes, so
+        a process that runs workers one after another holds one at a time."""
+        self._locks.pop(worker_id, None)
+        sub = self._subs.pop(worker_id, None)
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.aclose()  # type: ignore[no-untyped-call]
+
     async def close(self) -> None:
         subs, self._subs = self._subs, {}
         self._locks.clear()

@@ -580,6 +580,7 @@ class RedisStore:
         await record_worker(self._conn, info, ttl)
 
     async def forget_worker(self, worker_id: str) -> None:
+        await self._cancels.forget(worker_id)
         await forget_worker(self._conn, worker_id)
 
     async def workers(self) -> builtins.list[WorkerInfo]:
