@@ -252,7 +252,9 @@ def record(row: list[Any]) -> JobRecord:
         timeout=None if timeout is None else float(timeout),
         started_at=None if started_at is None else float(started_at),
         finished_at=None if finished_at is None else float(finished_at),
-        lease_until=None if lease_until is None else float(lease_until),
+        # A lease means something only while the job runs: the scripts leave the last one
+        # in the hash when a job ends, rather than spend a command a job deleting it.
+        lease_until=None if lease_until is None or state != "running" else float(lease_until),
         worker_id=worker_id,
         key=key,
         result=result,

@@ -89,22 +89,31 @@ while true do
   for i = 1, #popped, 2 do
     local id = popped[i]
     local k = jp .. id
-    local cur = redis.call('HMGET', k, 'state', 'attempt', 'limits', 'waiting', 'run_at')
-    if cur[1] == 'queued' then
+    -- The job's row (prelude's row() order) and its limits in one read; the row is
+    -- returned as the claim leaves it, so no second read: two commands a job.
+    local cur = redis.call('HMGET', k, 'id', 'task', 'queue', 'args', 'kwargs', 'state',
+      'priority', 'attempt', 'max_attempts', 'run_at', 'enqueued_at', 'timeout', 'started_at',
+      'finished_at', 'lease_until', 'worker_id', 'key', 'result', 'error', 'progress', 'meta',
+      'cancel_requested', 'limits', 'waiting')
+    if cur[6] == 'queued' then
       local go, lim = true, nil
-      if cur[3] then
-        lim = cjson.decode(cur[3])
+      if cur[23] then
+        lim = cjson.decode(cur[23])
         if lim.ck or lim.rk then
           seen = seen or {running = {}, buckets = {}}
-          go = admit(id, k, lim, popped[i + 1], cur[4], tonumber(cur[5]))
+          go = admit(id, k, lim, popped[i + 1], cur[24], tonumber(cur[10]))
         end
       end
       if go then
-        redis.call('HSET', k, 'state', 'running', 'attempt', tonumber(cur[2]) + 1,
+        local attempt = tostring(tonumber(cur[8]) + 1)
+        redis.call('HSET', k, 'state', 'running', 'attempt', attempt,
           'lease_until', lease, 'worker_id', worker, 'started_at', nows, 'cancel_requested', '0')
         -- A job of a task with a backlog limit leaves its task's queued ids (QueueCaps).
         if lim and lim.ct then redis.call('SREM', flow_key(jp, 'capped', lim.ct), id) end
-        out[#out + 1] = row(k)
+        cur[24], cur[23] = nil, nil
+        cur[6], cur[8], cur[13], cur[15], cur[16], cur[22] =
+          'running', attempt, nows, lease, worker, '0'
+        out[#out + 1] = cur
         n = n + 1
         leased[#leased + 1] = lease_num
         leased[#leased + 1] = id

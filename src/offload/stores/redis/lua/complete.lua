@@ -24,7 +24,7 @@ for i = 2, #ARGV, 7 do
   local result, err, delay = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
   local k = jp .. id
   local cur = redis.call('HMGET', k, 'state', 'worker_id', 'attempt', 'priority', 'max_attempts',
-    'cancel_requested', 'limits', 'wf')
+    'cancel_requested', 'limits', 'wf', 'error')
   if cur[1] == 'running' and cur[2] == worker and cur[3] == attempt then
     -- A job claimed ahead and never started whose cancellation was asked for ends now.
     if kind == 'release' and cur[6] == '1' then kind = 'cancelled' end
@@ -33,8 +33,11 @@ for i = 2, #ARGV, 7 do
     local lim = cur[7] and cjson.decode(cur[7])
     if lim then released = released + release_slots(jp, ready, id, lim) end
     if FINISHED[kind] then
+      -- The lease stays in the hash (a reader ignores it outside running: layout.record),
+      -- and the error of an earlier attempt goes only if there is one: a success costs
+      -- this call two commands, the read above and one write.
+      if cur[9] and err == '' then redis.call('HDEL', k, 'error') end
       if kind == 'succeeded' then
-        redis.call('HDEL', k, 'lease_until', 'error')
         if result ~= '' then
           redis.call('HSET', k, 'state', kind, 'finished_at', nows, 'cancel_requested', '0',
             'result', result)
@@ -42,12 +45,10 @@ for i = 2, #ARGV, 7 do
           redis.call('HSET', k, 'state', kind, 'finished_at', nows, 'cancel_requested', '0')
         end
       elseif err ~= '' then
-        redis.call('HDEL', k, 'lease_until')
         redis.call('HSET', k, 'state', kind, 'finished_at', nows, 'cancel_requested', '0',
           'error', err)
         if result ~= '' then add_history(k, cjson.decode(result)) end
       else
-        redis.call('HDEL', k, 'lease_until', 'error')
         redis.call('HSET', k, 'state', kind, 'finished_at', nows, 'cancel_requested', '0')
       end
       finished[#finished + 1] = now
