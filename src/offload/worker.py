@@ -572,6 +572,8 @@ class Worker:
             self._ready.remove(record)
             self._pending.append(Outcome(record.id, self.id, record.attempt, OutcomeKind.RELEASE))
             self._pending_event.set()
+        if waiting:
+            self._slot.set()  # room in the buffer: the claim loop may take more
 
     async def _reaper_loop(self) -> None:
         last_purge = 0.0

@@ -5,8 +5,9 @@ A store pokes the watch when it knows something may have changed (a ``cancel`` i
 process, a notification from its server), and gives it a token that moves when another
 process may have written (SQLite's ``data_version``); the watch then reads the worker's
 running jobs whose cancellation was asked for, and reports those it has not reported to
-that worker before. Reading the flags rather than passing the ids along means a poke may
-be lost, merged or spurious without a request being missed: the next read has them all.
+that worker before. Reading the flags rather than passing the ids along means pokes may
+be merged or spurious without a request being missed or told twice, and a call that starts
+reads once anyway: the flags hold every request, a poke only says when to look.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ class CancelWatch:
         interval: float | None = None,
     ) -> None:
         self._read = read
-        # Looked at every ``interval`` seconds (never, when None); a change makes the look
-        # a read.
+        # Looked at every ``interval`` seconds (None: only pokes wake a call); a change
+        # makes the look a read.
         self._token = token
         self._interval = interval
         # Ids reported and still flagged; a worker with none has no entry, so a worker
