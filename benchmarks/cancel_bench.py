@@ -132,7 +132,8 @@ def main() -> None:
         for url in urls:
             with asyncio.Runner(loop_factory=new_event_loop) as runner:
                 latencies, _ = runner.run(measure(url, args.cancels))
-            rows.append(row(url.split(":", 1)[0], latencies, args.cancels))
+            name = url.split(":", 1)[0] + (" (listen=false)" if "listen=false" in url else "")
+            rows.append(row(name, latencies, args.cancels))
     print(
         f"Cancel of a running job to ended cancelled, {args.cancels} cancels per store, one "
         f"worker process with a {LEASE:.0f} s lease (heartbeat every {LEASE / 3:.0f} s).\n"
