@@ -22,9 +22,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from benchmarks.workflow_bench import wait_idle
 from offload import JobState, Offload, Worker
 from offload.eventloop import new_event_loop
 from offload.stores.base import JobFilter
@@ -53,14 +53,7 @@ def _name(rate: int) -> str:
 
 async def _starts(app: Offload, task: str, total: int, timeout: float) -> list[float]:
     """Wait until nothing is queued or running; the stored start time of every job."""
-    deadline = time.monotonic() + timeout
-    while True:
-        counts = await app.store.counts()
-        if not sum(n for (_, state), n in counts.items() if not state.finished):
-            break
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not drained within {timeout} s")
-        await asyncio.sleep(0.2)
+    await wait_idle(app, timeout)
     starts: list[float] = []
     cursor: str | None = None
     wanted = JobFilter(states=(JobState.SUCCEEDED,), tasks=(task,))

@@ -149,17 +149,22 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
         proc.wait(timeout=60)
 
 
-async def _drained(app: Offload, tasks: tuple[str, ...], total: int, timeout: float) -> float:
-    """Wait until nothing is queued or running; returns jobs/s over the stored span from the
-    first start to the last finish of ``tasks``' jobs."""
+async def wait_idle(app: Offload, timeout: float) -> None:
+    """Wait until the store holds nothing queued or running."""
     deadline = time.monotonic() + timeout
     while True:
         counts = await app.store.counts()
         if not sum(n for (_, state), n in counts.items() if not state.finished):
-            break
+            return
         if time.monotonic() > deadline:
             raise TimeoutError(f"not drained within {timeout} s")
         await asyncio.sleep(0.2)
+
+
+async def _drained(app: Offload, tasks: tuple[str, ...], total: int, timeout: float) -> float:
+    """Wait until nothing is queued or running; returns jobs/s over the stored span from the
+    first start to the last finish of ``tasks``' jobs."""
+    await wait_idle(app, timeout)
     first, last, seen = float("inf"), 0.0, 0
     cursor: str | None = None
     wanted = JobFilter(states=(JobState.SUCCEEDED,), tasks=tasks)
