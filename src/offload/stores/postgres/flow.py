@@ -66,14 +66,13 @@ async def claim(
     conn: Conn, query: str, params: dict[str, Any], q: dict[str, str], prefix: str
 ) -> list[JobRecord]:
     """Take up to ``params["limit"]`` due jobs. The jobs a limit holds back leave the due
-    range as they are put back, so the claim goes on for the places they left, until it
-    has its number or nothing due is left."""
+    range as they are put back, so a claim that kept none of its jobs goes on for the
+    places they left, until it keeps one or nothing due is left. A claim that kept some
+    returns them at once, even with places left: the kept jobs start only when the claim
+    returns, and each further round to hold a backlog of hundreds would make them start
+    later than the tokens they took (the worker claims again at once for its places)."""
     limit = params["limit"]
     taken: list[JobRecord] = []
-    # The time of the claim's first weighing, for all of them: the worker starts every job
-    # of the claim when the claim returns, so a bucket refilled between two rounds would
-    # let jobs in that then start together, past the rate.
-    clock: list[float] = []
     while True:
         cur = await conn.execute(query, params)
         rows = await cur.fetchall()
@@ -82,9 +81,9 @@ async def claim(
             taken += jobs
             return taken
         limited = [j for j, r in zip(jobs, rows, strict=True) if r[_JOB] is not None]
-        held = await admit(conn, q, limited, params["worker"], prefix, clock)
+        held = await admit(conn, q, limited, params["worker"], prefix)
         taken += [j for j in jobs if j.id not in held]
-        if not held or len(rows) < params["limit"]:
+        if taken or len(rows) < params["limit"]:
             return taken
         params = {**params, "limit": limit - len(taken)}
 
@@ -99,12 +98,11 @@ async def admit(
     claimed: list[JobRecord],
     worker: str,
     prefix: str,
-    clock: list[float],
 ) -> set[str]:
     """Weigh the limited jobs of a claim, in claim order; return the ids held back, which
-    are already put back in the queue. ``clock``: empty at a claim's first weighing, which
-    puts the server's time there when it reads a bucket; the next weighings of the claim
-    refill by that time.
+    are already put back in the queue. Each weighing reads the server's clock of its own:
+    only a claim's last round keeps jobs (``claim``), so the rounds before it, which held
+    all theirs, start nothing that a later refill could bunch with.
 
     A job held for a token takes it as it is held: the bucket goes below zero by one, and
     the job is due when that token will have come in. Claimed then (or a little later:
@@ -137,15 +135,16 @@ async def admit(
             # The server's clock under the lock, not the transaction's start: a claim that
             # began before the last holder of the lock but took it after would refill the
             # bucket with time its predecessor already counted.
-            if not clock:
-                clock.append(float(rows[0][3]))
-            now = clock[0]
+            now = float(rows[0][3])
             stored = {k: (float(t), float(at)) for k, t, at, _ in rows if t is not None}
             for key in rate_keys:
                 rate, burst = next((r[2], r[3]) for r in found if r[1] == key)
                 tokens, at = stored.get(key, (float(burst), now))
                 buckets[key] = min(float(burst), tokens + max(0.0, now - at) * rate)
-                # Never set back: a later claim's time may be in the bucket already.
+                # Never set back: a claim that read the clock before another took the lock
+                # finds that one's time in the bucket. The bucket then counts from that
+                # time, and so do the due times of the jobs it holds: counted from the
+                # older clock, they would fall among those the other claim gave.
                 saved_at[key] = max(now, at)
         holds: list[tuple[str, str, float]] = []
         for job in claimed:
@@ -155,12 +154,15 @@ async def admit(
             if conc_key is not None and running[conc_key] >= conc_limit:
                 holds.append((job.id, _CONCURRENCY, FAR))
                 continue
-            if rate_key is not None and not keeps_token(waited, job.run_at, now, rate):
+            if rate_key is not None and not keeps_token(
+                waited, job.run_at, saved_at[rate_key], rate
+            ):
                 tokens = buckets[rate_key]
                 buckets[rate_key] = tokens - 1.0
                 if tokens < 1.0:
                     # Due when its token will be in the bucket.
-                    holds.append((job.id, _RATE_LIMIT, now + (1.0 - tokens) / rate))
+                    due = saved_at[rate_key] + (1.0 - tokens) / rate
+                    holds.append((job.id, _RATE_LIMIT, due))
                     continue
             if conc_key is not None:
                 running[conc_key] += 1

@@ -54,7 +54,7 @@ local function admit(id, k, lim, score, waiting, due)
       return false
     end
   end
-  if rk and not (waiting == 'rate_limit' and now - due <= math.max(1 / lim.rate, 0.01)) then
+  if rk and not (waiting == 'rate_limit' and now - due <= math.max(0.5 / lim.rate, 0.01)) then
     local b = seen.buckets[rk]
     if b == nil then
       local saved = redis.call('HMGET', flow_key(jp, 'bucket', rk), 'tokens', 'at')
