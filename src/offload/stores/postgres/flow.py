@@ -41,9 +41,20 @@ Conn = psycopg.AsyncConnection[TupleRow]
 # time is in held_run_at.
 FAR = 253370764800.0
 
-# The columns of a claimed job's row that ``record`` reads; the one after them is the key
-# that marks a limited job.
+# The columns of a claimed job's row that ``record`` reads; after them come its limits
+# (rate_key, rate, burst, conc_key, conc_limit) and what it waited for.
 _JOB = 22
+_RATE_KEY = _JOB
+_CONC_KEY = _JOB + 3
+
+Limits = tuple[Any, ...]
+
+# How many due jobs of a bucket that no claim has weighed yet a claim that holds jobs for
+# the bucket holds with them, in one statement: a backlog of thousands queued at once is
+# otherwise held one claim round after another, and at 1,000/s the tokens of the first
+# jobs held have gone by before the last round ends (those jobs are then weighed again,
+# behind the others, and their tokens are lost).
+HOLD_AHEAD = 10_000
 
 _CONCURRENCY = WaitingReason.CONCURRENCY.value
 _RATE_LIMIT = WaitingReason.RATE_LIMIT.value
@@ -66,24 +77,30 @@ async def claim(
     conn: Conn, query: str, params: dict[str, Any], q: dict[str, str], prefix: str
 ) -> list[JobRecord]:
     """Take up to ``params["limit"]`` due jobs. The jobs a limit holds back leave the due
-    range as they are put back, so a claim that kept none of its jobs goes on for the
-    places they left, until it keeps one or nothing due is left. A claim that kept some
-    returns them at once, even with places left: the kept jobs start only when the claim
-    returns, and each further round to hold a backlog of hundreds would make them start
-    later than the tokens they took (the worker claims again at once for its places)."""
+    range as they are put back, so the claim goes on for the places they left, until it
+    has its number or nothing due is left. Except once it has kept a job on a token: then
+    it returns at once, even with places left, since the kept jobs start only when the
+    claim returns, and each further round to hold a backlog of hundreds would make them
+    start later than the tokens they took (the worker claims again at once for its
+    places)."""
     limit = params["limit"]
     taken: list[JobRecord] = []
     while True:
         cur = await conn.execute(query, params)
         rows = await cur.fetchall()
         jobs = [record(r[:_JOB]) for r in rows]
-        if all(r[_JOB] is None for r in rows):
+        limited = {
+            j.id: (j, r[_JOB:])
+            for j, r in zip(jobs, rows, strict=True)
+            if r[_RATE_KEY] is not None or r[_CONC_KEY] is not None
+        }
+        if not limited:
             taken += jobs
             return taken
-        limited = [j for j, r in zip(jobs, rows, strict=True) if r[_JOB] is not None]
-        held = await admit(conn, q, limited, params["worker"], prefix)
+        held = await admit(conn, q, list(limited.values()), params["worker"], prefix)
         taken += [j for j in jobs if j.id not in held]
-        if taken or len(rows) < params["limit"]:
+        tokens = any(lim[0] is not None and i not in held for i, (_, lim) in limited.items())
+        if tokens or not held or len(rows) < params["limit"]:
             return taken
         params = {**params, "limit": limit - len(taken)}
 
@@ -95,43 +112,48 @@ async def _lock(conn: Conn, q: dict[str, str], prefix: str, keys: Iterable[str])
 async def admit(
     conn: Conn,
     q: dict[str, str],
-    claimed: list[JobRecord],
+    claimed: list[tuple[JobRecord, Limits]],
     worker: str,
     prefix: str,
 ) -> set[str]:
     """Weigh the limited jobs of a claim, in claim order; return the ids held back, which
     are already put back in the queue. Each weighing reads the server's clock of its own:
-    only a claim's last round keeps jobs (``claim``), so the rounds before it, which held
-    all theirs, start nothing that a later refill could bunch with.
+    only a claim's last round keeps jobs on tokens (``claim``), so the rounds before it
+    start nothing on a token that a later refill could bunch with.
 
     A job held for a token takes it as it is held: the bucket goes below zero by one, and
     the job is due when that token will have come in. Claimed then (or a little later:
     ``keeps_token``), it starts without being weighed again, so the tokens a bucket
     makes are never lost to the gaps between claims, and the jobs behind a bucket are each
-    held once rather than weighed again at every claim."""
-    claimed = sorted(claimed, key=sort_key)
-    async with conn.transaction():
-        cur = await conn.execute(q["flow_limits"], {"ids": [j.id for j in claimed]})
-        found = await cur.fetchall()
-        if not found:
-            return set()
-        limits = {r[0]: r[1:7] for r in found}
-        await _lock(conn, q, prefix, (k for r in found for k in (r[1], r[4]) if k is not None))
-        conc_keys = sorted({r[4] for r in found if r[4] is not None})
-        rate_keys = sorted({r[1] for r in found if r[1] is not None})
-        running: dict[str, int] = {}
+    held once rather than weighed again at every claim.
+
+    The statements go in two pipelined round trips, not one each: the transaction, the lock
+    and the reads; then the holds, the buckets and the commit. The lock is held for the
+    time between them, and every claim of the key waits for it (at a limit of 1,000/s one
+    round trip less per claim is several jobs sooner)."""
+    claimed = sorted(claimed, key=lambda c: sort_key(c[0]))
+    found = [(job.id, *lim) for job, lim in claimed]
+    limits = {r[0]: r[1:7] for r in found}
+    conc_keys = sorted({r[4] for r in found if r[4] is not None})
+    rate_keys = sorted({r[1] for r in found if r[1] is not None})
+    async with conn.pipeline(), conn.transaction():
+        await _lock(conn, q, prefix, (*conc_keys, *rate_keys))
+        counting = rating = None
         if conc_keys:
-            cur = await conn.execute(q["flow_running"], {"keys": conc_keys})
-            counted: dict[str, int] = {str(k): int(n) for k, n in await cur.fetchall()}
+            counting = await conn.execute(q["flow_running"], {"keys": conc_keys})
+        if rate_keys:
+            rating = await conn.execute(q["flow_buckets"], {"keys": rate_keys})
+        running: dict[str, int] = {}
+        if counting is not None:
+            counted: dict[str, int] = {str(k): int(n) for k, n in await counting.fetchall()}
             in_claim = Counter(r[4] for r in found if r[4] is not None)
             # The claim's own rows are running already: count only the others.
             running = {k: int(counted.get(k, 0)) - in_claim[k] for k in conc_keys}
         buckets: dict[str, float] = {}
         saved_at: dict[str, float] = {}
         now = 0.0  # read with the buckets: only a rate needs the time
-        if rate_keys:
-            cur = await conn.execute(q["flow_buckets"], {"keys": rate_keys})
-            rows = await cur.fetchall()
+        if rating is not None:
+            rows = await rating.fetchall()
             # The server's clock under the lock, not the transaction's start: a claim that
             # began before the last holder of the lock but took it after would refill the
             # bucket with time its predecessor already counted.
@@ -147,10 +169,7 @@ async def admit(
                 # older clock, they would fall among those the other claim gave.
                 saved_at[key] = max(now, at)
         holds: list[tuple[str, str, float]] = []
-        for job in claimed:
-            if job.id not in limits:
-                continue
-            rate_key, rate, _, conc_key, conc_limit, waited = limits[job.id]
+        for job, (rate_key, rate, _, conc_key, conc_limit, waited) in claimed:
             if conc_key is not None and running[conc_key] >= conc_limit:
                 holds.append((job.id, _CONCURRENCY, FAR))
                 continue
@@ -180,6 +199,13 @@ async def admit(
         kept = [i for i in limits if i not in held]
         if kept:
             await conn.execute(q["flow_admitted"], {"ids": kept})
+        for key, tokens in buckets.items():
+            if tokens < 1.0:  # no token for the next job: hold the backlog for the next
+                rate = next(r[2] for r in found if r[1] == key)
+                ahead = {"key": key, "limit": HOLD_AHEAD, "base": saved_at[key],
+                         "tokens": tokens, "rate": rate}  # fmt: skip
+                cur = await conn.execute(q["flow_hold_ahead"], ahead)
+                buckets[key] = tokens - len(await cur.fetchall())
         if buckets:
             params = {
                 "keys": list(buckets),

@@ -174,7 +174,8 @@ FROM ins
 
 -- {where}: claim_all, claim_one or claim_some. Locked rows are skipped, so claimers never
 -- wait on each other; the picked rows are returned in no order (the store sorts them).
--- The last column is not NULL for a job with limits, which flow.admit then weighs.
+-- After the job's columns come its limits, all NULL for a job without (flow.claim), and
+-- what it waited for (flow.admit: a job held for a token has it).
 -- name: claim
 WITH picked AS (
     SELECT id AS picked_id FROM {schema}.offload_jobs
@@ -187,7 +188,7 @@ UPDATE {schema}.offload_jobs AS j SET state = 'running', attempt = j.attempt + 1
     lease_until = now() + make_interval(secs => %(ttl)s), worker_id = %(worker)s,
     started_at = now(), cancel_requested = false
 FROM picked WHERE j.id = picked.picked_id
-RETURNING {columns}, coalesce(j.conc_key, j.rate_key)
+RETURNING {columns}, j.rate_key, j.rate, j.burst, j.conc_key, j.conc_limit, j.waiting
 
 -- name: claim_one
 AND queue = %(queue)s
@@ -425,12 +426,6 @@ FROM {schema}.offload_workers WHERE expires_at > now() ORDER BY id
 SELECT pg_advisory_xact_lock(hashtextextended(%(prefix)s::text || k, 0))
 FROM unnest(%(keys)s::text[]) AS k
 
--- The limits of the jobs just claimed, and what they waited for (flow.admit: a job held
--- for a token has it).
--- name: flow_limits
-SELECT id::text, rate_key, rate, burst, conc_key, conc_limit, waiting
-FROM {schema}.offload_jobs WHERE id = ANY(%(ids)s::uuid[])
-
 -- Read after flow_lock, so by a snapshot that holds every claim of the group committed
 -- before this one took its turn.
 -- name: flow_running
@@ -466,6 +461,25 @@ UPDATE {schema}.offload_jobs AS j SET state = 'queued', attempt = j.attempt - 1,
     run_at = to_timestamp(h.due)
 FROM unnest(%(ids)s::uuid[], %(waiting)s::text[], %(dues)s::float8[]) AS h(id, waiting, due)
 WHERE j.id = h.id AND j.state = 'running' AND j.worker_id = %(worker)s
+
+-- The due jobs of a bucket not yet weighed (none with a slot to wait for too), held for
+-- its next tokens in claim order as if each claim had held them: the k-th is due when
+-- its token comes in, base + (k - tokens) / rate (flow.admit). Returns how many.
+-- name: flow_hold_ahead
+WITH ahead AS (
+    SELECT id, priority, run_at FROM {schema}.offload_jobs
+    WHERE rate_key = %(key)s AND state = 'queued' AND waiting IS NULL AND run_at <= now()
+        AND conc_key IS NULL
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), numbered AS (
+    SELECT id, row_number() OVER (ORDER BY priority DESC, run_at, id) AS k FROM ahead
+)
+UPDATE {schema}.offload_jobs AS j SET waiting = 'rate_limit',
+    run_at = to_timestamp(%(base)s + (numbered.k - %(tokens)s) / %(rate)s)
+FROM numbered WHERE j.id = numbered.id
+RETURNING 1
 
 -- The limited jobs the claim keeps no longer wait (those it held before).
 -- name: flow_admitted
