@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 from collections.abc import AsyncIterator
 from typing import cast
 
@@ -68,7 +69,7 @@ class TestBacklog:
         assert all(r is not None and r.waiting_reason is WaitingReason.RATE_LIMIT for r in held)
         dues = [r.run_at for r in held if r is not None]
         assert dues == sorted(dues)  # in claim order
-        gaps = [b - a for a, b in zip(dues, dues[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(dues)]
         assert all(abs(g - 0.01) < 0.001 for g in gaps), (min(gaps), max(gaps))
         assert began < dues[0] <= began + 0.1
         # What no limit holds is claimed next, not behind the held backlog; with it may
